@@ -1,0 +1,41 @@
+# Everything a fresh machine needs, from the project's own files.
+#   make demo   - set up and run the end-to-end demo
+#   make test   - set up and run lint, types and the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest system-deps venv phantom clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+demo: $(STAMP)
+	$(BIN)/onfh-dlr demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP) system-deps
+	$(BIN)/pytest -m "not slow"
+
+test: lint typecheck pytest
+
+# A phantom cohort like the source paper's (80 healthy, 70 ONFH patients).
+phantom: $(STAMP)
+	$(BIN)/onfh-dlr phantom data/phantom-150 --cases 150 --seed 2024
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
