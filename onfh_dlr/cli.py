@@ -1,12 +1,104 @@
-"""The ``onfh-dlr`` command line."""
+"""The ``onfh-dlr`` command line.
+
+The entry point is the one place that reads the process environment: it builds the
+:class:`~onfh_dlr.settings.Settings` once and passes them on.
+"""
 
 from __future__ import annotations
 
-import typer
+import os
+import time
+from pathlib import Path
+from typing import Annotated
 
-app = typer.Typer(no_args_is_help=True, help="onfh-dlr: early ONFH deep-learning radiomics service")
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from onfh_dlr.errors import OnfhError
+from onfh_dlr.settings import Settings, load_settings
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="onfh-dlr: deep-learning radiomics for early osteonecrosis of the femoral head.",
+    pretty_exceptions_show_locals=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", help="YAML settings file (else ONFH_CONFIG).", exists=True, dir_okay=False
+    ),
+]
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config, dict(os.environ))
+    except OnfhError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
 
 
 @app.callback()
 def main() -> None:
     """onfh-dlr command line."""
+
+
+@app.command()
+def phantom(
+    out_dir: Annotated[Path, typer.Argument(help="Directory to write the cohort into.")],
+    cases: Annotated[int, typer.Option("--cases", min=1, help="Number of patients.")] = 150,
+    seed: Annotated[int, typer.Option("--seed", help="Cohort seed.")] = 0,
+    onfh_fraction: Annotated[
+        float,
+        typer.Option(
+            "--onfh-fraction", min=0.0, max=1.0, help="Fraction of patients with early ONFH."
+        ),
+    ] = 70 / 150,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Processes to use.")] = 1,
+) -> None:
+    """Generate synthetic coronal T2-FS hip MRI studies with ground truth and cohort.csv."""
+    from phantom.cohort import generate_cohort
+
+    start = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]phantom[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("cases", total=cases)
+        try:
+            csv_path = generate_cohort(
+                out_dir,
+                cases,
+                seed,
+                onfh_fraction,
+                workers,
+                on_case=lambda _: progress.advance(task),
+            )
+        except OnfhError as exc:
+            err_console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from exc
+    elapsed = time.perf_counter() - start
+    console.print(
+        f"wrote {cases} cases to {out_dir} in {elapsed:.1f} s ({elapsed / cases:.2f} s per case)"
+    )
+    console.print(f"cohort: {csv_path}")
+
+
+@app.command()
+def demo(config: ConfigOption = None) -> None:
+    """Generate one phantom study, read it back, and show what it holds."""
+    from phantom.demo import run_demo
+
+    settings = _settings(config)
+    try:
+        run_demo(settings, console)
+    except OnfhError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc

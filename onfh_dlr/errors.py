@@ -37,12 +37,101 @@ class SegmentationError(PermanentError):
     """A region of interest cannot be found or read."""
 
 
+# --- Series loading (model_bundle.series): one class per reason a series is refused,
+# so the listener and the worker can record *why* without parsing messages.
+
+
+class UnreadableFileError(SeriesError):
+    """A DICOM file or its pixel data cannot be read (truncated, corrupt, no pixel data)."""
+
+
+class MissingDecoderError(SeriesError):
+    """No installed pixel-data plugin can decode the instance's transfer syntax."""
+
+
+class SeriesNotFoundError(SeriesError):
+    """The source holds no DICOM image instances, or none of the requested series."""
+
+
+class MultipleSeriesError(SeriesError):
+    """The source holds image instances of several series and none was selected."""
+
+
+class MissingAttributeError(SeriesError):
+    """A required identifying attribute (a UID) is missing or empty."""
+
+
+class ModalityError(SeriesError):
+    """The series is not MR (Modality) or not an MR image storage SOP class."""
+
+
+class UnsupportedPixelDataError(SeriesError):
+    """The pixel data are not single-sample greyscale (colour, or other layouts)."""
+
+
+class MissingGeometryError(SeriesError):
+    """Position, orientation or pixel spacing is missing or unusable."""
+
+
+class ImageSizeError(SeriesError):
+    """Rows, columns, slice count or pixel spacing are outside plausible bounds."""
+
+
+class InconsistentSlicesError(SeriesError):
+    """Slices differ in rows, columns, pixel spacing, study or frame of reference."""
+
+
+class MixedOrientationError(SeriesError):
+    """Slices of one series have different orientations."""
+
+
+class TooFewSlicesError(SeriesError):
+    """The series has too few slices to form a volume."""
+
+
+class DuplicateSliceError(SeriesError):
+    """Two slices (or one instance twice) sit at the same position."""
+
+
+class MissingSliceError(SeriesError):
+    """A gap in the stack: one slice step is about a multiple of the usual spacing."""
+
+
+class UnevenSpacingError(SeriesError):
+    """Slice steps differ from their median by more than the tolerance."""
+
+
+class SkewedStackError(SeriesError):
+    """Slice positions do not advance along the slice normal (sheared stack)."""
+
+
+class ConstantImageError(SeriesError):
+    """The intensities to normalise have zero (or no) variance."""
+
+
 __all__ = [
     "ConfigurationError",
+    "ConstantImageError",
+    "DuplicateSliceError",
+    "ImageSizeError",
+    "InconsistentSlicesError",
+    "MissingAttributeError",
+    "MissingDecoderError",
+    "MissingGeometryError",
+    "MissingSliceError",
+    "MixedOrientationError",
+    "ModalityError",
+    "MultipleSeriesError",
     "OnfhError",
     "PermanentError",
     "PhantomError",
     "SegmentationError",
     "SeriesError",
+    "SeriesNotFoundError",
+    "SkewedStackError",
+    "TooFewSlicesError",
     "TransientError",
+    "UnevenSpacingError",
+    "UnreadableFileError",
+    "UnsupportedPixelDataError",
 ]

@@ -1,0 +1,389 @@
+"""One synthetic coronal T2-FS study: acquisition, rendering, signal chain, truth.
+
+:func:`generate_study` is pure computation (a seed in, a :class:`PhantomStudy` out).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.fft
+from numpy.typing import NDArray
+from pydicom.uid import generate_uid
+
+from onfh_dlr.errors import PhantomError
+from phantom.anatomy import Anatomy, Hip, rotation, sample_anatomy
+from phantom.case import HipTruth, PatientInfo, PhantomStudy, Segment, SeriesGeometry
+from phantom.render import SampleGrid, hip_truth, paint_hip, paint_soft_tissue
+from phantom.scanner import sample_scanner
+
+F32 = NDArray[np.float32]
+Vec = NDArray[np.float64]
+
+_MATRICES = (256, 288, 320, 384, 416, 448, 512, 576, 640)
+_INSTITUTIONS = (
+    "Synthetic General Hospital",
+    "Phantom University Clinic",
+    "Demo Orthopaedic Centre",
+)
+_SURNAMES = (
+    "ALDER",
+    "BIRCH",
+    "CEDAR",
+    "DOGWOOD",
+    "ELM",
+    "FIR",
+    "HAZEL",
+    "JUNIPER",
+    "LARCH",
+    "MAPLE",
+)
+_GIVEN = ("ALEX", "SAM", "JO", "KIM", "LEE", "ROBIN", "CHRIS", "DANA", "ROWAN", "SKY")
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """The sampled acquisition: output geometry plus how it was rendered."""
+
+    geometry: SeriesGeometry
+    acquisition_factor: int | float  # recon matrix / acquired matrix (zero-fill interpolation)
+    sub_planes: int
+    pelvis_rotation: Vec
+    pelvis_origin: Vec
+    obliquity_deg: float
+
+
+def _uid(*parts: object) -> str:
+    return str(generate_uid(entropy_srcs=[str(p) for p in parts]))
+
+
+def sample_acquisition(rng: np.random.Generator, anat: Anatomy) -> Acquisition:
+    """Draw matrix, pixel size, slices, obliquity and patient placement."""
+    fov = rng.uniform(330, 420)
+    choices = [m for m in _MATRICES if 0.6 <= fov / m <= 1.3]
+    columns = int(rng.choice(choices))
+    spacing = round(fov / columns, 4)
+    rows = int(max(192, round(columns * rng.uniform(0.75, 1.0) / 16) * 16))
+    pixel_acq = spacing
+    factor: int | float = 1
+    if spacing < 0.675:
+        factor = 2
+    elif spacing < 0.9:
+        factor = 4 / 3
+    pixel_acq = spacing * factor
+
+    thickness = float(rng.choice([3.0, 3.5, 4.0, 4.5, 4.5, 5.0]))
+    gap = rng.uniform(0.0, 0.2)
+    slice_spacing = round(thickness * (1 + gap), 2)
+    max_radius = max(h.head_radius for h in anat.hips)
+    needed = math.ceil((2 * max_radius + 24) / slice_spacing)
+    n_slices = int(max(int(rng.integers(16, 31)), needed))
+    if n_slices > 30:
+        raise PhantomError("cannot cover both femoral heads with 30 slices")
+
+    pelvis_rotation = rotation(rng.normal(0, 2.0), rng.normal(0, 1.5), rng.normal(0, 2.0))
+    pelvis_origin = np.array([rng.normal(0, 8), rng.normal(0, 15), rng.uniform(-60, 40)])
+    tilt = rng.uniform(-4, 4, size=3)
+    acq_rotation = rotation(float(tilt[0]), float(tilt[1]), float(tilt[2]))
+    row_dir = acq_rotation @ np.array([1.0, 0, 0])
+    col_dir = acq_rotation @ np.array([0.0, 0, -1])
+    normal = np.cross(row_dir, col_dir)
+    mean_head_y = float(np.mean([h.head_centre[1] for h in anat.hips]))
+    centre_local = np.array(
+        [rng.normal(0, 6), mean_head_y + rng.normal(0, 3), rng.uniform(-10, 30)]
+    )
+    centre = pelvis_origin + pelvis_rotation @ centre_local
+    origin = (
+        centre
+        - (columns - 1) / 2 * spacing * row_dir
+        - (rows - 1) / 2 * spacing * col_dir
+        - (n_slices - 1) / 2 * slice_spacing * normal
+    )
+    # Round like a scanner writes DS values, then derive everything from the rounded ones.
+    geometry = SeriesGeometry(
+        rows=rows,
+        columns=columns,
+        n_slices=n_slices,
+        pixel_spacing=(spacing, spacing),
+        slice_thickness=thickness,
+        slice_spacing=slice_spacing,
+        row_direction=np.round(row_dir, 6),
+        column_direction=np.round(col_dir, 6),
+        origin=np.round(origin, 4),
+    )
+    obliquity = float(np.degrees(np.arccos(np.clip(abs(normal[1]), -1, 1))))
+    sub_planes = max(2, math.ceil(thickness / 1.8))
+    _ = pixel_acq
+    return Acquisition(geometry, factor, sub_planes, pelvis_rotation, pelvis_origin, obliquity)
+
+
+def _grid(acq: Acquisition, offsets: Vec, rows: int, columns: int, spacing: float) -> SampleGrid:
+    g = acq.geometry
+    return SampleGrid(
+        origin=g.origin,
+        row_direction=g.row_direction,
+        column_direction=g.column_direction,
+        normal=g.normal,
+        plane_offsets=offsets,
+        rows=rows,
+        columns=columns,
+        spacing=spacing,
+        pelvis_rotation=acq.pelvis_rotation,
+        pelvis_origin=acq.pelvis_origin,
+    )
+
+
+def _plane_offsets(acq: Acquisition) -> tuple[Vec, Vec, Vec]:
+    """Slice centres, the sub-planes through each slice, and the slice-profile weights."""
+    g = acq.geometry
+    centres = np.arange(g.n_slices) * g.slice_spacing
+    k = acq.sub_planes
+    sub = (np.arange(k) + 0.5) / k * g.slice_thickness - g.slice_thickness / 2
+    fine = (centres[:, None] + sub[None, :]).ravel()
+    # A smooth slice profile: sub-planes at the edges of the slab count less.
+    weights = np.cos(0.9 * np.pi / 2 * (sub / (g.slice_thickness / 2))) ** 0.5
+    return (
+        centres.astype(np.float64),
+        fine.astype(np.float64),
+        (weights / weights.sum()).astype(np.float64),
+    )
+
+
+def render_signal(
+    rng: np.random.Generator, anat: Anatomy, acq: Acquisition
+) -> tuple[F32, dict[str, float]]:
+    """Noise-free T2-FS signal (fluid ~ 1) on the acquired grid, shape (slices, rows, cols)."""
+    g = acq.geometry
+    factor = acq.acquisition_factor
+    rows_a, cols_a = round(g.rows / factor), round(g.columns / factor)
+    spacing_a = g.pixel_spacing[0] * g.columns / cols_a
+    centres, fine, weights = _plane_offsets(acq)
+    coarse = _grid(acq, centres, rows_a, cols_a, spacing_a)
+    # Fat suppression fails away from the isocentre (B0 inhomogeneity at the FOV edges).
+    rr = ((np.arange(rows_a) - (rows_a - 1) / 2) * spacing_a)[:, None] ** 2
+    cc = ((np.arange(cols_a) - (cols_a - 1) / 2) * spacing_a)[None, :] ** 2
+    radial = np.sqrt(rr + cc).astype(np.float32)
+    fs2d = np.clip((radial - 130.0) / 90.0, 0, 1) ** 2 * anat.fat_suppression_failure
+    fs = np.broadcast_to(fs2d, coarse.shape).astype(np.float32)
+    canvas = np.zeros(coarse.shape, dtype=np.float32)
+    paint_soft_tissue(coarse, canvas, anat, fs)
+    k = acq.sub_planes
+    fine_canvas = np.repeat(canvas, k, axis=0)
+    fine_grid = _grid(acq, fine, rows_a, cols_a, spacing_a)
+    for hip in anat.hips:
+        paint_hip(fine_grid, fine_canvas, anat, hip)
+    signal = np.tensordot(
+        fine_canvas.reshape(g.n_slices, k, rows_a, cols_a),
+        weights.astype(np.float32),
+        axes=([1], [0]),
+    )
+    return signal.astype(np.float32), {"acquired_rows": rows_a, "acquired_columns": cols_a}
+
+
+def _bias_field(rng: np.random.Generator, shape: tuple[int, int, int]) -> F32:
+    """A smooth multiplicative coil sensitivity, ±20-30 %."""
+    w, v, u = (np.linspace(-1, 1, n, dtype=np.float32) for n in shape)
+    w, v, u = w[:, None, None], v[None, :, None], u[None, None, :]
+    coeffs = rng.normal(0, 1, size=9)
+    coeffs[5] += 0.8  # surface coils front and back: brighter near them
+    terms = [u, v, w, u * u, v * v, w * w, u * v, v * w, u * w]
+    field = sum(np.float32(c) * t for c, t in zip(coeffs, terms, strict=True))
+    field = np.broadcast_to(field, shape).astype(np.float32)
+    field -= field.mean()
+    field /= np.abs(field).max()
+    return (1.0 + np.float32(rng.uniform(0.2, 0.3)) * field).astype(np.float32)
+
+
+def _zero_fill(image: NDArray[np.complex64], rows: int, columns: int) -> NDArray[np.complex64]:
+    """Interpolate each slice to ``rows x columns`` by zero-filling k-space, as scanners do."""
+    n, ra, ca = image.shape
+    if (ra, ca) == (rows, columns):
+        return image
+    k = scipy.fft.fftshift(scipy.fft.fft2(image, workers=2), axes=(1, 2))
+    out = np.zeros((n, rows, columns), dtype=np.complex64)
+    r0, c0 = (rows - ra) // 2, (columns - ca) // 2
+    out[:, r0 : r0 + ra, c0 : c0 + ca] = k
+    scale = (rows * columns) / (ra * ca)
+    return (scipy.fft.ifft2(scipy.fft.ifftshift(out, axes=(1, 2)), workers=2) * scale).astype(
+        np.complex64
+    )
+
+
+def acquire(
+    rng: np.random.Generator,
+    signal: F32,
+    acq: Acquisition,
+    bits_stored: int,
+    rescale: tuple[float, float] | None,
+) -> tuple[NDArray[np.uint16], dict[str, float]]:
+    """Coil bias, Rician noise, k-space interpolation and the scanner's scaling."""
+    g = acq.geometry
+    biased = signal * _bias_field(rng, signal.shape)
+    snr = float(rng.uniform(18, 45))
+    sigma = np.float32(1.0 / snr)
+    real = biased + sigma * rng.standard_normal(signal.shape, dtype=np.float32)
+    imag = sigma * rng.standard_normal(signal.shape, dtype=np.float32)
+    if acq.acquisition_factor == 1:
+        magnitude = np.sqrt(real * real + imag * imag)  # Rician
+    else:
+        complex_image = (real + 1j * imag).astype(np.complex64)
+        magnitude = np.abs(_zero_fill(complex_image, g.rows, g.columns))
+    top = 2**bits_stored - 1
+    # An arbitrary scanner scaling; fluid lands anywhere between 8 % and 45 % of the range.
+    scale = float(np.exp(rng.uniform(np.log(0.08), np.log(0.45)))) * top
+    values = magnitude * np.float32(scale)
+    if rescale is not None:
+        values = (values - rescale[1]) / np.float32(rescale[0])
+    stored = np.clip(np.rint(values), 0, top).astype(np.uint16)
+    return stored, {"snr": snr, "scale": scale}
+
+
+def truth_masks(
+    acq: Acquisition, hip: Hip
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_] | None, float]:
+    """Head and lesion masks on the output grid, and the lesion's volume fraction."""
+    g = acq.geometry
+    _, fine, weights = _plane_offsets(acq)
+    grid = _grid(acq, fine, g.rows, g.columns, g.pixel_spacing[0])
+    k = acq.sub_planes
+    head = np.zeros(g.shape, dtype=np.bool_)
+    lesion = np.zeros(g.shape, dtype=np.bool_)
+    found = hip_truth(grid, hip, plane_multiple=k)
+    if found is None:
+        raise PhantomError(f"the {hip.side} femoral head lies outside the field of view")
+    where, head_occ, lesion_occ = found
+    s0, s1 = where[0].start // k, where[0].stop // k
+    out = (slice(s0, s1), where[1], where[2])
+
+    def collapse(occ: F32) -> F32:
+        return np.tensordot(
+            occ.reshape(s1 - s0, k, *occ.shape[1:]), weights.astype(np.float32), axes=([1], [0])
+        )
+
+    head_frac = collapse(head_occ)
+    head[out] = head_frac >= 0.5
+    fraction = 0.0
+    if lesion_occ is not None:
+        lesion_frac = collapse(lesion_occ)
+        lesion[out] = lesion_frac >= 0.5
+        fraction = float(lesion_frac.sum() / max(head_frac.sum(), 1e-6))
+        return head, lesion, fraction
+    return head, None, fraction
+
+
+def _hip_truth(hip: Hip, acq: Acquisition, fraction: float) -> HipTruth:
+    lesion = hip.lesion
+    centre = acq.pelvis_origin + acq.pelvis_rotation @ hip.to_local(hip.head_centre)
+    findings = tuple(sorted({f.kind for f in hip.findings}))
+    return HipTruth(
+        side=hip.side,
+        label=int(lesion is not None),
+        stage="none" if lesion is None else lesion.stage,
+        lesion_fraction=round(fraction, 4),
+        lesion_size_class="none" if lesion is None else lesion.size_class,
+        lesion_centre="none" if lesion is None else lesion.centre_kind,
+        double_line=bool(lesion is not None and lesion.double_line),
+        band_contrast=0.0 if lesion is None else round(lesion.granulation_signal / 0.115, 3),
+        marrow_oedema=hip.oedema,
+        effusion=hip.effusion,
+        subtle=bool(lesion is not None and lesion.subtle),
+        benign_findings=findings,
+        head_centre=(
+            round(float(centre[0]), 2),
+            round(float(centre[1]), 2),
+            round(float(centre[2]), 2),
+        ),
+        head_radius=round(hip.head_radius, 2),
+    )
+
+
+def _patient(rng: np.random.Generator, anat: Anatomy, cohort_seed: int, index: int) -> PatientInfo:
+    age = int(rng.integers(22, 76))
+    year = int(rng.integers(2023, 2027))
+    month, day = int(rng.integers(1, 13)), int(rng.integers(1, 29))
+    hour, minute, second = (
+        int(rng.integers(7, 20)),
+        int(rng.integers(0, 60)),
+        int(rng.integers(0, 60)),
+    )
+    birth_year = year - age
+    return PatientInfo(
+        patient_id=f"PH{cohort_seed % 10000:04d}{index:05d}",
+        patient_name=f"{rng.choice(_SURNAMES)}^{rng.choice(_GIVEN)}",
+        birth_date=f"{birth_year:04d}{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 29)):02d}",
+        sex=anat.sex,
+        age_years=age,
+        weight_kg=round(float(rng.uniform(50, 95) if anat.sex == "F" else rng.uniform(60, 110)), 1),
+        study_instance_uid=_uid("study", cohort_seed, index),
+        series_instance_uid=_uid("series", cohort_seed, index),
+        frame_of_reference_uid=_uid("frame", cohort_seed, index),
+        accession_number=f"ACC{int(rng.integers(10**7, 10**8))}",
+        study_id=str(int(rng.integers(1000, 99999))),
+        study_date=f"{year:04d}{month:02d}{day:02d}",
+        study_time=f"{hour:02d}{minute:02d}{second:02d}",
+        study_description="MR HIPS BILATERAL",
+        series_number=int(rng.integers(2, 12)),
+    )
+
+
+def generate_study(cohort_seed: int, index: int, onfh: tuple[bool, bool]) -> PhantomStudy:
+    """Generate case ``index`` of a cohort; ``onfh`` says which hips (right, left) are diseased.
+
+    Parameters
+    ----------
+    cohort_seed
+        Seed of the cohort; together with ``index`` it fixes every random draw.
+    index
+        Case number within the cohort.
+    onfh
+        Early ONFH in the (right, left) hip.
+
+    Returns
+    -------
+    PhantomStudy
+        Pixels, geometry, header values and ground truth.
+    """
+    rng = np.random.default_rng([cohort_seed, index, 0x0F4])
+    anat = sample_anatomy(rng, onfh)
+    institution = str(rng.choice(_INSTITUTIONS))
+    scanner = sample_scanner(rng, institution, f"MR{int(rng.integers(1, 9))}")
+    acq = sample_acquisition(rng, anat)
+    patient = _patient(rng, anat, cohort_seed, index)
+    signal, info = render_signal(rng, anat, acq)
+    stored, chain = acquire(rng, signal, acq, scanner.bits_stored, scanner.rescale)
+    heads: list[Segment] = []
+    lesions: list[Segment] = []
+    truths: list[HipTruth] = []
+    for hip in anat.hips:
+        name = "Left" if hip.side == "L" else "Right"
+        head, lesion, fraction = truth_masks(acq, hip)
+        heads.append(Segment(f"{name} femoral head", "femoral_head", hip.side, head))
+        if lesion is not None:
+            lesions.append(
+                Segment(f"{name} femoral head necrotic lesion", "necrotic_lesion", hip.side, lesion)
+            )
+        truths.append(_hip_truth(hip, acq, fraction))
+    # Segments: left head, right head, then lesions (left first), as a reader expects.
+    segments = tuple(sorted(heads, key=lambda s: s.side) + sorted(lesions, key=lambda s: s.side))
+    extra: dict[str, float | str] = {
+        **info,
+        **chain,
+        "obliquity_deg": round(acq.obliquity_deg, 3),
+        "acquisition_factor": float(acq.acquisition_factor),
+        "fat_suppression_failure": round(anat.fat_suppression_failure, 3),
+    }
+    return PhantomStudy(
+        patient=patient,
+        scanner=scanner,
+        geometry=acq.geometry,
+        stored=stored,
+        segments=segments,
+        hips=(truths[0], truths[1]),
+        seed=cohort_seed,
+        extra=extra,
+    )
+
+
+__all__ = ["Acquisition", "generate_study", "render_signal", "sample_acquisition", "truth_masks"]
