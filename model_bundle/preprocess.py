@@ -1,4 +1,3 @@
-# SimpleITK's SWIG bindings are marked py.typed but carry no annotations.
 """Preprocessing shared by training and serving: isotropic resampling and z-scoring.
 
 The source paper resamples every series to 1 x 1 x 1 mm and z-score normalises it before

@@ -1,4 +1,3 @@
-# SimpleITK's SWIG bindings are marked py.typed but carry no annotations.
 """Load one MR series from DICOM into a SimpleITK image whose geometry can be trusted.
 
 Everything the model computes later (resampling, ROIs, radiomics, the SEG and SR that go

@@ -1,9 +1,12 @@
 """Cross-cutting pieces of onfh-dlr: settings, the error tree and the command line."""
 
 from onfh_dlr.errors import (
+    AmbiguousSegmentError,
     ConfigurationError,
     ConstantImageError,
     DuplicateSliceError,
+    FeatureError,
+    FemoralHeadNotFoundError,
     ImageSizeError,
     InconsistentSlicesError,
     MissingAttributeError,
@@ -13,10 +16,13 @@ from onfh_dlr.errors import (
     MixedOrientationError,
     ModalityError,
     MultipleSeriesError,
+    NotASegmentationError,
     OnfhError,
     PermanentError,
     PhantomError,
     SegmentationError,
+    SegmentationGeometryError,
+    SegmentationReferenceError,
     SeriesError,
     SeriesNotFoundError,
     SkewedStackError,
@@ -25,14 +31,18 @@ from onfh_dlr.errors import (
     UnevenSpacingError,
     UnreadableFileError,
     UnsupportedPixelDataError,
+    WeightsError,
 )
 from onfh_dlr.settings import Destination, Settings, load_settings
 
 __all__ = [
+    "AmbiguousSegmentError",
     "ConfigurationError",
     "ConstantImageError",
     "Destination",
     "DuplicateSliceError",
+    "FeatureError",
+    "FemoralHeadNotFoundError",
     "ImageSizeError",
     "InconsistentSlicesError",
     "MissingAttributeError",
@@ -42,10 +52,13 @@ __all__ = [
     "MixedOrientationError",
     "ModalityError",
     "MultipleSeriesError",
+    "NotASegmentationError",
     "OnfhError",
     "PermanentError",
     "PhantomError",
     "SegmentationError",
+    "SegmentationGeometryError",
+    "SegmentationReferenceError",
     "SeriesError",
     "SeriesNotFoundError",
     "Settings",
@@ -55,5 +68,6 @@ __all__ = [
     "UnevenSpacingError",
     "UnreadableFileError",
     "UnsupportedPixelDataError",
+    "WeightsError",
     "load_settings",
 ]

@@ -109,10 +109,50 @@ class ConstantImageError(SeriesError):
     """The intensities to normalise have zero (or no) variance."""
 
 
+# --- SEG reading (model_bundle.seg_roi): one class per reason a DICOM-SEG is not used.
+
+
+class NotASegmentationError(SegmentationError):
+    """The object is not readable DICOM, or not a DICOM Segmentation."""
+
+
+class SegmentationReferenceError(SegmentationError):
+    """The SEG references another series, or lies in another frame of reference."""
+
+
+class SegmentationGeometryError(SegmentationError):
+    """A segment's frames cannot be placed on the series grid."""
+
+
+class AmbiguousSegmentError(SegmentationError):
+    """Several segments qualify as the femoral head of one side."""
+
+
+class FemoralHeadNotFoundError(SegmentationError):
+    """The SEG holds no (non-empty) femoral-head segment of either side."""
+
+
+# --- Features (model_bundle.radiomics).
+
+
+class FeatureError(PermanentError):
+    """Features cannot be computed for an image and ROI, or a feature name is unknown."""
+
+
+# --- Network weights (model_bundle.deep).
+
+
+class WeightsError(PermanentError):
+    """A network weights file is missing, unreadable, or does not fit the network."""
+
+
 __all__ = [
+    "AmbiguousSegmentError",
     "ConfigurationError",
     "ConstantImageError",
     "DuplicateSliceError",
+    "FeatureError",
+    "FemoralHeadNotFoundError",
     "ImageSizeError",
     "InconsistentSlicesError",
     "MissingAttributeError",
@@ -122,10 +162,13 @@ __all__ = [
     "MixedOrientationError",
     "ModalityError",
     "MultipleSeriesError",
+    "NotASegmentationError",
     "OnfhError",
     "PermanentError",
     "PhantomError",
     "SegmentationError",
+    "SegmentationGeometryError",
+    "SegmentationReferenceError",
     "SeriesError",
     "SeriesNotFoundError",
     "SkewedStackError",
@@ -134,4 +177,5 @@ __all__ = [
     "UnevenSpacingError",
     "UnreadableFileError",
     "UnsupportedPixelDataError",
+    "WeightsError",
 ]

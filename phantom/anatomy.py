@@ -201,7 +201,7 @@ def sample_signals(rng: np.random.Generator) -> Signals:
         cortex=u(0.02, 0.05),
         skin=u(0.18, 0.3),
         ligament=u(0.12, 0.25),
-        vessel_vein=u(0.35, 0.7),
+        vessel_vein=u(0.25, 0.5),
         vessel_artery=u(0.02, 0.08),
     )
 
@@ -254,7 +254,12 @@ def sample_lesion(
     # reactive interface, making a dome- or wedge-shaped area in coronal slices.
     marrow_radius = head_radius - head_cortex
     dome_distance = marrow_radius + rng.uniform(2.0, 10.0)
-    radius = _carving_radius(marrow_radius, dome_distance, fraction)
+    stage_ii = stage == "ARCO II"
+    sclerosis_width = float(rng.uniform(1.5, 3.0) if stage_ii else rng.uniform(1.0, 2.0))
+    # ``fraction`` is of the whole head; the lesion lies in its marrow, and its outer dark
+    # line belongs to it: carve so that lesion plus line hold the drawn fraction.
+    of_marrow = min(fraction * (head_radius / marrow_radius) ** 3, 0.95)
+    radius = _carving_radius(marrow_radius, dome_distance, of_marrow) - sclerosis_width
     double_line = rng.random() < 0.8
     if double_line:
         lines: tuple[str, ...] = ("bright", "dark")
@@ -268,7 +273,6 @@ def sample_lesion(
         centre = signals.marrow * rng.uniform(0.85, 1.2)
     else:
         centre = rng.uniform(0.45, 0.7) if not subtle else rng.uniform(0.25, 0.4)
-    stage_ii = stage == "ARCO II"
     return Lesion(
         stage=stage,
         size_class=size_class,
@@ -278,7 +282,7 @@ def sample_lesion(
         radius=float(radius),
         boundary=_waves(rng, 6, (10.0, 24.0), rng.uniform(1.0, 2.5)),
         granulation_width=float(rng.uniform(1.0, 1.8) if subtle else rng.uniform(1.3, 3.0)),
-        sclerosis_width=float(rng.uniform(1.5, 3.0) if stage_ii else rng.uniform(1.0, 2.0)),
+        sclerosis_width=sclerosis_width,
         granulation_signal=float(granulation),
         sclerosis_signal=float(sclerosis),
         double_line=bool(double_line),
@@ -341,13 +345,19 @@ def sample_findings(
 
 def sample_hip(
     rng: np.random.Generator,
+    pathology_rng: np.random.Generator,
     side: Literal["L", "R"],
     centre: Vec,
     radius: float,
     onfh: bool,
     signals: Signals,
 ) -> Hip:
-    """Draw one hip: its shape, and healthy or early ONFH with the signs that go with it."""
+    """Draw one hip: its shape, and healthy or early ONFH with the signs that go with it.
+
+    Shape comes from ``rng``, everything that depends on the label from
+    ``pathology_rng``: the same case drawn healthy or diseased has the same anatomy,
+    scanner and acquisition, so nothing but the pathology can tell the classes apart.
+    """
     neck_shaft = np.radians(rng.uniform(125, 135))
     anteversion = np.radians(rng.uniform(8, 20))
     shaft_tilt = np.radians(rng.uniform(5, 9))
@@ -368,20 +378,22 @@ def sample_hip(
     )
     lt_radii = np.array([rng.uniform(7, 10), rng.uniform(7, 10), rng.uniform(9, 13)])
     acet_axis = _unit([-0.6 + rng.normal(0, 0.06), 0.25 + rng.normal(0, 0.05), 0.76])
-    effusion = rng.random() < (0.8 if onfh else 0.3)
-    oedema = (rng.random() < 0.45) if onfh else (rng.random() < 0.04)
-    lesion = sample_lesion(rng, radius, 1.2, signals) if onfh else None
+    head_cortex = float(rng.uniform(1.0, 1.5))
+    p = pathology_rng
+    effusion = p.random() < (0.8 if onfh else 0.3)
+    oedema = (p.random() < 0.45) if onfh else (p.random() < 0.04)
+    lesion = sample_lesion(p, radius, head_cortex, signals) if onfh else None
     if lesion is not None and lesion.subtle:
         oedema = False
     if onfh:
-        n_findings = int(rng.random() < 0.3)
+        n_findings = int(p.random() < 0.3)
     else:
-        n_findings = int(rng.choice([0, 1, 2, 3], p=[0.35, 0.3, 0.2, 0.15]))
+        n_findings = int(p.choice([0, 1, 2, 3], p=[0.35, 0.3, 0.2, 0.15]))
     return Hip(
         side=side,
         head_centre=np.asarray(centre, dtype=np.float64),
         head_radius=float(radius),
-        head_cortex=float(rng.uniform(1.0, 1.5)),
+        head_cortex=head_cortex,
         head_cartilage=float(rng.uniform(1.5, 2.5)),
         joint_space=float(rng.uniform(0.4, 1.0)),
         acetabular_cartilage=float(rng.uniform(1.5, 2.5)),
@@ -402,21 +414,26 @@ def sample_hip(
         fovea_radius=float(rng.uniform(3.5, 5.5)),
         effusion=bool(effusion),
         effusion_thickness=float(
-            (rng.uniform(3.0, 8.0) if onfh else rng.uniform(1.5, 3.5))
+            (p.uniform(3.0, 8.0) if onfh else p.uniform(1.5, 3.5))
             if effusion
-            else rng.uniform(0.3, 0.8)
+            else p.uniform(0.3, 0.8)
         ),
         oedema=bool(oedema),
-        oedema_signal=float(rng.uniform(0.55, 0.8) if onfh else rng.uniform(0.3, 0.45)),
-        oedema_decay=float(rng.uniform(15, 40)),
+        oedema_signal=float(p.uniform(0.55, 0.8) if onfh else p.uniform(0.3, 0.45)),
+        oedema_decay=float(p.uniform(15, 40)),
         marrow_texture=_waves(rng, 5, (6.0, 18.0), rng.uniform(0.01, 0.025)),
         lesion=lesion,
-        findings=sample_findings(rng, centre, radius, neck_axis, n_findings),
+        findings=sample_findings(p, centre, radius, neck_axis, n_findings),
     )
 
 
-def sample_anatomy(rng: np.random.Generator, onfh: tuple[bool, bool]) -> Anatomy:
-    """Draw one patient; ``onfh`` says which hips (right, left) have early ONFH."""
+def sample_anatomy(
+    rng: np.random.Generator, pathology_rng: np.random.Generator, onfh: tuple[bool, bool]
+) -> Anatomy:
+    """Draw one patient; ``onfh`` says which hips (right, left) have early ONFH.
+
+    Only ``pathology_rng`` is consumed differently for different labels.
+    """
     sex: Literal["M", "F"] = "M" if rng.random() < 0.55 else "F"
     signals = sample_signals(rng)
     base_radius = rng.uniform(23.0, 27.5) if sex == "M" else rng.uniform(20.0, 24.5)
@@ -429,7 +446,7 @@ def sample_anatomy(rng: np.random.Generator, onfh: tuple[bool, bool]) -> Anatomy
         centre = np.array(
             [half_distance + rng.normal(0, 1.5), rng.normal(0, 1.5), rng.normal(0, 1.5)]
         )
-        hips.append(sample_hip(rng, side, centre, radius, diseased, signals))
+        hips.append(sample_hip(rng, pathology_rng, side, centre, radius, diseased, signals))
     bowel = tuple(
         (
             np.array([rng.uniform(-50, 50), rng.uniform(-30, 50), rng.uniform(45, 110)]),

@@ -15,7 +15,14 @@ from pydicom.uid import generate_uid
 
 from onfh_dlr.errors import PhantomError
 from phantom.anatomy import Anatomy, Hip, rotation, sample_anatomy
-from phantom.case import HipTruth, PatientInfo, PhantomStudy, Segment, SeriesGeometry
+from phantom.case import (
+    HipTruth,
+    PatientInfo,
+    PhantomStudy,
+    ScannerProfile,
+    Segment,
+    SeriesGeometry,
+)
 from phantom.render import SampleGrid, hip_truth, paint_hip, paint_soft_tissue
 from phantom.scanner import sample_scanner
 
@@ -151,9 +158,7 @@ def _plane_offsets(acq: Acquisition) -> tuple[Vec, Vec, Vec]:
     )
 
 
-def render_signal(
-    rng: np.random.Generator, anat: Anatomy, acq: Acquisition
-) -> tuple[F32, dict[str, float]]:
+def render_signal(anat: Anatomy, acq: Acquisition) -> tuple[F32, dict[str, float]]:
     """Noise-free T2-FS signal (fluid ~ 1) on the acquired grid, shape (slices, rows, cols)."""
     g = acq.geometry
     factor = acq.acquisition_factor
@@ -182,18 +187,41 @@ def render_signal(
     return signal.astype(np.float32), {"acquired_rows": rows_a, "acquired_columns": cols_a}
 
 
-def _bias_field(rng: np.random.Generator, shape: tuple[int, int, int]) -> F32:
+@dataclass(frozen=True)
+class SignalChain:
+    """What the scanner does to the signal: coil bias, noise level, intensity scaling."""
+
+    snr: float  # fluid signal over the noise standard deviation
+    bias_amplitude: float  # peak relative deviation of the coil sensitivity
+    bias_coefficients: tuple[float, ...]  # of u, v, w, u², v², w², uv, vw, uw
+    scale_fraction: float  # fluid lands at this fraction of the stored range
+    noise_seed: int
+
+
+def sample_chain(rng: np.random.Generator) -> SignalChain:
+    """Draw coil bias, SNR and the scanner's arbitrary intensity scaling."""
+    coeffs = rng.normal(0, 1, size=9)
+    coeffs[5] += 0.8  # surface coils front and back: brighter near them
+    return SignalChain(
+        snr=float(rng.uniform(18, 45)),
+        bias_amplitude=float(rng.uniform(0.2, 0.3)),
+        bias_coefficients=tuple(float(c) for c in coeffs),
+        scale_fraction=float(np.exp(rng.uniform(np.log(0.08), np.log(0.45)))),
+        noise_seed=int(rng.integers(2**63)),
+    )
+
+
+def _bias_field(chain: SignalChain, shape: tuple[int, int, int]) -> F32:
     """A smooth multiplicative coil sensitivity, ±20-30 %."""
     w, v, u = (np.linspace(-1, 1, n, dtype=np.float32) for n in shape)
     w, v, u = w[:, None, None], v[None, :, None], u[None, None, :]
-    coeffs = rng.normal(0, 1, size=9)
-    coeffs[5] += 0.8  # surface coils front and back: brighter near them
+    coeffs = chain.bias_coefficients
     terms = [u, v, w, u * u, v * v, w * w, u * v, v * w, u * w]
     field = sum(np.float32(c) * t for c, t in zip(coeffs, terms, strict=True))
     field = np.broadcast_to(field, shape).astype(np.float32)
     field -= field.mean()
     field /= np.abs(field).max()
-    return (1.0 + np.float32(rng.uniform(0.2, 0.3)) * field).astype(np.float32)
+    return (1.0 + np.float32(chain.bias_amplitude) * field).astype(np.float32)
 
 
 def _zero_fill(image: NDArray[np.complex64], rows: int, columns: int) -> NDArray[np.complex64]:
@@ -212,17 +240,17 @@ def _zero_fill(image: NDArray[np.complex64], rows: int, columns: int) -> NDArray
 
 
 def acquire(
-    rng: np.random.Generator,
     signal: F32,
     acq: Acquisition,
+    chain: SignalChain,
     bits_stored: int,
     rescale: tuple[float, float] | None,
-) -> tuple[NDArray[np.uint16], dict[str, float]]:
+) -> NDArray[np.uint16]:
     """Coil bias, Rician noise, k-space interpolation and the scanner's scaling."""
     g = acq.geometry
-    biased = signal * _bias_field(rng, signal.shape)
-    snr = float(rng.uniform(18, 45))
-    sigma = np.float32(1.0 / snr)
+    rng = np.random.default_rng(chain.noise_seed)
+    biased = signal * _bias_field(chain, signal.shape)
+    sigma = np.float32(1.0 / chain.snr)
     real = biased + sigma * rng.standard_normal(signal.shape, dtype=np.float32)
     imag = sigma * rng.standard_normal(signal.shape, dtype=np.float32)
     if acq.acquisition_factor == 1:
@@ -232,12 +260,10 @@ def acquire(
         magnitude = np.abs(_zero_fill(complex_image, g.rows, g.columns))
     top = 2**bits_stored - 1
     # An arbitrary scanner scaling; fluid lands anywhere between 8 % and 45 % of the range.
-    scale = float(np.exp(rng.uniform(np.log(0.08), np.log(0.45)))) * top
-    values = magnitude * np.float32(scale)
+    values = magnitude * np.float32(chain.scale_fraction * top)
     if rescale is not None:
         values = (values - rescale[1]) / np.float32(rescale[0])
-    stored = np.clip(np.rint(values), 0, top).astype(np.uint16)
-    return stored, {"snr": snr, "scale": scale}
+    return np.clip(np.rint(values), 0, top).astype(np.uint16)
 
 
 def truth_masks(
@@ -273,6 +299,13 @@ def truth_masks(
     return head, None, fraction
 
 
+def size_class(fraction: float) -> str:
+    """ONFH_MRI.md's lesion size classes by fraction of the head: < 15 %, 15-30 %, > 30 %."""
+    if fraction < 0.15:
+        return "small"
+    return "medium" if fraction <= 0.30 else "large"
+
+
 def _hip_truth(hip: Hip, acq: Acquisition, fraction: float) -> HipTruth:
     lesion = hip.lesion
     centre = acq.pelvis_origin + acq.pelvis_rotation @ hip.to_local(hip.head_centre)
@@ -282,7 +315,7 @@ def _hip_truth(hip: Hip, acq: Acquisition, fraction: float) -> HipTruth:
         label=int(lesion is not None),
         stage="none" if lesion is None else lesion.stage,
         lesion_fraction=round(fraction, 4),
-        lesion_size_class="none" if lesion is None else lesion.size_class,
+        lesion_size_class="none" if lesion is None else size_class(fraction),
         lesion_centre="none" if lesion is None else lesion.centre_kind,
         double_line=bool(lesion is not None and lesion.double_line),
         band_contrast=0.0 if lesion is None else round(lesion.granulation_signal / 0.115, 3),
@@ -328,6 +361,76 @@ def _patient(rng: np.random.Generator, anat: Anatomy, cohort_seed: int, index: i
     )
 
 
+@dataclass(frozen=True)
+class CasePlan:
+    """Every random choice of one case, drawn before any pixel is rendered."""
+
+    cohort_seed: int
+    index: int
+    onfh: tuple[bool, bool]
+    anatomy: Anatomy
+    scanner: ScannerProfile
+    acquisition: Acquisition
+    chain: SignalChain
+    patient: PatientInfo
+
+
+def plan_case(cohort_seed: int, index: int, onfh: tuple[bool, bool]) -> CasePlan:
+    """Draw case ``index`` of a cohort (cheap: no rendering).
+
+    Each part has its own random stream, and the label only feeds the pathology stream:
+    the same case drawn with other labels has the same anatomy, scanner, acquisition,
+    signal chain and patient, so nothing but the pathology differs between classes.
+    """
+    streams = [np.random.default_rng([cohort_seed, index, part]) for part in range(6)]
+    anatomy = sample_anatomy(streams[0], streams[1], onfh)
+    institution = str(streams[2].choice(_INSTITUTIONS))
+    scanner = sample_scanner(streams[2], institution, f"MR{int(streams[2].integers(1, 9))}")
+    acquisition = sample_acquisition(streams[3], anatomy)
+    chain = sample_chain(streams[4])
+    patient = _patient(streams[5], anatomy, cohort_seed, index)
+    return CasePlan(cohort_seed, index, onfh, anatomy, scanner, acquisition, chain, patient)
+
+
+def render_case(plan: CasePlan) -> PhantomStudy:
+    """Render a planned case: pixels, truth masks and header values."""
+    anat, acq, scanner = plan.anatomy, plan.acquisition, plan.scanner
+    signal, info = render_signal(anat, acq)
+    stored = acquire(signal, acq, plan.chain, scanner.bits_stored, scanner.rescale)
+    heads: list[Segment] = []
+    lesions: list[Segment] = []
+    truths: list[HipTruth] = []
+    for hip in anat.hips:
+        name = "Left" if hip.side == "L" else "Right"
+        head, lesion, fraction = truth_masks(acq, hip)
+        heads.append(Segment(f"{name} femoral head", "femoral_head", hip.side, head))
+        if lesion is not None:
+            lesions.append(
+                Segment(f"{name} femoral head necrotic lesion", "necrotic_lesion", hip.side, lesion)
+            )
+        truths.append(_hip_truth(hip, acq, fraction))
+    # Segments: left head, right head, then lesions (left first), as a reader expects.
+    segments = tuple(sorted(heads, key=lambda s: s.side) + sorted(lesions, key=lambda s: s.side))
+    extra: dict[str, float | str] = {
+        **info,
+        "snr": round(plan.chain.snr, 2),
+        "scale_fraction": round(plan.chain.scale_fraction, 4),
+        "obliquity_deg": round(acq.obliquity_deg, 3),
+        "acquisition_factor": float(acq.acquisition_factor),
+        "fat_suppression_failure": round(anat.fat_suppression_failure, 3),
+    }
+    return PhantomStudy(
+        patient=plan.patient,
+        scanner=scanner,
+        geometry=acq.geometry,
+        stored=stored,
+        segments=segments,
+        hips=(truths[0], truths[1]),
+        seed=plan.cohort_seed,
+        extra=extra,
+    )
+
+
 def generate_study(cohort_seed: int, index: int, onfh: tuple[bool, bool]) -> PhantomStudy:
     """Generate case ``index`` of a cohort; ``onfh`` says which hips (right, left) are diseased.
 
@@ -345,45 +448,19 @@ def generate_study(cohort_seed: int, index: int, onfh: tuple[bool, bool]) -> Pha
     PhantomStudy
         Pixels, geometry, header values and ground truth.
     """
-    rng = np.random.default_rng([cohort_seed, index, 0x0F4])
-    anat = sample_anatomy(rng, onfh)
-    institution = str(rng.choice(_INSTITUTIONS))
-    scanner = sample_scanner(rng, institution, f"MR{int(rng.integers(1, 9))}")
-    acq = sample_acquisition(rng, anat)
-    patient = _patient(rng, anat, cohort_seed, index)
-    signal, info = render_signal(rng, anat, acq)
-    stored, chain = acquire(rng, signal, acq, scanner.bits_stored, scanner.rescale)
-    heads: list[Segment] = []
-    lesions: list[Segment] = []
-    truths: list[HipTruth] = []
-    for hip in anat.hips:
-        name = "Left" if hip.side == "L" else "Right"
-        head, lesion, fraction = truth_masks(acq, hip)
-        heads.append(Segment(f"{name} femoral head", "femoral_head", hip.side, head))
-        if lesion is not None:
-            lesions.append(
-                Segment(f"{name} femoral head necrotic lesion", "necrotic_lesion", hip.side, lesion)
-            )
-        truths.append(_hip_truth(hip, acq, fraction))
-    # Segments: left head, right head, then lesions (left first), as a reader expects.
-    segments = tuple(sorted(heads, key=lambda s: s.side) + sorted(lesions, key=lambda s: s.side))
-    extra: dict[str, float | str] = {
-        **info,
-        **chain,
-        "obliquity_deg": round(acq.obliquity_deg, 3),
-        "acquisition_factor": float(acq.acquisition_factor),
-        "fat_suppression_failure": round(anat.fat_suppression_failure, 3),
-    }
-    return PhantomStudy(
-        patient=patient,
-        scanner=scanner,
-        geometry=acq.geometry,
-        stored=stored,
-        segments=segments,
-        hips=(truths[0], truths[1]),
-        seed=cohort_seed,
-        extra=extra,
-    )
+    return render_case(plan_case(cohort_seed, index, onfh))
 
 
-__all__ = ["Acquisition", "generate_study", "render_signal", "sample_acquisition", "truth_masks"]
+__all__ = [
+    "Acquisition",
+    "CasePlan",
+    "SignalChain",
+    "generate_study",
+    "plan_case",
+    "render_case",
+    "render_signal",
+    "sample_acquisition",
+    "sample_chain",
+    "size_class",
+    "truth_masks",
+]

@@ -1,4 +1,3 @@
-# SimpleITK's SWIG bindings are marked py.typed but carry no annotations.
 """Series loading, geometry checks, pixel decoding and preprocessing (model_bundle.imaging)."""
 
 from __future__ import annotations

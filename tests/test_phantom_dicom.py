@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import subprocess
 from pathlib import Path
 
 import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from dicom_checks import dciodvfy_errors
 from numpy.typing import NDArray
 from pydicom.uid import UID
 
@@ -187,15 +186,6 @@ def seg_path(study: PhantomStudy, tmp_path: Path) -> Path:
     path = tmp_path / "seg" / "truth.dcm"
     write_segmentation(study, images, path)
     return path
-
-
-def dciodvfy_errors(path: Path) -> list[str]:
-    """Lines of ``dciodvfy``'s report that start with "Error"."""
-    exe = shutil.which("dciodvfy")
-    if exe is None:
-        pytest.skip("dciodvfy (dicom3tools) is not installed")
-    run = subprocess.run([exe, str(path)], capture_output=True, text=True, check=False)
-    return [line for line in (run.stderr + run.stdout).splitlines() if line.startswith("Error")]
 
 
 def test_each_slice_is_written_as_numbered_file(written: tuple[PhantomStudy, list[Path]]) -> None:
