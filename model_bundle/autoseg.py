@@ -1,0 +1,404 @@
+"""Auto-segmentation of both femoral heads in a coronal T2-FS series.
+
+Classical, model-based image analysis; no network and no weights. The femoral head is
+close to a sphere (the literature fits spheres to it for this reason), and on T2-FS it
+sits inside concentric spherical shells: its own cortex, the bright cartilage and joint
+space, the dark acetabular bone. The method uses exactly that:
+
+1. On a 1.5 mm isotropic copy of the image, every strong edge votes for sphere centres
+   at 18-32 mm along its gradient, both ways (a spherical Hough transform that is blind
+   to edge polarity, so heads with fatty and with oedematous marrow both vote).
+   Concentric shells all vote for the same centre.
+2. Per side of the body's midline, the best-supported candidates are checked with a
+   radial profile: the median over directions of the intensity at each radius, ignoring
+   the directions of the neck. The head surface is the steepest rise into the cartilage
+   ring; the median makes it robust to a lesion, a cyst or an effusion that occupies a
+   minority of directions.
+3. The centre and radius are refined by a least-squares sphere fit to the surface
+   points found direction by direction, with outliers rejected.
+4. Plausibility checks (radius, edge strength, ring contrast, left-right symmetry)
+   reject what is not a femoral head: a failed check raises
+   :class:`~onfh_dlr.errors.FemoralHeadNotFoundError`, never returns a guess.
+
+The ROI is the sphere cut at the head-neck junction, on the series' own grid, a voxel
+counting as inside when at least half of it (through the slice thickness) is.
+
+Why not a trained network: nothing may be downloaded, and a network trained only on our
+phantom would learn the phantom's habits; a sphere fit with explicit checks fails loudly
+on data it does not understand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from model_bundle.preprocess import resample_isotropic
+from model_bundle.roi import HipROI, Side
+from model_bundle.series import LoadedSeries
+from onfh_dlr.errors import FemoralHeadNotFoundError
+
+F64 = NDArray[np.float64]
+
+WORK_SPACING = 1.5  # mm: coarse enough to be fast, fine enough for 1 mm accuracy after the fit
+RADII = np.arange(18.0, 33.0, 1.5)  # mm, searched sphere radii (heads are 20-27.5 mm)
+RADIUS_RANGE = (17.5, 31.0)  # mm, accepted head radii
+LATERAL_RANGE = (55.0, 140.0)  # mm from the body midline to a head centre
+NECK_RADIUS_RATIO = 0.62  # neck radius / head radius, for the head-neck junction plane
+MIN_EDGE_CONTRAST = 0.1  # of the image's robust maximum, see _profile_fit
+MIN_SUPPORT = 300.0  # Hough votes at the centre over the median vote (heads: > 800 on phantoms)
+MAX_RADIUS_ASYMMETRY = 4.0  # mm between left and right heads
+
+
+@dataclass(frozen=True)
+class HeadFit:
+    """A femoral head found in an image, in patient (LPS) coordinates."""
+
+    side: Side
+    centre: F64  # mm
+    radius: float  # mm
+    neck_direction: F64  # unit vector from the centre towards the neck
+    edge_contrast: float  # rise into the cartilage ring, in units of the image's robust max
+    support: float  # Hough votes at the centre over the median vote in the volume
+    surface_points: int  # directions that agreed with the fitted sphere
+
+
+def neck_direction(side: Side) -> F64:
+    """Typical direction from the head centre to the neck, in LPS.
+
+    Infero-lateral at the neck-shaft angle of about 130 degrees, and a little posterior
+    (the head is anteverted). Only used to cut the head at the head-neck junction and
+    to ignore the neck when reading radial profiles.
+    """
+    lateral = 1.0 if side == "L" else -1.0
+    v = np.array([0.66 * lateral, 0.22, -0.72])
+    return np.asarray(v / np.linalg.norm(v), dtype=np.float64)
+
+
+def _fibonacci_sphere(n: int) -> F64:
+    i = np.arange(n) + 0.5
+    phi = np.arccos(1 - 2 * i / n)
+    theta = np.pi * (1 + 5**0.5) * i
+    return np.stack([np.cos(theta) * np.sin(phi), np.sin(theta) * np.sin(phi), np.cos(phi)], axis=1)
+
+
+_DIRECTIONS = _fibonacci_sphere(400)
+
+
+@dataclass(frozen=True)
+class _Work:
+    """The working copy: intensities scaled to a robust max of 1, and its geometry."""
+
+    array: NDArray[np.float32]  # (k, j, i), indexed like SimpleITK's GetArrayFromImage
+    origin: F64
+    direction: F64  # columns: image axes in LPS
+    spacing: float
+    midline_x: float
+
+    def to_index(self, points: F64) -> F64:
+        """LPS points (..., 3) to fractional (k, j, i) array indices."""
+        ijk = (np.asarray(points) - self.origin) @ self.direction / self.spacing
+        return np.asarray(ijk[..., ::-1], dtype=np.float64)
+
+    def to_point(self, kji: F64) -> F64:
+        """Fractional (k, j, i) indices (..., 3) to LPS points."""
+        ijk = np.asarray(kji, dtype=np.float64)[..., ::-1]
+        return np.asarray(self.origin + (ijk * self.spacing) @ self.direction.T, dtype=np.float64)
+
+    def sample(self, points: F64) -> NDArray[np.float32]:
+        """Trilinear intensities at LPS points (..., 3); 0 outside."""
+        idx = self.to_index(points)
+        flat = idx.reshape(-1, 3).T
+        values = ndimage.map_coordinates(self.array, flat, order=1, mode="constant", cval=0.0)
+        return values.reshape(idx.shape[:-1]).astype(np.float32)
+
+
+def _working_copy(image: sitk.Image) -> _Work:
+    work = resample_isotropic(image, WORK_SPACING, interpolator="linear")
+    array = sitk.GetArrayFromImage(work).astype(np.float32)
+    body = array > 0.1 * float(np.percentile(array, 99.5))
+    if body.sum() < 1000:
+        raise FemoralHeadNotFoundError(
+            "the image is (nearly) empty: no body to search for femoral heads"
+        )
+    scale = float(np.percentile(array[body], 99.0))
+    array /= scale
+    direction = np.array(work.GetDirection(), dtype=np.float64).reshape(3, 3)
+    origin = np.array(work.GetOrigin(), dtype=np.float64)
+    # The midline: where the body's mass balances left to right. Robust to the FOV
+    # being off-centre, which patient coordinates alone are not.
+    k, j, i = np.nonzero(body)
+    step = max(1, len(k) // 200_000)
+    points = (
+        origin + (np.stack([i[::step], j[::step], k[::step]], axis=1) * WORK_SPACING) @ direction.T
+    )
+    return _Work(array, origin, direction, WORK_SPACING, float(np.median(points[:, 0])))
+
+
+def _hough(work: _Work) -> NDArray[np.float32]:
+    """Votes for sphere centres from strong edges, both gradient directions, all radii."""
+    smooth = ndimage.gaussian_filter(work.array, 1.0)
+    grads = np.gradient(smooth)
+    magnitude = np.sqrt(sum(g * g for g in grads))
+    threshold = float(np.percentile(magnitude, 92.0))
+    k, j, i = np.nonzero(magnitude > threshold)
+    if len(k) > 250_000:  # keep the strongest edges only
+        order = np.argsort(magnitude[k, j, i])[-250_000:]
+        k, j, i = k[order], j[order], i[order]
+    m = magnitude[k, j, i]
+    unit = np.stack([g[k, j, i] for g in grads], axis=1) / m[:, None]
+    base = np.stack([k, j, i], axis=1).astype(np.float32)
+    shape = work.array.shape
+    acc = np.zeros(int(np.prod(shape)), dtype=np.float64)
+    weight = np.sqrt(m)
+    for r in RADII / work.spacing:
+        for sign in (1.0, -1.0):
+            target = np.rint(base + sign * r * unit).astype(np.int64)
+            ok = np.all((target >= 0) & (target < np.array(shape)), axis=1)
+            flat = np.ravel_multi_index(target[ok].T, shape)
+            acc += np.bincount(flat, weights=weight[ok], minlength=acc.size)
+    return ndimage.gaussian_filter(acc.reshape(shape).astype(np.float32), 1.0)
+
+
+def _candidates(
+    work: _Work, acc: NDArray[np.float32], side: Side, n: int = 6
+) -> list[tuple[F64, float]]:
+    """The ``n`` strongest local maxima of the votes on one side of the midline."""
+    peaks = (acc == ndimage.maximum_filter(acc, size=7)) & (acc > 0)
+    kji = np.argwhere(peaks).astype(np.float64)
+    points = work.to_point(kji)
+    offset = (points[:, 0] - work.midline_x) * (1.0 if side == "L" else -1.0)
+    keep = (offset > LATERAL_RANGE[0]) & (offset < LATERAL_RANGE[1])
+    if not keep.any():
+        return []
+    votes = acc[tuple(kji[keep].astype(int).T)]
+    order = np.argsort(votes)[::-1][:n]
+    reference = float(np.median(acc[acc > 0]))
+    return [(points[keep][o], float(votes[o] / max(reference, 1e-9))) for o in order]
+
+
+_PROFILE_RADII = np.arange(8.0, 40.0, 0.5)
+
+
+def _profiles(work: _Work, centre: F64, side: Side) -> tuple[F64, NDArray[np.float32]]:
+    """Intensity along rays from ``centre`` in directions away from the neck."""
+    neck = neck_direction(side)
+    dirs = _DIRECTIONS[_DIRECTIONS @ neck < np.cos(np.radians(55))]
+    points = centre + dirs[:, None, :] * _PROFILE_RADII[None, :, None]
+    return dirs, work.sample(points)
+
+
+def _profile_fit(work: _Work, centre: F64, side: Side) -> tuple[float, float]:
+    """Radius of the head surface from the median radial profile, and the edge contrast.
+
+    The surface is where the profile leaves the (dark) cortex for the bright cartilage
+    ring. That ring is only a few mm thick, so after blurring (thick slices) its half
+    maximum lies outside the surface; the foot of the rise, 40 % of the way from the
+    level inside to the ring's peak, marks the surface better.
+    """
+    _, prof = _profiles(work, centre, side)
+    r = _PROFILE_RADII
+    median = ndimage.gaussian_filter1d(np.median(prof, axis=0).astype(np.float64), 1.0)
+    slope = np.gradient(median, r)
+    window = (RADIUS_RANGE[0] <= r) & (RADIUS_RANGE[1] >= r)
+    steepest = float(r[int(np.argmax(np.where(window, slope, -np.inf)))])
+    inner = np.nonzero((r >= steepest - 4.0) & (r <= steepest))[0]
+    outer = np.nonzero((r >= steepest) & (r <= steepest + 5.0))[0]
+    i_in = int(inner[np.argmin(median[inner])])
+    i_pk = int(outer[np.argmax(median[outer])])
+    level = median[i_in] + 0.4 * (median[i_pk] - median[i_in])
+    rising = median[i_in : i_pk + 1]
+    k = int(np.argmax(rising >= level))
+    if k == 0:
+        radius = float(r[i_in])
+    else:  # interpolate between the samples either side of the level
+        a, b = rising[k - 1], rising[k]
+        radius = float(r[i_in + k - 1] + (level - a) / max(b - a, 1e-9) * (r[1] - r[0]))
+    # Contrast around the surface, whatever its polarity: fatty marrow rises into the
+    # cartilage ring, oedematous marrow falls into the cortex first.
+    near = (r >= radius - 4.0) & (r <= radius + 4.0)
+    return radius, float(np.ptp(median[near]))
+
+
+def _refine(work: _Work, centre: F64, radius: float, side: Side) -> tuple[F64, float, int]:
+    """Least-squares sphere through the per-direction surface points near ``radius``."""
+    for _ in range(3):
+        dirs, prof = _profiles(work, centre, side)
+        smooth = ndimage.gaussian_filter1d(prof.astype(np.float64), 1.0, axis=1)
+        slope = np.gradient(smooth, _PROFILE_RADII, axis=1)
+        band = np.abs(_PROFILE_RADII - radius) <= 3.0
+        masked = np.where(band[None, :], slope, -np.inf)
+        idx = np.argmax(masked, axis=1)
+        strong = masked[np.arange(len(idx)), idx] > 0.25 * np.max(masked)
+        r_dir = _PROFILE_RADII[idx]
+        pts = centre + dirs * r_dir[:, None]
+        pts = pts[strong]
+        if len(pts) < 30:
+            break
+        for _ in range(3):  # algebraic sphere fit with outlier rejection
+            a = np.hstack([2 * pts, np.ones((len(pts), 1))])
+            b = (pts**2).sum(axis=1)
+            sol, *_ = np.linalg.lstsq(a, b, rcond=None)
+            c = sol[:3]
+            r = float(np.sqrt(sol[3] + c @ c))
+            resid = np.abs(np.linalg.norm(pts - c, axis=1) - r)
+            keep = resid < max(1.5, 2.5 * float(np.median(resid)))
+            if keep.all() or keep.sum() < 30:
+                break
+            pts = pts[keep]
+        if np.linalg.norm(c - centre) > 6.0 or not RADIUS_RANGE[0] <= r <= RADIUS_RANGE[1]:
+            break  # the fit ran off: keep the profile estimate
+        centre, radius = np.asarray(c, dtype=np.float64), r
+    return centre, radius, len(pts)
+
+
+def find_femoral_heads(image: sitk.Image) -> dict[Side, HeadFit]:
+    """Find both femoral heads in a coronal T2-FS image.
+
+    Parameters
+    ----------
+    image
+        The series image (any spacing and orientation; LPS geometry).
+
+    Returns
+    -------
+    dict
+        ``{"L": HeadFit, "R": HeadFit}``.
+
+    Raises
+    ------
+    FemoralHeadNotFoundError
+        When a head is missing or what was found is not plausibly a femoral head.
+    """
+    work = _working_copy(image)
+    acc = _hough(work)
+    fits: dict[Side, HeadFit] = {}
+    sides: tuple[Side, Side] = ("L", "R")
+    for side in sides:
+        best: HeadFit | None = None
+        for point, support in _candidates(work, acc, side):
+            radius, contrast = _profile_fit(work, point, side)
+            if contrast < MIN_EDGE_CONTRAST:
+                continue
+            # The sphere fit places the centre (its radial bias is the same in every
+            # direction); the profile at that centre gives the radius.
+            centre, _, n_points = _refine(work, point, radius, side)
+            radius, contrast = _profile_fit(work, centre, side)
+            fit = HeadFit(side, centre, radius, neck_direction(side), contrast, support, n_points)
+            # Concentric shells make a head the best-supported centre by far; the profile
+            # check above has already thrown out strong but rim-less candidates.
+            if support >= MIN_SUPPORT and (best is None or fit.support > best.support):
+                best = fit
+        name = "left" if side == "L" else "right"
+        if best is None:
+            raise FemoralHeadNotFoundError(
+                f"no {name} femoral head: no sphere-like structure with a cartilage rim "
+                f"{LATERAL_RANGE[0]:.0f}-{LATERAL_RANGE[1]:.0f} mm {name} of the midline"
+            )
+        if not RADIUS_RANGE[0] <= best.radius <= RADIUS_RANGE[1]:
+            raise FemoralHeadNotFoundError(
+                f"{name} femoral head radius {best.radius:.1f} mm is implausible"
+            )
+        fits[side] = best
+    _check_pair(fits["L"], fits["R"])
+    return fits
+
+
+def _check_pair(left: HeadFit, right: HeadFit) -> None:
+    if abs(left.radius - right.radius) > MAX_RADIUS_ASYMMETRY:
+        raise FemoralHeadNotFoundError(
+            f"femoral heads of {left.radius:.1f} and {right.radius:.1f} mm radius are too "
+            "unequal to be a pair"
+        )
+    dx = left.centre[0] - right.centre[0]
+    dy, dz = np.abs(left.centre[1:] - right.centre[1:])
+    if not 120.0 < dx < 260.0 or dy > 35.0 or dz > 35.0:
+        raise FemoralHeadNotFoundError(
+            f"the two femoral heads found are not placed like a pair (left-right {dx:.0f} mm, "
+            f"antero-posterior {dy:.0f} mm, cranio-caudal {dz:.0f} mm apart)"
+        )
+
+
+def head_mask(
+    fit: HeadFit, reference: sitk.Image, slice_thickness: float | None = None
+) -> sitk.Image:
+    """The head of ``fit`` as a uint8 mask on the grid of ``reference``.
+
+    The head is the sphere cut by the head-neck junction plane (where a neck of
+    ``NECK_RADIUS_RATIO`` times the head radius meets the sphere). When
+    ``slice_thickness`` is given, each voxel is sampled through that thickness and counts
+    as inside when at least half of it is (what a reader outlining thick slices does).
+    """
+    size = np.array(reference.GetSize())
+    spacing = np.array(reference.GetSpacing(), dtype=np.float64)
+    direction = np.array(reference.GetDirection(), dtype=np.float64).reshape(3, 3)
+    origin = np.array(reference.GetOrigin(), dtype=np.float64)
+    # Only the bounding box of the sphere needs evaluating.
+    inv = np.linalg.inv(direction * spacing)
+    corners = fit.centre + fit.radius * np.array(
+        [[a, b, c] for a in (-1, 1) for b in (-1, 1) for c in (-1, 1)]
+    )
+    idx = (corners - origin) @ inv.T
+    lo = np.clip(np.floor(idx.min(axis=0)).astype(int) - 1, 0, size - 1)
+    hi = np.clip(np.ceil(idx.max(axis=0)).astype(int) + 2, 0, size)
+    mask = np.zeros(size[::-1], dtype=np.uint8)
+    if np.any(hi <= lo):
+        out = sitk.GetImageFromArray(mask)
+        out.CopyInformation(reference)
+        return out
+    i = np.arange(lo[0], hi[0], dtype=np.float64)
+    j = np.arange(lo[1], hi[1], dtype=np.float64)
+    thickness = slice_thickness if slice_thickness is not None else 0.0
+    n_sub = max(1, int(np.ceil(thickness / 0.5))) if thickness > 0 else 1
+    offsets = ((np.arange(n_sub) + 0.5) / n_sub - 0.5) * thickness / spacing[2]
+    plane = fit.radius * np.sqrt(1.0 - NECK_RADIUS_RATIO**2)
+    frac = np.zeros((hi[2] - lo[2], len(j), len(i)), dtype=np.float32)
+    for off in offsets:
+        k = np.arange(lo[2], hi[2], dtype=np.float64) + off
+        grid = np.stack(np.meshgrid(k, j, i, indexing="ij")[::-1], axis=-1)  # (k, j, i, [i j k])
+        pts = origin + (grid * spacing) @ direction.T
+        d = pts - fit.centre
+        inside = (np.einsum("...c,...c->...", d, d) <= fit.radius**2) & (
+            d @ fit.neck_direction <= plane
+        )
+        frac += inside.astype(np.float32) / n_sub
+    mask[lo[2] : hi[2], lo[1] : hi[1], lo[0] : hi[0]] = frac >= 0.5
+    out = sitk.GetImageFromArray(mask)
+    out.CopyInformation(reference)
+    return out
+
+
+def auto_rois(series: LoadedSeries) -> dict[Side, HipROI]:
+    """Auto-segment both femoral heads of a loaded series.
+
+    Raises
+    ------
+    FemoralHeadNotFoundError
+        When either head cannot be found with confidence.
+    """
+    fits = find_femoral_heads(series.image)
+    thickness = _slice_thickness(series)
+    out: dict[Side, HipROI] = {}
+    for side, fit in fits.items():
+        x, y, z = fit.centre
+        desc = (
+            f"auto: sphere fit, centre ({x:.1f}, {y:.1f}, {z:.1f}) mm, radius {fit.radius:.1f} mm"
+        )
+        out[side] = HipROI(side, head_mask(fit, series.image, thickness), "auto", desc)
+    return out
+
+
+def _slice_thickness(series: LoadedSeries) -> float | None:
+    header = series.datasets[0] if series.datasets else None
+    value = getattr(header, "SliceThickness", None) if header is not None else None
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+__all__ = ["HeadFit", "auto_rois", "find_femoral_heads", "head_mask", "neck_direction"]
