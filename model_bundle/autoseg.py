@@ -50,7 +50,8 @@ RADIUS_RANGE = (17.5, 31.0)  # mm, accepted head radii
 LATERAL_RANGE = (55.0, 140.0)  # mm from the body midline to a head centre
 NECK_RADIUS_RATIO = 0.62  # neck radius / head radius, for the head-neck junction plane
 MIN_EDGE_CONTRAST = 0.1  # of the image's robust maximum, see _profile_fit
-MIN_SUPPORT = 300.0  # Hough votes at the centre over the median vote (heads: > 800 on phantoms)
+MIN_SUPPORT = 250.0  # Hough votes at the centre over the median vote (heads: > 400 on phantoms)
+MIN_DOMINANCE = 2.5  # a head's votes over the next candidate's on its side (heads: > 4)
 MAX_RADIUS_ASYMMETRY = 4.0  # mm between left and right heads
 
 
@@ -280,28 +281,40 @@ def find_femoral_heads(image: sitk.Image) -> dict[Side, HeadFit]:
     sides: tuple[Side, Side] = ("L", "R")
     for side in sides:
         best: HeadFit | None = None
-        for point, support in _candidates(work, acc, side):
-            radius, contrast = _profile_fit(work, point, side)
-            if contrast < MIN_EDGE_CONTRAST:
-                continue
+        rejected: list[str] = []
+        candidates = _candidates(work, acc, side)
+        for k, (point, support) in enumerate(candidates):
+            runner_up = candidates[k + 1][1] if k + 1 < len(candidates) else 0.0
+            if support < MIN_SUPPORT:
+                break  # candidates come strongest first
+            if support < MIN_DOMINANCE * runner_up:
+                # Concentric shells make a head stand out; a crowd of similar peaks
+                # (muscle, bowel, a blanked region) is not a head.
+                rejected.append(f"no dominant sphere (votes {support:.0f} vs {runner_up:.0f})")
+                break
             # The sphere fit places the centre (its radial bias is the same in every
-            # direction); the profile at that centre gives the radius.
+            # direction); the median profile at that centre gives the radius.
+            radius, _ = _profile_fit(work, point, side)
             centre, _, n_points = _refine(work, point, radius, side)
             radius, contrast = _profile_fit(work, centre, side)
-            fit = HeadFit(side, centre, radius, neck_direction(side), contrast, support, n_points)
-            # Concentric shells make a head the best-supported centre by far; the profile
-            # check above has already thrown out strong but rim-less candidates.
-            if support >= MIN_SUPPORT and (best is None or fit.support > best.support):
-                best = fit
+            if contrast < MIN_EDGE_CONTRAST:
+                rejected.append(
+                    f"no cartilage rim at ({centre[0]:.0f}, {centre[1]:.0f}, {centre[2]:.0f})"
+                )
+                continue
+            if not RADIUS_RANGE[0] <= radius <= RADIUS_RANGE[1]:
+                rejected.append(
+                    f"radius {radius:.1f} mm at ({centre[0]:.0f}, {centre[1]:.0f}, {centre[2]:.0f})"
+                )
+                continue
+            best = HeadFit(side, centre, radius, neck_direction(side), contrast, support, n_points)
+            break
         name = "left" if side == "L" else "right"
         if best is None:
+            why = "; ".join(rejected) if rejected else "no sphere-like structure"
             raise FemoralHeadNotFoundError(
-                f"no {name} femoral head: no sphere-like structure with a cartilage rim "
-                f"{LATERAL_RANGE[0]:.0f}-{LATERAL_RANGE[1]:.0f} mm {name} of the midline"
-            )
-        if not RADIUS_RANGE[0] <= best.radius <= RADIUS_RANGE[1]:
-            raise FemoralHeadNotFoundError(
-                f"{name} femoral head radius {best.radius:.1f} mm is implausible"
+                f"no {name} femoral head {LATERAL_RANGE[0]:.0f}-{LATERAL_RANGE[1]:.0f} mm "
+                f"{name} of the midline: {why}"
             )
         fits[side] = best
     _check_pair(fits["L"], fits["R"])

@@ -102,3 +102,103 @@ def demo(config: ConfigOption = None) -> None:
     except OnfhError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
+
+
+@app.command()
+def features(
+    source: Annotated[
+        Path, typer.Argument(help="A cohort CSV, or one DICOM series directory.", exists=True)
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Feature table (CSV) to write.")],
+    seg: Annotated[
+        Path | None,
+        typer.Option(
+            "--seg", help="DICOM-SEG with the femoral heads (series input only).", exists=True
+        ),
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Processes to use.")] = 1,
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--weights",
+            help="ResNet18 weights: a bundle's .safetensors or a torchvision .pth.",
+            exists=True,
+        ),
+    ] = None,
+    deep: Annotated[
+        bool, typer.Option("--deep/--no-deep", help="Compute the 512 deep features.")
+    ] = True,
+    feature_list: Annotated[
+        Path | None,
+        typer.Option(
+            "--features",
+            help="Text file of radiomics feature names (one per line): selective mode.",
+            exists=True,
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of a randomly initialised backbone.")
+    ] = 0,
+) -> None:
+    """Compute per-hip radiomics and deep features (one row per hip; failures keep a reason)."""
+    from model_bundle.features import (
+        FeatureSpec,
+        HipRow,
+        cohort_features,
+        read_cohort,
+        series_job,
+        write_feature_table,
+    )
+    from model_bundle.radiomics import FEATURE_NAMES
+
+    names = None
+    if feature_list is not None:
+        names = tuple(
+            line.strip()
+            for line in feature_list.read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        )
+        unknown = [n for n in names if n not in FEATURE_NAMES]
+        if unknown:
+            err_console.print(
+                f"[red]error:[/red] unknown radiomics feature(s): {', '.join(unknown)}"
+            )
+            raise typer.Exit(2)
+    spec = FeatureSpec(radiomics=names, deep=deep, weights=weights, seed=seed)
+    try:
+        jobs = (
+            read_cohort(source)
+            if source.is_file()
+            else [series_job(source, seg, patient_id=source.name)]
+        )
+    except OnfhError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if deep and weights is None:
+        err_console.print(
+            "[yellow]warning:[/yellow] no --weights: deep features come from a randomly initialised"
+            f" ResNet18 (seed {seed}); they are comparable only between runs with the same seed"
+        )
+    start = time.perf_counter()
+    rows: list[HipRow] = []
+    with Progress(
+        TextColumn("[bold]features[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("series", total=len(jobs))
+        for row in cohort_features(
+            jobs, spec, workers=workers, on_rows=lambda _: progress.advance(task)
+        ):
+            rows.append(row)
+    write_feature_table(out, rows, spec)
+    failed = [r for r in rows if r.status != "ok"]
+    elapsed = time.perf_counter() - start
+    console.print(
+        f"{len(rows) - len(failed)} of {len(rows)} hips done in {elapsed:.1f} s, "
+        f"{len(spec.names)} features each -> {out}"
+    )
+    for row in failed:
+        console.print(f"[red]failed[/red] {row.patient_id} {row.side}: {row.reason}")
