@@ -233,8 +233,17 @@ def _refine(work: _Work, centre: F64, radius: float, side: Side) -> tuple[F64, f
         slope = np.gradient(smooth, _PROFILE_RADII, axis=1)
         band = np.abs(_PROFILE_RADII - radius) <= 3.0
         masked = np.where(band[None, :], slope, -np.inf)
-        idx = np.argmax(masked, axis=1)
-        strong = masked[np.arange(len(idx)), idx] > 0.25 * np.max(masked)
+        # Per ray, the rising edge nearest the expected radius: a lesion's band just
+        # inside the surface is a second, deeper rise that must not be taken for it.
+        floor = 0.25 * np.max(masked)
+        peaks = (
+            (masked >= np.roll(masked, 1, axis=1))
+            & (masked >= np.roll(masked, -1, axis=1))
+            & (masked > floor)
+        )
+        distance = np.where(peaks, np.abs(_PROFILE_RADII - radius)[None, :], np.inf)
+        idx = np.argmin(distance, axis=1)
+        strong = np.isfinite(distance[np.arange(len(idx)), idx])
         r_dir = _PROFILE_RADII[idx]
         pts = centre + dirs * r_dir[:, None]
         pts = pts[strong]
@@ -282,33 +291,32 @@ def find_femoral_heads(image: sitk.Image) -> dict[Side, HeadFit]:
     for side in sides:
         best: HeadFit | None = None
         rejected: list[str] = []
-        candidates = _candidates(work, acc, side)
-        for k, (point, support) in enumerate(candidates):
-            runner_up = candidates[k + 1][1] if k + 1 < len(candidates) else 0.0
+        heads: list[HeadFit] = []
+        for point, support in _candidates(work, acc, side):
             if support < MIN_SUPPORT:
                 break  # candidates come strongest first
-            if support < MIN_DOMINANCE * runner_up:
-                # Concentric shells make a head stand out; a crowd of similar peaks
-                # (muscle, bowel, a blanked region) is not a head.
-                rejected.append(f"no dominant sphere (votes {support:.0f} vs {runner_up:.0f})")
-                break
             # The sphere fit places the centre (its radial bias is the same in every
             # direction); the median profile at that centre gives the radius.
             radius, _ = _profile_fit(work, point, side)
             centre, _, n_points = _refine(work, point, radius, side)
             radius, contrast = _profile_fit(work, centre, side)
+            where = f"({centre[0]:.0f}, {centre[1]:.0f}, {centre[2]:.0f})"
             if contrast < MIN_EDGE_CONTRAST:
-                rejected.append(
-                    f"no cartilage rim at ({centre[0]:.0f}, {centre[1]:.0f}, {centre[2]:.0f})"
+                rejected.append(f"no cartilage rim at {where}")
+            elif not RADIUS_RANGE[0] <= radius <= RADIUS_RANGE[1]:
+                rejected.append(f"radius {radius:.1f} mm at {where}")
+            else:
+                heads.append(
+                    HeadFit(side, centre, radius, neck_direction(side), contrast, support, n_points)
                 )
-                continue
-            if not RADIUS_RANGE[0] <= radius <= RADIUS_RANGE[1]:
-                rejected.append(
-                    f"radius {radius:.1f} mm at ({centre[0]:.0f}, {centre[1]:.0f}, {centre[2]:.0f})"
-                )
-                continue
-            best = HeadFit(side, centre, radius, neck_direction(side), contrast, support, n_points)
-            break
+        best = heads[0] if heads else None
+        if best is not None and len(heads) > 1 and best.support < MIN_DOMINANCE * heads[1].support:
+            # Concentric shells make a head stand out from anything else round with a
+            # rim; two similar candidates mean we cannot tell which is the head.
+            rejected.append(
+                f"two similar candidates (votes {best.support:.0f} and {heads[1].support:.0f})"
+            )
+            best = None
         name = "left" if side == "L" else "right"
         if best is None:
             why = "; ".join(rejected) if rejected else "no sphere-like structure"

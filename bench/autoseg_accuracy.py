@@ -1,0 +1,168 @@
+"""Auto-segmentation accuracy against phantom truth, and a picture of the worst head.
+
+Run: ``.venv/bin/python bench/autoseg_accuracy.py [--cases 30] [--seed 505] [--png worst.png]``.
+Generates fresh phantom studies (60 % of patients with ONFH, so oedema, effusion and
+lesions are well represented), writes and reloads each series, auto-segments both
+femoral heads and compares them with the phantom's truth masks: Dice per head, distance
+between the fitted and the true head centre, and whether the sides were swapped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from model_bundle.autoseg import find_femoral_heads, head_mask
+from model_bundle.series import load_series
+from onfh_dlr.errors import FemoralHeadNotFoundError
+from phantom.case import HipTruth, PhantomStudy
+from phantom.cohort import assign_hips
+from phantom.dicom_writer import write_series
+from phantom.generator import generate_study
+
+
+@dataclass
+class Result:
+    case: int
+    hip: HipTruth
+    dice: float
+    centre_error: float
+    radius_error: float
+    swapped: bool
+    seconds: float
+    study: PhantomStudy
+    mask: np.ndarray
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cases", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=505)
+    parser.add_argument("--png", type=Path, default=Path("autoseg-worst.png"))
+    args = parser.parse_args()
+    results: list[Result] = []
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, onfh in enumerate(assign_hips(args.cases, 0.6, args.seed)):
+            study = generate_study(args.seed, i, onfh)
+            folder = Path(tmp) / f"case{i}"
+            write_series(study, folder)
+            series = load_series(folder)
+            start = time.perf_counter()
+            try:
+                fits = find_femoral_heads(series.image)
+            except FemoralHeadNotFoundError as exc:
+                failures.append(f"case {i}: {exc}")
+                continue
+            masks = {
+                side: head_mask(fit, series.image, study.geometry.slice_thickness)
+                for side, fit in fits.items()
+            }
+            seconds = time.perf_counter() - start
+            for hip in study.hips:
+                truth = next(
+                    s.mask
+                    for s in study.segments
+                    if s.kind == "femoral_head" and s.side == hip.side
+                )
+                mask = sitk.GetArrayFromImage(masks[hip.side]).astype(bool)
+                dice = float(2 * (mask & truth).sum() / (mask.sum() + truth.sum()))
+                fit = fits[hip.side]
+                other = fits["R" if hip.side == "L" else "L"]
+                true_centre = np.array(hip.head_centre)
+                swapped = np.linalg.norm(other.centre - true_centre) < np.linalg.norm(
+                    fit.centre - true_centre
+                )
+                results.append(
+                    Result(
+                        i,
+                        hip,
+                        dice,
+                        float(np.linalg.norm(fit.centre - true_centre)),
+                        fit.radius - hip.head_radius,
+                        bool(swapped),
+                        seconds,
+                        study,
+                        mask,
+                    )
+                )
+    print(f"cases: {args.cases} (seed {args.seed}), heads compared: {len(results)}")
+    print(f"studies where a head was not found: {len(failures)}")
+    for line in failures:
+        print("  not found:", line)
+    for label, group in (("all", results), ("healthy", [r for r in results if not r.hip.label])):
+        _summary(label, group)
+    _summary("ONFH", [r for r in results if r.hip.label])
+    _summary("with oedema", [r for r in results if r.hip.marrow_oedema])
+    _summary("with effusion", [r for r in results if r.hip.effusion])
+    print(f"swapped sides: {sum(r.swapped for r in results)}")
+    median_time = statistics.median(r.seconds for r in results)
+    print(f"time per study (find + masks): median {median_time:.2f} s")
+    worst = min(results, key=lambda r: r.dice)
+    hip = worst.hip
+    print(
+        f"worst head: case {worst.case} {hip.side}, Dice {worst.dice:.3f}, "
+        f"centre error {worst.centre_error:.2f} mm, radius error {worst.radius_error:+.2f} mm, "
+        f"ONFH {hip.label}, oedema {hip.marrow_oedema}, effusion {hip.effusion}, "
+        f"lesion {hip.lesion_size_class}"
+    )
+    _picture(worst, args.png)
+    print(f"picture: {args.png}")
+
+
+def _summary(label: str, group: list[Result]) -> None:
+    if not group:
+        return
+    dice = [r.dice for r in group]
+    err = [r.centre_error for r in group]
+    rad = [r.radius_error for r in group]
+    print(
+        f"{label:>14} ({len(group):3d} heads): "
+        f"Dice mean {statistics.mean(dice):.3f} min {min(dice):.3f}; "
+        f"centre error mean {statistics.mean(err):.2f} max {max(err):.2f} mm; "
+        f"radius error mean {statistics.mean(rad):+.2f} mm"
+    )
+
+
+def _picture(result: Result, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    study = result.study
+    truth = next(
+        s.mask for s in study.segments if s.kind == "femoral_head" and s.side == result.hip.side
+    )
+    k = int(np.argmax(truth.sum(axis=(1, 2))))
+    rows, cols = np.nonzero(truth[k] | result.mask[k])
+    pad = 25
+    r0, r1 = max(rows.min() - pad, 0), rows.max() + pad
+    c0, c1 = max(cols.min() - pad, 0), cols.max() + pad
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5))
+    image = study.stored[k].astype(float)
+    vmax = float(np.percentile(image, 99.5))
+    axes[0].imshow(image, cmap="gray", vmax=vmax)
+    axes[0].set_title(f"case {result.case}, slice {k}")
+    axes[1].imshow(image[r0:r1, c0:c1], cmap="gray", vmax=vmax)
+    axes[1].contour(truth[k, r0:r1, c0:c1], levels=[0.5], colors="lime", linewidths=1.0)
+    axes[1].contour(result.mask[k, r0:r1, c0:c1], levels=[0.5], colors="red", linewidths=1.0)
+    axes[1].set_title(
+        f"{result.hip.side} head: truth (green) vs auto (red), Dice {result.dice:.3f}"
+    )
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
