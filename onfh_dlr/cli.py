@@ -59,6 +59,12 @@ def phantom(
         ),
     ] = 70 / 150,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Processes to use.")] = 1,
+    preview: Annotated[
+        bool,
+        typer.Option(
+            "--preview", help="Also write <PatientID>/preview.png with the truth outlined."
+        ),
+    ] = False,
 ) -> None:
     """Generate synthetic coronal T2-FS hip MRI studies with ground truth and cohort.csv."""
     from phantom.cohort import generate_cohort
@@ -80,6 +86,7 @@ def phantom(
                 onfh_fraction,
                 workers,
                 on_case=lambda _: progress.advance(task),
+                preview=preview,
             )
         except OnfhError as exc:
             err_console.print(f"[red]error:[/red] {exc}")

@@ -15,6 +15,7 @@ from onfh_dlr.errors import PhantomError
 from phantom.case import PhantomStudy
 from phantom.dicom_writer import write_segmentation, write_series
 from phantom.generator import generate_study
+from phantom.preview import write_preview
 
 #: Cohort CSV columns: the cohort format of ARCHITECTURE.md, then the phantom's truth.
 COLUMNS = (
@@ -126,29 +127,38 @@ def case_rows(
     return rows
 
 
-def write_study(study: PhantomStudy, out_dir: Path, index: int) -> CaseFiles:
-    """Write one study as ``<PatientID>/series/IM*.dcm`` and ``<PatientID>/seg.dcm``."""
+def write_study(study: PhantomStudy, out_dir: Path, index: int, preview: bool = False) -> CaseFiles:
+    """Write one study as ``<PatientID>/series/IM*.dcm`` and ``<PatientID>/seg.dcm``.
+
+    With ``preview``, also ``<PatientID>/preview.png`` (slices with the truth outlined).
+    """
     case_dir = out_dir / study.patient.patient_id
     datasets = write_series(study, case_dir / "series")
     write_segmentation(study, datasets, case_dir / "seg.dcm")
+    if preview:
+        write_preview(study, case_dir / "preview.png")
     series_dir = f"{study.patient.patient_id}/series"
     seg_file = f"{study.patient.patient_id}/seg.dcm"
     return CaseFiles(index, series_dir, seg_file, case_rows(study, series_dir, seg_file, index))
 
 
-def _make_case(args: tuple[Path, int, int, tuple[bool, bool]]) -> CaseFiles:
-    out_dir, seed, index, onfh = args
-    return write_study(generate_study(seed, index, onfh), out_dir, index)
+def _make_case(args: tuple[Path, int, int, tuple[bool, bool], bool]) -> CaseFiles:
+    out_dir, seed, index, onfh, preview = args
+    return write_study(generate_study(seed, index, onfh), out_dir, index, preview)
 
 
 def iter_cohort(
-    out_dir: Path, cases: int, seed: int = 0, onfh_fraction: float = 70 / 150, workers: int = 1
+    out_dir: Path,
+    cases: int,
+    seed: int = 0,
+    onfh_fraction: float = 70 / 150,
+    workers: int = 1,
+    preview: bool = False,
 ) -> Iterator[CaseFiles]:
-    """Generate and write a cohort case by case (in any order when ``workers > 1``)."""
+    """Generate and write a cohort case by case, in case order."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [
-        (out_dir, seed, i, onfh) for i, onfh in enumerate(assign_hips(cases, onfh_fraction, seed))
-    ]
+    hips = assign_hips(cases, onfh_fraction, seed)
+    jobs = [(out_dir, seed, i, onfh, preview) for i, onfh in enumerate(hips)]
     if workers <= 1:
         for job in jobs:
             yield _make_case(job)
@@ -175,6 +185,7 @@ def generate_cohort(
     onfh_fraction: float = 70 / 150,
     workers: int = 1,
     on_case: Callable[[CaseFiles], None] | None = None,
+    preview: bool = False,
 ) -> Path:
     """Generate a cohort under ``out_dir`` and return the path of its ``cohort.csv``.
 
@@ -192,9 +203,11 @@ def generate_cohort(
         Processes to use.
     on_case
         Called after each case is written (for progress).
+    preview
+        Also write a PNG contact sheet per case.
     """
     written = []
-    for case in iter_cohort(out_dir, cases, seed, onfh_fraction, workers):
+    for case in iter_cohort(out_dir, cases, seed, onfh_fraction, workers, preview):
         written.append(case)
         if on_case is not None:
             on_case(case)
