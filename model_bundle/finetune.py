@@ -127,7 +127,7 @@ def fine_tune(
                     loss = loss_fn(logits, target)
                     loss.backward()
                     optimiser.step()
-                    total += float(loss) * len(idx)
+                    total += float(loss.detach()) * len(idx)
                     correct += int((logits.argmax(1) == target).sum())
                 losses.append(total / len(x))
                 accuracies.append(correct / len(x))
