@@ -16,6 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 from torch import nn
 
@@ -26,7 +27,7 @@ from model_bundle.radiomics import FEATURE_NAMES, extract_radiomics, load_params
 from model_bundle.roi import HipROI, Side
 from model_bundle.seg_roi import rois_from_seg
 from model_bundle.series import LoadedSeries, load_series
-from onfh_dlr.errors import ConfigurationError, OnfhError
+from onfh_dlr.errors import ConfigurationError, OnfhError, SegmentationError
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +69,37 @@ def series_rois(series: LoadedSeries, seg: Path | None) -> dict[Side, HipROI]:
     return out
 
 
+#: mm of image kept around a hip's ROI for the deep-feature input.
+HIP_MARGIN = 40.0
+
+
+def hip_region(
+    image: sitk.Image, mask: sitk.Image, margin: float = HIP_MARGIN
+) -> tuple[sitk.Image, sitk.Image]:
+    """Crop image and mask to the ROI's bounding box grown by ``margin`` mm per side."""
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.Execute(mask)
+    if not stats.HasLabel(1):
+        raise SegmentationError("the ROI is empty")
+    x, y, z, sx, sy, sz = stats.GetBoundingBox(1)
+    grow = [int(np.ceil(margin / sp)) for sp in image.GetSpacing()]
+    size = image.GetSize()
+    lo = [max(0, v - g) for v, g in zip((x, y, z), grow, strict=True)]
+    hi = [min(n, v + s + g) for v, s, g, n in zip((x, y, z), (sx, sy, sz), grow, size, strict=True)]
+    extent = [h - lo_ for h, lo_ in zip(hi, lo, strict=True)]
+    return sitk.RegionOfInterest(image, extent, lo), sitk.RegionOfInterest(mask, extent, lo)
+
+
 def preprocessed(series: LoadedSeries, roi: HipROI) -> tuple[sitk.Image, sitk.Image]:
-    """The 1 mm isotropic, z-scored image and the ROI on its grid (the deep-feature input)."""
-    iso = resample_isotropic(series.image, 1.0, interpolator="bspline")
-    mask = resample_labels(roi.mask, iso)
-    return zscore(iso), mask
+    """The deep-feature input: the hip's region at 1 mm isotropic, z-scored, and its ROI.
+
+    Only the ROI's box plus :data:`HIP_MARGIN` is resampled (B-spline over the whole
+    field of view costs seconds), and the z-score statistics come from that region, so
+    they describe the hip, not how much air or bladder the field of view holds.
+    """
+    image, mask = hip_region(series.image, roi.mask)
+    iso = resample_isotropic(image, 1.0, interpolator="bspline")
+    return zscore(iso), resample_labels(mask, iso)
 
 
 def hip_features(

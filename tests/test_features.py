@@ -140,3 +140,28 @@ def test_features_command_writes_one_row_per_hip(cohort: Path, tmp_path: Path) -
     )
     assert result.exit_code == 2
     assert "unknown radiomics feature(s): original_firstorder_NoSuchThing" in result.output
+
+
+def test_the_deep_input_region_holds_the_whole_roi_with_its_margin(cohort: Path) -> None:
+    import numpy as np
+    import SimpleITK as sitk
+
+    from model_bundle import load_series, rois_from_seg
+    from model_bundle.features import HIP_MARGIN, hip_region, preprocessed
+
+    job = read_cohort(cohort)[0]
+    assert job.mask is not None
+    series = load_series(job.image)
+    roi = rois_from_seg(job.mask, series)["L"]
+    image, mask = hip_region(series.image, roi.mask)
+    assert sitk.GetArrayFromImage(mask).sum() == sitk.GetArrayFromImage(roi.mask).sum()
+    # The margin is there (unless the image ends first) and the grid is the series' own.
+    assert image.GetSpacing() == series.image.GetSpacing()
+    columns = np.nonzero(sitk.GetArrayFromImage(mask))[2]
+    spacing = image.GetSpacing()
+    assert columns.min() * spacing[0] >= HIP_MARGIN - spacing[0] or columns.min() == 0
+    iso, iso_mask = preprocessed(series, roi)
+    assert iso.GetSpacing() == (1.0, 1.0, 1.0)
+    values = sitk.GetArrayFromImage(iso)
+    assert abs(float(values.mean())) < 1e-3 and abs(float(values.std()) - 1) < 1e-3
+    assert sitk.GetArrayFromImage(iso_mask).sum() > 0

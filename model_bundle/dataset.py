@@ -1,0 +1,206 @@
+"""The training dataset: per-hip radiomics and network inputs, cached on disk.
+
+Extracting 1,197 radiomics features takes seconds per hip, so training keeps what it
+extracted in a cache directory, one ``.npz`` per series (no pickle: loaded with
+``allow_pickle=False``), keyed by everything that changes the result: the series and
+mask files (paths, sizes, modification times), the PyRadiomics parameters and the
+code version. A re-run, or a run interrupted half-way, only extracts what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from model_bundle.deep import deep_input
+from model_bundle.features import SeriesJob, preprocessed, series_rois
+from model_bundle.radiomics import extract_radiomics, feature_names, load_params
+from model_bundle.series import load_series
+from onfh_dlr.errors import OnfhError
+
+F32 = NDArray[np.float32]
+F64 = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class HipSample:
+    """One hip of the cohort: its identity and label, and its inputs or why it has none."""
+
+    patient_id: str
+    side: str
+    label: int
+    row: dict[str, str]
+    radiomics: F64 | None  # (1197,) in feature_names() order
+    network_input: F32 | None  # (3, 224, 224)
+    roi_source: str
+    reason: str
+
+    @property
+    def ok(self) -> bool:
+        return self.radiomics is not None and self.network_input is not None
+
+
+def _file_stamp(path: Path) -> list[object]:
+    files = sorted(path.rglob("*")) if path.is_dir() else [path]
+    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()]
+
+
+def cache_key(job: SeriesJob, params: dict[str, object]) -> str:
+    """A key that changes whenever the inputs, the parameters or the code change."""
+    try:
+        version = importlib.metadata.version("onfh-dlr")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - not installed
+        version = "unknown"
+    payload = {
+        "image": _file_stamp(job.image) if job.image.exists() else str(job.image),
+        "mask": None
+        if job.mask is None
+        else (_file_stamp(job.mask) if job.mask.exists() else str(job.mask)),
+        "sides": [h.get("Side", "") for h in job.hips],
+        "params": params,
+        "version": version,
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _label(row: dict[str, str]) -> int:
+    text = (row.get("Label") or "").strip()
+    if text not in ("0", "1"):
+        raise ValueError(
+            f"{row.get('PatientID', '?')} {row.get('Side', '?')}: "
+            f"Label must be 0 or 1, not {text!r}"
+        )
+    return int(text)
+
+
+def extract_job(job: SeriesJob, params: dict[str, object]) -> list[HipSample]:
+    """Radiomics and network inputs of every hip of one series; failures keep a reason."""
+    names = feature_names(params)
+    try:
+        series = load_series(job.image)
+        rois = series_rois(series, job.mask)
+    except OnfhError as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        return [
+            HipSample(h["PatientID"], h["Side"], _label(h), h, None, None, "", reason)
+            for h in job.hips
+        ]
+    out = []
+    for row in job.hips:
+        roi = next((r for s, r in rois.items() if s == row["Side"]), None)
+        if roi is None:
+            out.append(
+                HipSample(row["PatientID"], row["Side"], _label(row), row, None, None, "", "no ROI")
+            )
+            continue
+        try:
+            values = extract_radiomics(series.image, roi.mask, params)
+            image, mask = preprocessed(series, roi)
+            net = deep_input(image, mask)
+        except OnfhError as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            out.append(
+                HipSample(
+                    row["PatientID"], row["Side"], _label(row), row, None, None, roi.source, reason
+                )
+            )
+            continue
+        vector = np.array([values[n] for n in names], dtype=np.float64)
+        out.append(
+            HipSample(row["PatientID"], row["Side"], _label(row), row, vector, net, roi.source, "")
+        )
+    return out
+
+
+def _save(path: Path, samples: Sequence[HipSample]) -> None:
+    arrays: dict[str, NDArray[np.generic]] = {}
+    meta = []
+    for i, s in enumerate(samples):
+        meta.append({"roi_source": s.roi_source, "reason": s.reason, "ok": s.ok})
+        if s.ok:
+            assert s.radiomics is not None and s.network_input is not None
+            arrays[f"radiomics_{i}"] = s.radiomics
+            arrays[f"input_{i}"] = s.network_input
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]
+    os.replace(tmp, path)
+
+
+def _load(path: Path, job: SeriesJob) -> list[HipSample] | None:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(bytes(data["meta"]).decode())
+            out = []
+            for i, (row, m) in enumerate(zip(job.hips, meta, strict=True)):
+                rad = data[f"radiomics_{i}"] if m["ok"] else None
+                net = data[f"input_{i}"] if m["ok"] else None
+                out.append(
+                    HipSample(
+                        row["PatientID"],
+                        row["Side"],
+                        _label(row),
+                        row,
+                        rad,
+                        net,
+                        m["roi_source"],
+                        m["reason"],
+                    )
+                )
+            return out
+    except (OSError, ValueError, KeyError):
+        return None  # a damaged cache entry is recomputed, never trusted
+
+
+def _run(args: tuple[SeriesJob, dict[str, object], Path | None]) -> tuple[list[HipSample], bool]:
+    job, params, cache = args
+    path = cache / f"{cache_key(job, params)}.npz" if cache is not None else None
+    if path is not None and path.exists():
+        cached = _load(path, job)
+        if cached is not None:
+            return cached, True
+    samples = extract_job(job, params)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _save(path, samples)
+    return samples, False
+
+
+def build_dataset(
+    jobs: Sequence[SeriesJob],
+    *,
+    params_file: Path | None = None,
+    cache: Path | None = None,
+    workers: int = 1,
+    on_job: Callable[[list[HipSample], bool], None] | None = None,
+) -> list[HipSample]:
+    """Every hip's inputs, from the cache where possible; ``on_job(samples, cached)``."""
+    params = load_params(params_file)
+    tasks = [(job, params, cache) for job in jobs]
+    out: list[HipSample] = []
+    if workers <= 1:
+        results = map(_run, tasks)
+        for samples, cached in results:
+            out += samples
+            if on_job is not None:
+                on_job(samples, cached)
+        return out
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for samples, cached in pool.map(_run, tasks):
+            out += samples
+            if on_job is not None:
+                on_job(samples, cached)
+    return out
+
+
+__all__ = ["HipSample", "build_dataset", "cache_key", "extract_job"]
