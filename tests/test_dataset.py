@@ -1,0 +1,67 @@
+"""The cached training dataset: extraction once, reuse, recovery from damage."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_bundle.dataset import build_dataset, cache_key
+from model_bundle.features import read_cohort
+from model_bundle.radiomics import load_params
+from phantom.cohort import generate_cohort
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_cohort(tmp_path_factory.mktemp("ds"), cases=2, seed=43, onfh_fraction=0.5)
+
+
+def test_dataset_is_extracted_once_then_read_from_the_cache(cohort: Path, tmp_path: Path) -> None:
+    jobs = read_cohort(cohort)
+    seen: list[bool] = []
+    first = build_dataset(jobs, cache=tmp_path, on_job=lambda _, cached: seen.append(cached))
+    assert seen == [False, False]
+    assert len(first) == 4 and all(s.ok for s in first)
+    assert {s.label for s in first} == {0, 1}
+    for s in first:
+        assert s.radiomics is not None and s.radiomics.shape == (1197,)
+        assert s.network_input is not None and s.network_input.shape == (3, 224, 224)
+    seen.clear()
+    second = build_dataset(jobs, cache=tmp_path, on_job=lambda _, cached: seen.append(cached))
+    assert seen == [True, True]
+    for a, b in zip(first, second, strict=True):
+        assert (a.patient_id, a.side, a.label) == (b.patient_id, b.side, b.label)
+        assert np.array_equal(a.radiomics, b.radiomics)  # type: ignore[arg-type]
+        assert np.array_equal(a.network_input, b.network_input)  # type: ignore[arg-type]
+    # A damaged entry is recomputed, not trusted.
+    entry = tmp_path / f"{cache_key(jobs[0], load_params())}.npz"
+    entry.write_bytes(b"garbage")
+    seen.clear()
+    build_dataset(jobs, cache=tmp_path, on_job=lambda _, cached: seen.append(cached))
+    assert seen == [False, True]
+
+
+def test_cache_key_changes_with_the_parameters_and_the_files(cohort: Path) -> None:
+    job = read_cohort(cohort)[0]
+    params = load_params()
+    other = {**params, "setting": {**params["setting"], "binWidth": 7}}
+    before = cache_key(job, params)
+    assert before == cache_key(job, load_params())
+    assert before != cache_key(job, other)
+    assert job.mask is not None
+    stat = job.mask.stat()
+    os.utime(job.mask, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert cache_key(job, params) != before
+
+
+def test_a_hip_that_cannot_be_used_keeps_its_reason(tmp_path: Path) -> None:
+    folder = tmp_path / "empty-series"
+    folder.mkdir()
+    csv_path = tmp_path / "cohort.csv"
+    csv_path.write_text("PatientID,Side,Image,Mask,Label\nP1,L,empty-series,,1\n")
+    (sample,) = build_dataset(read_cohort(csv_path))
+    assert not sample.ok and sample.label == 1
+    assert "SeriesNotFoundError" in sample.reason
