@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from phantom.anatomy import Anatomy, Hip, Lesion, Waves
-from phantom.sdf import capsule, ellipsoid, occupancy, smooth_union, sphere, waves
+from phantom.sdf import capsule, ellipsoid, occupancy, smooth_union, sphere, tapered_capsule, waves
 
 F32 = NDArray[np.float32]
 Vec = NDArray[np.float64]
@@ -174,12 +174,6 @@ def _muscles(anat: Anatomy, hip: Hip) -> list[tuple[str, Vec, Vec, float, float]
     ]
 
 
-def _tapered(x: F32, y: F32, z: F32, a: Vec, b: Vec, ra: float, rb: float) -> F32:
-    from phantom.sdf import tapered_capsule
-
-    return tapered_capsule(x, y, z, a, b, ra, rb)
-
-
 def paint_soft_tissue(grid: SampleGrid, canvas: F32, anat: Anatomy, fs_field: F32) -> F32:
     """Body outline, fat, skin, muscles, viscera and vessels. Returns the body SDF."""
     sig = anat.signals
@@ -214,11 +208,11 @@ def paint_soft_tissue(grid: SampleGrid, canvas: F32, anat: Anatomy, fs_field: F3
         if blk is None:
             continue
         bw, bx, by, bz = blk
-        sub = _offset(bw, where)
-        d = np.maximum(_tapered(bx, by, bz, a, b, ra, rb), inner_limit[sub])
+        # Full-grid arrays (which start at index 0) are indexed with the block's slices.
+        d = np.maximum(tapered_capsule(bx, by, bz, a, b, ra, rb), inner_limit[bw])
         # A thin fat plane around each muscle keeps neighbours apart, as fascia does.
-        paint(canvas, bw, occupancy(np.abs(d - 0.6) - 0.6, w), fat[sub])
-        paint(canvas, bw, occupancy(d, w), sig.muscle * texture[sub])
+        paint(canvas, bw, occupancy(np.abs(d - 0.6) - 0.6, w), fat[bw])
+        paint(canvas, bw, occupancy(d, w), sig.muscle * texture[bw])
 
     # Viscera in the midline.
     sex_organ = (
@@ -238,8 +232,8 @@ def paint_soft_tissue(grid: SampleGrid, canvas: F32, anat: Anatomy, fs_field: F3
         if blk is None:
             continue
         bw, bx, by, bz = blk
-        d = np.maximum(ellipsoid(bx, by, bz, centre, radii), inner_limit[_offset(bw, where)])
-        paint(canvas, bw, occupancy(d, w), value * texture[_offset(bw, where)])
+        d = np.maximum(ellipsoid(bx, by, bz, centre, radii), inner_limit[bw])
+        paint(canvas, bw, occupancy(d, w), value * texture[bw])
 
     # Femoral vessels (artery: flow void; vein: slow flow, bright), then pelvic bones.
     for hip in anat.hips:
@@ -262,17 +256,8 @@ def paint_soft_tissue(grid: SampleGrid, canvas: F32, anat: Anatomy, fs_field: F3
                 paint(canvas, bw, occupancy(capsule(bx, by, bz, al, bl, radius), w), value)
     for hip in anat.hips:
         _paint_pelvic_bone(grid, canvas, anat, hip)
-        _paint_femur(
-            grid, canvas, anat, hip, z_max=hip.head_centre[2] - 90.0, fs=fs_field, fs_where=where
-        )
+        _paint_femur(grid, canvas, anat, hip, z_max=hip.head_centre[2] - 90.0, fs=fs_field)
     return d_body
-
-
-def _offset(
-    sub: tuple[slice, slice, slice], full: tuple[slice, slice, slice]
-) -> tuple[slice, slice, slice]:
-    """Index ``sub`` (absolute) relative to the array that starts at ``full``."""
-    return tuple(slice(s.start - f.start, s.stop - f.start) for s, f in zip(sub, full, strict=True))  # type: ignore[return-value]
 
 
 Part = tuple[Vec, Vec, Callable[[F32, F32, F32], F32]]
@@ -429,12 +414,12 @@ def head_sdfs(hip: Hip, xs: F32, y: F32, z: F32) -> tuple[F32, F32 | None, F32 |
     return head, np.maximum(-g - hip.lesion.sclerosis_width, inside_head), g
 
 
-def hip_block_box(hip: Hip, z_min: float | None = None) -> tuple[Vec, Vec]:
+def hip_block_box(hip: Hip) -> tuple[Vec, Vec]:
     """Pelvis-frame box holding the head, acetabulum, neck and trochanters."""
     c, R = hip.head_centre, hip.head_radius
     J = hip.junction
     top = c[2] + R + hip.acetabular_thickness + 8
-    bottom = c[2] - 95 if z_min is None else z_min
+    bottom = c[2] - 95  # below: the shaft, painted with the soft tissue
     return _box(hip, [c[0] - R - 22, c[1] - R - 26, bottom], [J[0] + 45, c[1] + R + 30, top])
 
 
@@ -445,7 +430,6 @@ def _paint_femur(
     hip: Hip,
     z_max: float,
     fs: F32,
-    fs_where: tuple[slice, slice, slice],
 ) -> None:
     """The femoral shaft below ``z_max`` (soft-tissue pass; the hip pass does the rest)."""
     sig = anat.signals
@@ -458,7 +442,7 @@ def _paint_femur(
     bw, x, y, z = blk
     xs = _sl(hip, x)
     d = capsule(xs, y, z, J - 10 * s, J + 400 * s, hip.shaft_radius)
-    marrow = sig.marrow + (sig.fat_unsuppressed - sig.marrow) * fs[_offset(bw, fs_where)]
+    marrow = sig.marrow + (sig.fat_unsuppressed - sig.marrow) * fs[bw]
     paint(canvas, bw, occupancy(d, grid.spacing), sig.cortex)
     paint(canvas, bw, occupancy(d + hip.shaft_cortex, grid.spacing), marrow)
 
@@ -551,7 +535,7 @@ def paint_hip(grid: SampleGrid, canvas: F32, anat: Anatomy, hip: Hip) -> None:
     view[inside] += m_all[inside] * (marrow - view[inside])
 
     # Head: fovea, oedema, benign findings, the lesion.
-    head_truth, _, g = head_sdfs(hip, hxs, hy, hz)
+    g = _lesion_g(hip.lesion, hip, hxs, hy, hz) if hip.lesion is not None else None
     fovea = np.maximum(
         sphere(hxs, hy, hz, c + hip.fovea_direction * R, hip.fovea_radius),
         r - (R + hip.head_cartilage),
@@ -590,7 +574,6 @@ def paint_hip(grid: SampleGrid, canvas: F32, anat: Anatomy, hip: Hip) -> None:
                 occupancy(np.abs(g + sw / 2) - sw / 2, w) * in_head,
                 lesion.sclerosis_signal,
             )
-    del head_truth
 
 
 def hip_truth(
