@@ -15,29 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from radiomics_speed import BUNDLE_FEATURES  # the same bundle list as the radiomics bench
+
 from model_bundle.features import FeatureSpec, run_series_job, series_job
 from phantom.dicom_writer import write_series
 from phantom.generator import generate_study
-
-# Like the paper's Rad model after selection: 15 features over shape, the original image,
-# five wavelet decompositions and the LoG sigmas.
-BUNDLE_FEATURES = (
-    "original_shape_Sphericity",
-    "original_shape_SurfaceVolumeRatio",
-    "original_firstorder_90Percentile",
-    "original_glszm_SmallAreaLowGrayLevelEmphasis",
-    "original_gldm_DependenceNonUniformityNormalized",
-    "wavelet-LLH_glcm_Imc1",
-    "wavelet-LHL_firstorder_Skewness",
-    "wavelet-HLL_glrlm_RunEntropy",
-    "wavelet-HHH_glszm_ZoneEntropy",
-    "wavelet-LLL_firstorder_Median",
-    "log-sigma-2-0-mm-3D_firstorder_Kurtosis",
-    "log-sigma-3-0-mm-3D_glcm_Idmn",
-    "log-sigma-4-0-mm-3D_ngtdm_Busyness",
-    "log-sigma-5-0-mm-3D_glrlm_LongRunEmphasis",
-    "log-sigma-5-0-mm-3D_firstorder_Energy",
-)
 
 
 def main() -> None:
