@@ -1,83 +1,323 @@
-"""The DLR model core: imaging, ROI, features, selection, classifiers and the bundle."""
+"""The DLR model core: imaging, ROI, features, selection, classifiers and the bundle.
 
-from model_bundle.autoseg import HeadFit, auto_rois, find_femoral_heads, head_mask
-from model_bundle.deep import (
-    DEEP_FEATURE_DIM,
-    DEEP_FEATURE_NAMES,
-    DeepCrop,
-    build_resnet18,
-    deep_crop,
-    deep_features,
-    deep_input,
-    save_backbone,
-)
-from model_bundle.features import (
-    FeatureSpec,
-    HipRow,
-    SeriesJob,
-    cohort_features,
-    hip_features,
-    read_cohort,
-    run_series_job,
-    series_job,
-    series_rois,
-    write_feature_table,
-)
-from model_bundle.imaging import (
-    MR_IMAGE_SOP_CLASSES,
-    Interpolator,
-    LoadedSeries,
-    load_series,
-    resample_isotropic,
-    resample_labels,
-    zscore,
-)
-from model_bundle.radiomics import (
-    FEATURE_NAMES,
-    extract_radiomics,
-    feature_names,
-    load_params,
-    read_params_text,
-)
-from model_bundle.roi import HipROI, Side
-from model_bundle.seg_roi import rois_from_seg
+Public names are re-exported here but imported on first use (PEP 562): ``import
+model_bundle`` stays cheap, and a process that only verifies a bundle or reads a SEG
+never loads torch or PyRadiomics.
+"""
 
-__all__ = [
-    "DEEP_FEATURE_DIM",
-    "DEEP_FEATURE_NAMES",
-    "FEATURE_NAMES",
-    "MR_IMAGE_SOP_CLASSES",
-    "DeepCrop",
-    "FeatureSpec",
-    "HeadFit",
-    "HipROI",
-    "HipRow",
-    "Interpolator",
-    "LoadedSeries",
-    "SeriesJob",
-    "Side",
-    "auto_rois",
-    "build_resnet18",
-    "cohort_features",
-    "deep_crop",
-    "deep_features",
-    "deep_input",
-    "extract_radiomics",
-    "feature_names",
-    "find_femoral_heads",
-    "head_mask",
-    "hip_features",
-    "load_params",
-    "load_series",
-    "read_cohort",
-    "read_params_text",
-    "resample_isotropic",
-    "resample_labels",
-    "rois_from_seg",
-    "run_series_job",
-    "save_backbone",
-    "series_job",
-    "series_rois",
-    "write_feature_table",
-    "zscore",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "HeadFit": "autoseg",
+    "auto_rois": "autoseg",
+    "find_femoral_heads": "autoseg",
+    "head_mask": "autoseg",
+    "FORMAT_VERSION": "bundle",
+    "MANIFEST_NAME": "bundle",
+    "MODEL_COMPONENTS": "bundle",
+    "MODEL_KEYS": "bundle",
+    "Bundle": "bundle",
+    "FileEntry": "bundle",
+    "Manifest": "bundle",
+    "Problem": "bundle",
+    "VerifyReport": "bundle",
+    "canonical_json": "bundle",
+    "library_versions": "bundle",
+    "load_bundle": "bundle",
+    "verify_bundle": "bundle",
+    "write_bundle": "bundle",
+    "HipSample": "dataset",
+    "build_dataset": "dataset",
+    "DEEP_FEATURE_DIM": "deep",
+    "DEEP_FEATURE_NAMES": "deep",
+    "DeepCrop": "deep",
+    "build_resnet18": "deep",
+    "deep_crop": "deep",
+    "deep_features": "deep",
+    "deep_input": "deep",
+    "save_backbone": "deep",
+    "FeatureSpec": "features",
+    "HipRow": "features",
+    "SeriesJob": "features",
+    "cohort_features": "features",
+    "hip_features": "features",
+    "read_cohort": "features",
+    "run_series_job": "features",
+    "series_job": "features",
+    "series_rois": "features",
+    "write_feature_table": "features",
+    "FineTuneConfig": "finetune",
+    "FineTuneResult": "finetune",
+    "fine_tune": "finetune",
+    "MR_IMAGE_SOP_CLASSES": "imaging",
+    "Interpolator": "imaging",
+    "LoadedSeries": "imaging",
+    "load_series": "imaging",
+    "resample_isotropic": "imaging",
+    "resample_labels": "imaging",
+    "zscore": "imaging",
+    "FEATURE_NAMES": "radiomics",
+    "extract_radiomics": "radiomics",
+    "feature_names": "radiomics",
+    "load_params": "radiomics",
+    "read_params_text": "radiomics",
+    "HipROI": "roi",
+    "Side": "roi",
+    "rois_from_seg": "seg_roi",
+    "AUCResult": "stats",
+    "CalibrationFit": "stats",
+    "ConfusionCounts": "stats",
+    "DeLongTest": "stats",
+    "HLResult": "stats",
+    "MetricEstimate": "stats",
+    "binary_metrics": "stats",
+    "calibration_curve": "stats",
+    "calibration_slope_intercept": "stats",
+    "confusion_counts": "stats",
+    "decision_curve": "stats",
+    "delong_covariance": "stats",
+    "delong_test": "stats",
+    "hosmer_lemeshow": "stats",
+    "roc_auc_delong": "stats",
+    "wilson_interval": "stats",
+    "youden_threshold": "stats",
+}
+
+if TYPE_CHECKING:
+    from model_bundle.autoseg import (
+        HeadFit as HeadFit,
+    )
+    from model_bundle.autoseg import (
+        auto_rois as auto_rois,
+    )
+    from model_bundle.autoseg import (
+        find_femoral_heads as find_femoral_heads,
+    )
+    from model_bundle.autoseg import (
+        head_mask as head_mask,
+    )
+    from model_bundle.bundle import (
+        FORMAT_VERSION as FORMAT_VERSION,
+    )
+    from model_bundle.bundle import (
+        MANIFEST_NAME as MANIFEST_NAME,
+    )
+    from model_bundle.bundle import (
+        MODEL_COMPONENTS as MODEL_COMPONENTS,
+    )
+    from model_bundle.bundle import (
+        MODEL_KEYS as MODEL_KEYS,
+    )
+    from model_bundle.bundle import (
+        Bundle as Bundle,
+    )
+    from model_bundle.bundle import (
+        FileEntry as FileEntry,
+    )
+    from model_bundle.bundle import (
+        Manifest as Manifest,
+    )
+    from model_bundle.bundle import (
+        Problem as Problem,
+    )
+    from model_bundle.bundle import (
+        VerifyReport as VerifyReport,
+    )
+    from model_bundle.bundle import (
+        canonical_json as canonical_json,
+    )
+    from model_bundle.bundle import (
+        library_versions as library_versions,
+    )
+    from model_bundle.bundle import (
+        load_bundle as load_bundle,
+    )
+    from model_bundle.bundle import (
+        verify_bundle as verify_bundle,
+    )
+    from model_bundle.bundle import (
+        write_bundle as write_bundle,
+    )
+    from model_bundle.dataset import (
+        HipSample as HipSample,
+    )
+    from model_bundle.dataset import (
+        build_dataset as build_dataset,
+    )
+    from model_bundle.deep import (
+        DEEP_FEATURE_DIM as DEEP_FEATURE_DIM,
+    )
+    from model_bundle.deep import (
+        DEEP_FEATURE_NAMES as DEEP_FEATURE_NAMES,
+    )
+    from model_bundle.deep import (
+        DeepCrop as DeepCrop,
+    )
+    from model_bundle.deep import (
+        build_resnet18 as build_resnet18,
+    )
+    from model_bundle.deep import (
+        deep_crop as deep_crop,
+    )
+    from model_bundle.deep import (
+        deep_features as deep_features,
+    )
+    from model_bundle.deep import (
+        deep_input as deep_input,
+    )
+    from model_bundle.deep import (
+        save_backbone as save_backbone,
+    )
+    from model_bundle.features import (
+        FeatureSpec as FeatureSpec,
+    )
+    from model_bundle.features import (
+        HipRow as HipRow,
+    )
+    from model_bundle.features import (
+        SeriesJob as SeriesJob,
+    )
+    from model_bundle.features import (
+        cohort_features as cohort_features,
+    )
+    from model_bundle.features import (
+        hip_features as hip_features,
+    )
+    from model_bundle.features import (
+        read_cohort as read_cohort,
+    )
+    from model_bundle.features import (
+        run_series_job as run_series_job,
+    )
+    from model_bundle.features import (
+        series_job as series_job,
+    )
+    from model_bundle.features import (
+        series_rois as series_rois,
+    )
+    from model_bundle.features import (
+        write_feature_table as write_feature_table,
+    )
+    from model_bundle.finetune import (
+        FineTuneConfig as FineTuneConfig,
+    )
+    from model_bundle.finetune import (
+        FineTuneResult as FineTuneResult,
+    )
+    from model_bundle.finetune import (
+        fine_tune as fine_tune,
+    )
+    from model_bundle.imaging import (
+        MR_IMAGE_SOP_CLASSES as MR_IMAGE_SOP_CLASSES,
+    )
+    from model_bundle.imaging import (
+        Interpolator as Interpolator,
+    )
+    from model_bundle.imaging import (
+        LoadedSeries as LoadedSeries,
+    )
+    from model_bundle.imaging import (
+        load_series as load_series,
+    )
+    from model_bundle.imaging import (
+        resample_isotropic as resample_isotropic,
+    )
+    from model_bundle.imaging import (
+        resample_labels as resample_labels,
+    )
+    from model_bundle.imaging import (
+        zscore as zscore,
+    )
+    from model_bundle.radiomics import (
+        FEATURE_NAMES as FEATURE_NAMES,
+    )
+    from model_bundle.radiomics import (
+        extract_radiomics as extract_radiomics,
+    )
+    from model_bundle.radiomics import (
+        feature_names as feature_names,
+    )
+    from model_bundle.radiomics import (
+        load_params as load_params,
+    )
+    from model_bundle.radiomics import (
+        read_params_text as read_params_text,
+    )
+    from model_bundle.roi import (
+        HipROI as HipROI,
+    )
+    from model_bundle.roi import (
+        Side as Side,
+    )
+    from model_bundle.seg_roi import (
+        rois_from_seg as rois_from_seg,
+    )
+    from model_bundle.stats import (
+        AUCResult as AUCResult,
+    )
+    from model_bundle.stats import (
+        CalibrationFit as CalibrationFit,
+    )
+    from model_bundle.stats import (
+        ConfusionCounts as ConfusionCounts,
+    )
+    from model_bundle.stats import (
+        DeLongTest as DeLongTest,
+    )
+    from model_bundle.stats import (
+        HLResult as HLResult,
+    )
+    from model_bundle.stats import (
+        MetricEstimate as MetricEstimate,
+    )
+    from model_bundle.stats import (
+        binary_metrics as binary_metrics,
+    )
+    from model_bundle.stats import (
+        calibration_curve as calibration_curve,
+    )
+    from model_bundle.stats import (
+        calibration_slope_intercept as calibration_slope_intercept,
+    )
+    from model_bundle.stats import (
+        confusion_counts as confusion_counts,
+    )
+    from model_bundle.stats import (
+        decision_curve as decision_curve,
+    )
+    from model_bundle.stats import (
+        delong_covariance as delong_covariance,
+    )
+    from model_bundle.stats import (
+        delong_test as delong_test,
+    )
+    from model_bundle.stats import (
+        hosmer_lemeshow as hosmer_lemeshow,
+    )
+    from model_bundle.stats import (
+        roc_auc_delong as roc_auc_delong,
+    )
+    from model_bundle.stats import (
+        wilson_interval as wilson_interval,
+    )
+    from model_bundle.stats import (
+        youden_threshold as youden_threshold,
+    )
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"model_bundle.{module}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

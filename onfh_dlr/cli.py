@@ -209,3 +209,44 @@ def features(
     )
     for row in failed:
         console.print(f"[red]failed[/red] {row.patient_id} {row.side}: {row.reason}")
+
+
+bundle_app = typer.Typer(
+    no_args_is_help=True, help="Model bundles: check what the service would load."
+)
+app.add_typer(bundle_app, name="bundle")
+
+
+@bundle_app.command("verify")
+def bundle_verify(
+    directory: Annotated[Path, typer.Argument(help="The bundle directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Verify a model bundle (manifest, paths, sizes, sha256, no pickles); exit 1 on any problem."""
+    from rich.markup import escape
+
+    from model_bundle.bundle import verify_bundle
+
+    report = verify_bundle(directory)
+    if as_json:
+        console.print_json(
+            data={
+                "ok": report.ok,
+                "directory": str(report.directory),
+                "problems": [p.as_dict() for p in report.problems],
+                "summary": report.summary,
+            }
+        )
+    elif report.summary is not None:
+        for key, value in report.summary.items():
+            console.print(f"{key}: {escape(str(value))}")
+        if report.summary["not_for_clinical_use"]:
+            err_console.print(f"[yellow]warning:[/yellow] {escape(str(report.summary['warning']))}")
+    else:
+        for problem in report.problems:
+            err_console.print(f"[red]error:[/red] {escape(str(problem))}")
+        err_console.print(
+            f"{report.directory}: {len(report.problems)} problem(s); not a usable bundle"
+        )
+    if not report.ok:
+        raise typer.Exit(1)

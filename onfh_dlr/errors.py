@@ -146,8 +146,87 @@ class WeightsError(PermanentError):
     """A network weights file is missing, unreadable, or does not fit the network."""
 
 
+# --- Model bundles (model_bundle.bundle): one class per reason a bundle is refused.
+
+
+class BundleError(PermanentError):
+    """A model bundle cannot be written, or cannot be trusted and is refused.
+
+    ``path`` is the bundle-relative file the (first) problem is about, if any;
+    ``problems`` lists every problem found, one line each, file first.
+    """
+
+    def __init__(
+        self, message: str, *, path: str | None = None, problems: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.problems = problems or (message,)
+
+
+class BundleManifestError(BundleError):
+    """manifest.json is missing, not strict JSON, or fails the manifest schema."""
+
+
+class BundleFormatVersionError(BundleManifestError):
+    """The manifest's format_version is not one this onfh-dlr reads."""
+
+
+class BundlePathError(BundleError):
+    """A listed path is unsafe (absolute, '..', odd characters), or a symlink or special file."""
+
+
+class BundleIntegrityError(BundleError):
+    """The bundle's files do not match its manifest."""
+
+
+class BundleFileMissingError(BundleIntegrityError):
+    """A file the manifest lists is not in the bundle."""
+
+
+class BundleFileModifiedError(BundleIntegrityError):
+    """A file's size or sha256 differs from the manifest."""
+
+
+class BundleExtraFileError(BundleIntegrityError):
+    """The bundle holds a file its manifest does not list."""
+
+
+class BundleContentError(BundleError):
+    """A file's content is not what its type says (JSON, YAML or safetensors do not parse)."""
+
+
+class UnsafeBundleFileError(BundleContentError):
+    """A file can carry code: a pickle-capable or unknown type, or pickle-like content."""
+
+
+# --- Feature selection (model_bundle.selection) and classifiers (model_bundle.classifiers).
+
+
+class SelectionError(PermanentError):
+    """Feature selection cannot be fitted or applied, or a stored selector is invalid."""
+
+
+class NoSignificantFeatureError(SelectionError):
+    """No feature differs between the classes (Mann-Whitney U): there is nothing to select."""
+
+
+class ClassifierError(PermanentError):
+    """A classifier is unknown or cannot be fitted, or its stored parameters are invalid."""
+
+
 __all__ = [
     "AmbiguousSegmentError",
+    "BundleContentError",
+    "BundleError",
+    "BundleExtraFileError",
+    "BundleFileMissingError",
+    "BundleFileModifiedError",
+    "BundleFormatVersionError",
+    "BundleIntegrityError",
+    "BundleManifestError",
+    "BundlePathError",
+    "ClassifierError",
     "ConfigurationError",
     "ConstantImageError",
     "DuplicateSliceError",
@@ -162,6 +241,7 @@ __all__ = [
     "MixedOrientationError",
     "ModalityError",
     "MultipleSeriesError",
+    "NoSignificantFeatureError",
     "NotASegmentationError",
     "OnfhError",
     "PermanentError",
@@ -169,6 +249,7 @@ __all__ = [
     "SegmentationError",
     "SegmentationGeometryError",
     "SegmentationReferenceError",
+    "SelectionError",
     "SeriesError",
     "SeriesNotFoundError",
     "SkewedStackError",
@@ -176,6 +257,7 @@ __all__ = [
     "TransientError",
     "UnevenSpacingError",
     "UnreadableFileError",
+    "UnsafeBundleFileError",
     "UnsupportedPixelDataError",
     "WeightsError",
 ]
