@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import pandas as pd  # type: ignore[import-untyped]
+import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy import special, stats
 
@@ -715,7 +715,7 @@ def calibration_slope_intercept(
     .. [3] Steyerberg EW. Clinical Prediction Models. 2nd ed. Cham: Springer; 2019.
     """
     # statsmodels takes ~2 s to import; only evaluation needs it, so not the serving path.
-    import statsmodels.api as sm  # type: ignore[import-untyped]
+    import statsmodels.api as sm
 
     alpha = 1.0 - level
     _z_crit(level)
@@ -1101,7 +1101,7 @@ def decision_curve(
        interpreting decision curve analysis. Diagn Progn Res. 2019;3:18.
     """
     # dcurves pulls in statsmodels and lifelines (~4 s): import only when asked for.
-    import dcurves  # type: ignore[import-untyped]
+    import dcurves
 
     y = _labels(y_true)
     _require_both_classes(y, "decision_curve")

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 from scipy import optimize, special, stats
-from sklearn.calibration import (  # type: ignore[import-untyped]
+from sklearn.calibration import (
     calibration_curve as sk_calibration_curve,
 )
-from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
-from sklearn.metrics import (  # type: ignore[import-untyped]
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import (
     accuracy_score,
     confusion_matrix,
     f1_score,
@@ -29,7 +29,7 @@ from sklearn.metrics import (  # type: ignore[import-untyped]
     recall_score,
     roc_auc_score,
 )
-from statsmodels.stats.proportion import proportion_confint  # type: ignore[import-untyped]
+from statsmodels.stats.proportion import proportion_confint
 
 from model_bundle.stats import (
     TREAT_ALL,
