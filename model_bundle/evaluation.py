@@ -37,8 +37,8 @@ def _num(value: float) -> float | None:
 
 def evaluate_split(
     y: NDArray[np.int64],
-    probs: Mapping[str, F64],
-    thresholds: Mapping[str, float],
+    probs: Mapping[Any, F64],  # keyed by model key (str or a Literal of them)
+    thresholds: Mapping[Any, float],
     *,
     external: bool = False,
 ) -> dict[str, Any]:

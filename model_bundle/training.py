@@ -53,19 +53,19 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seed: int = 0
-    test_fraction: float = Field(0.3, gt=0.0, lt=1.0)
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(96, ge=2)
-    learning_rate: float = Field(0.001, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
+    test_fraction: float = Field(default=0.3, gt=0.0, lt=1.0)
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=96, ge=2)
+    learning_rate: float = Field(default=0.001, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
     pretrained: Path | None = None  # a local torchvision ImageNet ResNet18 checkpoint
-    pca_variance: float = Field(0.95, gt=0, le=1)
-    pca_max_components: int = Field(64, ge=1)
-    p_threshold: float = Field(0.05, gt=0, le=1)
-    correlation_threshold: float = Field(0.9, gt=0, le=1)
-    max_features: int = Field(30, ge=1)
-    lasso_folds: int = Field(10, ge=2)
-    cv_folds: int = Field(5, ge=2)
+    pca_variance: float = Field(default=0.95, gt=0, le=1)
+    pca_max_components: int = Field(default=64, ge=1)
+    p_threshold: float = Field(default=0.05, gt=0, le=1)
+    correlation_threshold: float = Field(default=0.9, gt=0, le=1)
+    max_features: int = Field(default=30, ge=1)
+    lasso_folds: int = Field(default=10, ge=2)
+    cv_folds: int = Field(default=5, ge=2)
     classifier: str = "auto"  # "auto": best CV AUC (ties to the paper's order, LR first)
     deployed_model: ModelKey = "dlr"
     weights_dtype: Literal["float32", "float16"] = "float16"
@@ -305,9 +305,8 @@ def train_models(
     deep = deep_features(backbone, inputs, num_threads=config.threads).astype(np.float64)
     pca = _fit_pca(deep[train], config)
     dl = pca.transform(deep)
-    log(
-        f"deep features: 512 -> {len(pca.names)} PCA components ({pca.explained_variance_ratio.sum():.0%} variance)"
-    )
+    kept = float(pca.explained_variance_ratio.sum())
+    log(f"deep features: 512 -> {len(pca.names)} PCA components ({kept:.0%} of the variance)")
 
     matrices: dict[ModelKey, tuple[F64, tuple[str, ...]]] = {
         "rad": (rad, tuple(FEATURE_NAMES)),
@@ -320,8 +319,9 @@ def train_models(
         models[key] = fit_model(key, X, names, y, train, test, config)
         m = models[key]
         log(
-            f"{key}: {len(m.selector.selected_names)} features selected, classifier {m.classifier_name} "
-            f"(CV AUC {m.cv_auc[m.classifier_name][0]:.3f}), threshold {m.threshold:.3f}"
+            f"{key}: {len(m.selector.selected_names)} features selected, "
+            f"classifier {m.classifier_name} (CV AUC {m.cv_auc[m.classifier_name][0]:.3f}), "
+            f"threshold {m.threshold:.3f}"
         )
     return TrainingResult(config, samples, train, test, usable, y, backbone, ft, pca, models)
 
