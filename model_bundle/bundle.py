@@ -788,6 +788,8 @@ def write_bundle(
     directory: Path | str,
     manifest_fields: Mapping[str, object],
     files: Mapping[str, bytes | Path],
+    *,
+    device_uid: str | None = None,
 ) -> Bundle:
     """Write a bundle: every file atomically, the manifest last, the whole atomically.
 
@@ -811,6 +813,9 @@ def write_bundle(
     files
         Every file but the manifest, by bundle-relative POSIX path: its bytes, or a
         path to copy it from.
+    device_uid
+        The Device UID of this training run when the caller made it earlier (e.g. to
+        print it in a report inside the bundle); by default a new one.
 
     Returns
     -------
@@ -849,7 +854,7 @@ def write_bundle(
         entries = {
             relpath: _write_file(staging, relpath, files[relpath]) for relpath in sorted(files)
         }
-        manifest = _computed_fields(entries) | fields
+        manifest = _computed_fields(entries, device_uid) | fields
         parser = _ManifestParser(manifest)
         parser.parse()
         if parser.problems:
@@ -1595,14 +1600,16 @@ def _checked_fields(manifest_fields: Mapping[str, object]) -> dict[str, JsonValu
     return loaded
 
 
-def _computed_fields(entries: Mapping[str, FileEntry]) -> dict[str, JsonValue]:
+def _computed_fields(
+    entries: Mapping[str, FileEntry], device_uid: str | None
+) -> dict[str, JsonValue]:
     # Imported here: pydicom imports NumPy, and NumPy imports pickle. Only writing needs
     # it; loading a bundle keeps both out of the process.
     from pydicom.uid import generate_uid
 
     return {
         "created": _iso_utc(datetime.now(UTC)),
-        "device_uid": str(generate_uid()),
+        "device_uid": device_uid or str(generate_uid()),
         "files": {
             relpath: {"sha256": entry.sha256, "size": entry.size}
             for relpath, entry in sorted(entries.items())

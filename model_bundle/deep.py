@@ -553,7 +553,7 @@ def build_resnet18(weights: Path | None = None, *, seed: int = 0) -> nn.Module:
     return model
 
 
-def save_backbone(model: nn.Module, path: Path) -> None:
+def save_backbone(model: nn.Module, path: Path, *, dtype: str = "float32") -> None:
     """Write a ResNet18 backbone's weights (without any ``fc`` head) as safetensors.
 
     The file is written next to ``path`` and renamed onto it, so a reader never sees a
@@ -567,19 +567,30 @@ def save_backbone(model: nn.Module, path: Path) -> None:
         ``fc`` head, if any, is not saved.
     path
         The ``.safetensors`` file to write.
+    dtype
+        ``"float32"``, or ``"float16"`` for half-size files (bundles have a size budget);
+        floating-point tensors are stored in it and read back as float32.
 
     Raises
     ------
     ValueError
-        ``path`` does not end in ``.safetensors`` or ``model`` is not a ResNet18.
+        ``path`` does not end in ``.safetensors``, ``model`` is not a ResNet18, or
+        ``dtype`` is neither.
     OSError
         The file cannot be written.
     """
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
         raise ValueError(f"backbone weights must be a .safetensors file, not {path}")
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"weights dtype must be float32 or float16, not {dtype!r}")
+    half = dtype == "float16"
     state = {
-        key: value.detach().to("cpu").contiguous()
+        key: (
+            value.detach().to("cpu").half()
+            if half and value.is_floating_point()
+            else value.detach().to("cpu")
+        ).contiguous()
         for key, value in model.state_dict().items()
         if not key.startswith("fc.")
     }

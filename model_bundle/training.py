@@ -40,7 +40,7 @@ from model_bundle.finetune import FineTuneConfig, FineTuneResult, fine_tune
 from model_bundle.radiomics import FEATURE_NAMES
 from model_bundle.selection import FeatureSelector
 from model_bundle.stats import youden_threshold
-from onfh_dlr.errors import ConfigurationError
+from onfh_dlr.errors import ClassifierError, ConfigurationError
 
 F64 = NDArray[np.float64]
 ModelKey = Literal["rad", "dl", "dlr"]
@@ -125,6 +125,7 @@ class ModelResult:
     train_oof_prob: F64  # out-of-fold, what the threshold was fitted on
     test_prob: F64
     test_prob_by_classifier: dict[str, F64] = field(default_factory=dict)
+    skipped_classifiers: dict[str, str] = field(default_factory=dict)  # name -> why
 
 
 @dataclass
@@ -197,10 +198,12 @@ def _choose(cv: dict[str, tuple[float, tuple[float, ...]]], wanted: str) -> str:
             raise ConfigurationError(
                 f"unknown classifier {wanted!r}; choose from {', '.join(CLASSIFIERS)}"
             )
+        if wanted not in cv:
+            raise ConfigurationError(f"classifier {wanted} could not be trained on this cohort")
         return wanted
-    best = max(cv[name][0] for name in CLASSIFIERS)
+    best = max(auc for auc, _ in cv.values())
     # Ties (to 1e-9) go to the earliest in the paper's order, which starts with LR.
-    return next(name for name in CLASSIFIERS if cv[name][0] >= best - 1e-9)
+    return next(name for name in CLASSIFIERS if name in cv and cv[name][0] >= best - 1e-9)
 
 
 def fit_model(
@@ -223,14 +226,21 @@ def fit_model(
     z_train = selector.transform(X[train])
     z_test = selector.transform(X[test])
     folds = min(config.cv_folds, int(np.bincount(y[train]).min()))
-    cv = {
-        name: cross_validate_auc(name, z_train, y[train], folds=folds, seed=config.seed)
-        for name in CLASSIFIERS
-    }
+    cv: dict[str, tuple[float, tuple[float, ...]]] = {}
+    skipped: dict[str, str] = {}
+    for name in CLASSIFIERS:
+        try:
+            cv[name] = cross_validate_auc(name, z_train, y[train], folds=folds, seed=config.seed)
+        except (ClassifierError, ValueError) as exc:
+            # A small cohort can be too small for a classifier (the SVM's Platt scaling
+            # needs five hips of each class per fold); it drops out of the comparison.
+            skipped[name] = str(exc)
+    if not cv:
+        raise ConfigurationError(f"{key}: no classifier could be cross-validated: {skipped}")
     chosen = _choose(cv, config.classifier)
     by_classifier: dict[str, F64] = {}
     final: Any = None
-    for name in CLASSIFIERS:
+    for name in cv:
         model = make_classifier(name, config.seed)
         model.fit(z_train, y[train])
         by_classifier[name] = positive_probability(model, z_test)
@@ -249,6 +259,7 @@ def fit_model(
         train_oof_prob=oof,
         test_prob=by_classifier[chosen],
         test_prob_by_classifier=by_classifier,
+        skipped_classifiers=skipped,
     )
 
 

@@ -6,6 +6,7 @@ The entry point is the one place that reads the process environment: it builds t
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -250,3 +251,165 @@ def bundle_verify(
         )
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def train(
+    cohort: Annotated[
+        Path, typer.Argument(help="Cohort CSV: PatientID, Side, Image, Mask, Label.", exists=True)
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Bundle directory to create (must not exist).")
+    ],
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Training settings (YAML).", exists=True, dir_okay=False),
+    ] = None,
+    pretrained: Annotated[
+        Path | None,
+        typer.Option(
+            "--pretrained", help="Local torchvision ImageNet ResNet18 checkpoint.", exists=True
+        ),
+    ] = None,
+    cache: Annotated[
+        Path | None, typer.Option("--cache", help="Feature cache directory (default: OUT.cache).")
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Processes for feature extraction.")
+    ] = 1,
+    name: Annotated[str, typer.Option("--name", help="Bundle name.")] = "onfh-dlr",
+    version: Annotated[str, typer.Option("--version", help="Bundle version (semver).")] = "1.0.0",
+    synthetic: Annotated[
+        bool,
+        typer.Option(
+            "--synthetic",
+            help="Mark the bundle as a synthetic demonstration, not for clinical use.",
+        ),
+    ] = False,
+) -> None:
+    """Train the Rad, DL and DLR models on a labelled cohort and write a verified bundle."""
+    import yaml
+
+    from model_bundle.dataset import build_dataset
+    from model_bundle.features import read_cohort
+    from model_bundle.publish import publish
+    from model_bundle.training import TrainConfig, train_models
+
+    try:
+        settings = yaml.safe_load(config.read_text(encoding="utf-8")) if config is not None else {}
+        if pretrained is not None:
+            settings["pretrained"] = pretrained
+        train_config = TrainConfig.model_validate(settings or {})
+        jobs = read_cohort(cohort)
+    except (OnfhError, ValueError, yaml.YAMLError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if out.exists() and any(out.iterdir()):
+        err_console.print(f"[red]error:[/red] {out} exists and is not empty")
+        raise typer.Exit(2)
+    cache_dir = cache if cache is not None else out.with_name(out.name + ".cache")
+    start = time.perf_counter()
+    progress = Progress(
+        TextColumn("[bold]{task.description}[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    try:
+        with progress:
+            task = progress.add_task("features", total=len(jobs))
+            samples = build_dataset(
+                jobs, cache=cache_dir, workers=workers, on_job=lambda *_: progress.advance(task)
+            )
+            epochs = progress.add_task("fine-tuning", total=train_config.epochs)
+            result = train_models(
+                samples,
+                train_config,
+                log=console.print,
+                on_epoch=lambda *_: progress.advance(epochs),
+            )
+        bundle = publish(result, out, name=name, version=version, synthetic=synthetic)
+    except OnfhError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    unusable = [s for s in samples if not s.ok]
+    for s in unusable:
+        console.print(f"[yellow]excluded[/yellow] {s.patient_id} {s.side}: {s.reason}")
+    test = (
+        bundle.manifest.metrics.get("test", {}) if isinstance(bundle.manifest.metrics, dict) else {}
+    )
+    for key in ("rad", "dl", "dlr"):
+        entry = test.get(key, {})
+        ci = entry.get("auc_ci95") or [None, None]
+        if entry.get("auc") is not None:
+            console.print(f"test AUC {key}: {entry['auc']:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f})")
+    console.print(
+        f"bundle {out} ({bundle.device_uid}), deployed {bundle.deployed_model} at threshold "
+        f"{bundle.threshold:.3f}; {time.perf_counter() - start:.0f} s"
+    )
+
+
+@app.command()
+def evaluate(
+    bundle: Annotated[
+        Path, typer.Argument(help="Model bundle directory.", exists=True, file_okay=False)
+    ],
+    cohort: Annotated[
+        Path,
+        typer.Argument(help="Cohort CSV (Mask may be absent: auto-segmentation).", exists=True),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Directory for predictions.csv, metrics.json, report.")
+    ],
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Processes to use.")] = 1,
+    auto_roi: Annotated[
+        bool,
+        typer.Option(
+            "--auto-roi", help="Ignore the Mask column: auto-segment every hip (the deployed path)."
+        ),
+    ] = False,
+) -> None:
+    """Score a labelled cohort with a bundle at its fixed thresholds and report the metrics."""
+    from model_bundle.bundle import load_bundle
+    from model_bundle.external import cohort_metrics, score_cohort
+    from model_bundle.features import read_cohort
+    from model_bundle.publish import PREDICTION_COLUMNS, csv_bytes, dump_json
+
+    try:
+        loaded = load_bundle(bundle)
+        jobs = read_cohort(cohort)
+        if auto_roi:
+            jobs = [dataclasses.replace(job, mask=None) for job in jobs]
+        recorded = loaded.json("metrics.json")
+        raw = recorded.get("thresholds") if isinstance(recorded, dict) else None
+        if not isinstance(raw, dict):
+            raise KeyError("the bundle's metrics.json has no per-model thresholds")
+        thresholds = {str(k): float(v) for k, v in raw.items() if isinstance(v, int | float)}
+    except (OnfhError, KeyError, TypeError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    start = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]evaluate[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("series", total=len(jobs))
+        rows = score_cohort(bundle, jobs, workers=workers, on_job=lambda _: progress.advance(task))
+    metrics = cohort_metrics(rows, thresholds)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "predictions.csv").write_bytes(csv_bytes(rows, (*PREDICTION_COLUMNS, "roi_source")))
+    (out / "metrics.json").write_text(dump_json(metrics), encoding="utf-8")
+    for key, entry in metrics["models"].items():
+        auc = entry.get("auc")
+        if auc and auc["estimate"] is not None:
+            low, high = auc["ci95"]
+            console.print(f"AUC {key}: {auc['estimate']:.3f} (95% CI {low:.3f}-{high:.3f})")
+    for miss in metrics["hips_not_scored"]:
+        console.print(
+            f"[yellow]not scored[/yellow] {miss['PatientID']} {miss['Side']}: {miss['reason']}"
+        )
+    console.print(f"{len(rows)} hips in {time.perf_counter() - start:.0f} s -> {out}")
