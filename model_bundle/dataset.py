@@ -24,8 +24,9 @@ from numpy.typing import NDArray
 from model_bundle.deep import deep_input
 from model_bundle.features import SeriesJob, preprocessed, series_rois
 from model_bundle.radiomics import extract_radiomics, feature_names, load_params
+from model_bundle.seg_roi import lesion_rois_from_seg
 from model_bundle.series import load_series
-from onfh_dlr.errors import OnfhError
+from onfh_dlr.errors import OnfhError, SegmentationError
 
 F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]
@@ -54,7 +55,7 @@ def _file_stamp(path: Path) -> list[object]:
     return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()]
 
 
-def cache_key(job: SeriesJob, params: dict[str, object]) -> str:
+def cache_key(job: SeriesJob, params: dict[str, object], roi_protocol: str = "head") -> str:
     """A key that changes whenever the inputs, the parameters or the code change."""
     try:
         version = importlib.metadata.version("onfh-dlr")
@@ -67,6 +68,7 @@ def cache_key(job: SeriesJob, params: dict[str, object]) -> str:
         else (_file_stamp(job.mask) if job.mask.exists() else str(job.mask)),
         "sides": [h.get("Side", "") for h in job.hips],
         "params": params,
+        "roi_protocol": roi_protocol,
         "version": version,
     }
     text = json.dumps(payload, sort_keys=True, default=str)
@@ -83,12 +85,29 @@ def _label(row: dict[str, str]) -> int:
     return int(text)
 
 
-def extract_job(job: SeriesJob, params: dict[str, object]) -> list[HipSample]:
-    """Radiomics and network inputs of every hip of one series; failures keep a reason."""
+def extract_job(
+    job: SeriesJob, params: dict[str, object], roi_protocol: str = "head"
+) -> list[HipSample]:
+    """Radiomics and network inputs of every hip of one series; failures keep a reason.
+
+    ``roi_protocol="lesion"`` reproduces the source paper: an ONFH hip's ROI is its
+    necrotic lesion from the SEG (a healthy hip keeps its femoral head). The label then
+    decides the ROI, which is why the service never works this way.
+    """
     names = feature_names(params)
     try:
         series = load_series(job.image)
-        rois = series_rois(series, job.mask)
+        rois = dict(series_rois(series, job.mask))
+        if roi_protocol == "lesion":
+            if job.mask is None:
+                raise SegmentationError(
+                    "the lesion ROI protocol needs a DICOM-SEG with lesion segments"
+                )
+            lesions = lesion_rois_from_seg(job.mask, series)
+            for hip in job.hips:
+                lesion = lesions.get(hip["Side"])
+                if _label(hip) == 1 and lesion is not None:
+                    rois[lesion.side] = lesion
     except OnfhError as exc:
         reason = f"{type(exc).__name__}: {exc}"
         return [
@@ -162,14 +181,16 @@ def _load(path: Path, job: SeriesJob) -> list[HipSample] | None:
         return None  # a damaged cache entry is recomputed, never trusted
 
 
-def _run(args: tuple[SeriesJob, dict[str, object], Path | None]) -> tuple[list[HipSample], bool]:
-    job, params, cache = args
-    path = cache / f"{cache_key(job, params)}.npz" if cache is not None else None
+def _run(
+    args: tuple[SeriesJob, dict[str, object], Path | None, str],
+) -> tuple[list[HipSample], bool]:
+    job, params, cache, roi_protocol = args
+    path = cache / f"{cache_key(job, params, roi_protocol)}.npz" if cache is not None else None
     if path is not None and path.exists():
         cached = _load(path, job)
         if cached is not None:
             return cached, True
-    samples = extract_job(job, params)
+    samples = extract_job(job, params, roi_protocol)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         _save(path, samples)
@@ -183,10 +204,13 @@ def build_dataset(
     cache: Path | None = None,
     workers: int = 1,
     on_job: Callable[[list[HipSample], bool], None] | None = None,
+    roi_protocol: str = "head",
 ) -> list[HipSample]:
     """Every hip's inputs, from the cache where possible; ``on_job(samples, cached)``."""
+    if roi_protocol not in ("head", "lesion"):
+        raise ValueError(f"ROI protocol must be 'head' or 'lesion', not {roi_protocol!r}")
     params = load_params(params_file)
-    tasks = [(job, params, cache) for job in jobs]
+    tasks = [(job, params, cache, roi_protocol) for job in jobs]
     out: list[HipSample] = []
     if workers <= 1:
         results = map(_run, tasks)

@@ -202,6 +202,7 @@ def publish(
         synthetic=synthetic,
         intended_use=intended_use,
         metrics=metrics,
+        roi_protocol=roi_protocol,
     )
     files["MODEL_CARD.md"] = card.encode("utf-8")
     files["report.html"] = render_report(

@@ -97,6 +97,7 @@ __all__ = [
     "LEFT_CODES",
     "RIGHT_CODES",
     "SEGMENTATION_SOP_CLASSES",
+    "lesion_rois_from_seg",
     "rois_from_seg",
 ]
 
@@ -330,6 +331,56 @@ def rois_from_seg(
         found = ", ".join(f"{s.number} {s.label!r}" for s in segments) or "none"
         raise FemoralHeadNotFoundError(
             f"{name}: no non-empty femoral-head segment of either side (segments: {found})"
+        )
+    return rois
+
+
+def lesion_rois_from_seg(
+    seg: Path | str | Dataset | hd.seg.Segmentation, series: LoadedSeries
+) -> dict[str, HipROI]:
+    """Necrotic-lesion ROIs per side from a DICOM-SEG of ``series`` (the paper's protocol).
+
+    Only for reproducing the source paper, which drew the lesion rather than the head
+    for ONFH hips: a segment counts when it is coded as abnormal (category or type, e.g.
+    Necrosis) or its label names a lesion, and its side comes from a laterality code or
+    the label. A side with no lesion segment is absent from the result.
+
+    Raises
+    ------
+    onfh_dlr.errors.AmbiguousSegmentError
+        Two lesion segments for one side.
+    """
+    segmentation = _read_segmentation(seg)
+    name = f"SEG {segmentation.SOPInstanceUID}"
+    _check_references(segmentation, series, name)
+    ctx = _Context(
+        seg=segmentation, series=series, name=name, frames=_parse_frames(segmentation), masks={}
+    )
+    present = set(segmentation.segment_numbers)
+    rois: dict[str, HipROI] = {}
+    for desc in segmentation.SegmentSequence:
+        segment = _describe(desc)
+        if segment.number not in present or not segment.abnormal:
+            continue
+        side = segment.coded_side or segment.label_side
+        if side is None:
+            continue
+        if side in rois:
+            raise AmbiguousSegmentError(
+                f"{name}: more than one necrotic-lesion segment for side {side}"
+            )
+        mask, placement = _mask_of(ctx, segment.number)
+        if not mask.any():
+            continue
+        image = sitk.GetImageFromArray(mask.astype(np.uint8))
+        image.CopyInformation(series.image)
+        rois[side] = HipROI(
+            side=side,
+            mask=image,
+            source="seg",
+            description=(
+                f"{name} segment {segment.number} {segment.label!r}: necrotic lesion; {placement}"
+            ),
         )
     return rois
 

@@ -337,6 +337,32 @@ def train_models(
     return TrainingResult(config, samples, train, test, usable, y, backbone, ft, pca, models)
 
 
+def shape_leak(result: TrainingResult) -> dict[str, Any]:
+    """How well the 14 shape features alone separate the classes (the lesion protocol's leak).
+
+    A logistic regression on the z-scored ``original_shape_*`` radiomics, fitted on the
+    training hips; its test AUC says how much of the paper's performance the ROI's
+    shape alone explains when ONFH hips get a lesion ROI and healthy ones a head ROI.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    from model_bundle.stats import roc_auc_delong
+
+    columns = [i for i, n in enumerate(FEATURE_NAMES) if n.startswith("original_shape_")]
+    X = np.stack([s.radiomics for s in result.usable])[:, columns]  # type: ignore[misc]
+    train, test, y = result.train_idx, result.test_idx, result.y
+    mean, std = X[train].mean(axis=0), X[train].std(axis=0)
+    std[std == 0] = 1.0
+    Z = (X - mean) / std
+    model = LogisticRegression(max_iter=5000).fit(Z[train], y[train])
+    out: dict[str, Any] = {"features": [FEATURE_NAMES[i] for i in columns]}
+    for split, idx in (("train", train), ("test", test)):
+        auc = roc_auc_delong(y[idx], model.predict_proba(Z[idx])[:, 1])
+        out[f"{split}_auc"] = float(auc.auc)
+        out[f"{split}_auc_ci95"] = [float(auc.ci_low), float(auc.ci_high)]
+    return out
+
+
 __all__ = [
     "MODEL_KEYS",
     "ModelResult",
@@ -345,5 +371,6 @@ __all__ = [
     "TrainingResult",
     "fit_model",
     "patient_split",
+    "shape_leak",
     "train_models",
 ]

@@ -286,6 +286,15 @@ def train(
             help="Mark the bundle as a synthetic demonstration, not for clinical use.",
         ),
     ] = False,
+    roi: Annotated[
+        str,
+        typer.Option(
+            "--roi",
+            help="head: the whole femoral head of every hip (default). lesion: the paper's "
+            "protocol, a lesion ROI for ONFH hips; for reproduction only, as the ROI's "
+            "shape then leaks the label.",
+        ),
+    ] = "head",
 ) -> None:
     """Train the Rad, DL and DLR models on a labelled cohort and write a verified bundle."""
     import yaml
@@ -293,7 +302,11 @@ def train(
     from model_bundle.dataset import build_dataset
     from model_bundle.features import read_cohort
     from model_bundle.publish import publish
-    from model_bundle.training import TrainConfig, train_models
+    from model_bundle.training import TrainConfig, shape_leak, train_models
+
+    if roi not in ("head", "lesion"):
+        err_console.print(f"[red]error:[/red] --roi must be head or lesion, not {roi!r}")
+        raise typer.Exit(2)
 
     try:
         settings = yaml.safe_load(config.read_text(encoding="utf-8")) if config is not None else {}
@@ -320,7 +333,11 @@ def train(
         with progress:
             task = progress.add_task("features", total=len(jobs))
             samples = build_dataset(
-                jobs, cache=cache_dir, workers=workers, on_job=lambda *_: progress.advance(task)
+                jobs,
+                cache=cache_dir,
+                workers=workers,
+                on_job=lambda *_: progress.advance(task),
+                roi_protocol=roi,
             )
             epochs = progress.add_task("fine-tuning", total=train_config.epochs)
             result = train_models(
@@ -329,7 +346,21 @@ def train(
                 log=console.print,
                 on_epoch=lambda *_: progress.advance(epochs),
             )
-        bundle = publish(result, out, name=name, version=version, synthetic=synthetic)
+        leak = shape_leak(result) if roi == "lesion" else None
+        if leak is not None:
+            console.print(
+                "[yellow]label leak:[/yellow] shape features alone reach test AUC "
+                f"{leak['test_auc']:.3f} with the lesion ROI protocol"
+            )
+        bundle = publish(
+            result,
+            out,
+            name=name,
+            version=version,
+            synthetic=synthetic,
+            roi_protocol=roi,
+            shape_leak=leak,
+        )
     except OnfhError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc

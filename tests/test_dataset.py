@@ -65,3 +65,26 @@ def test_a_hip_that_cannot_be_used_keeps_its_reason(tmp_path: Path) -> None:
     (sample,) = build_dataset(read_cohort(csv_path))
     assert not sample.ok and sample.label == 1
     assert "SeriesNotFoundError" in sample.reason
+
+
+def test_the_lesion_protocol_gives_onfh_hips_their_lesion_roi(cohort: Path) -> None:
+    from model_bundle.dataset import extract_job
+    from model_bundle.radiomics import FEATURE_NAMES
+
+    params = load_params()
+    volume = FEATURE_NAMES.index("original_shape_VoxelVolume")
+    for job in read_cohort(cohort):
+        labels = [h["Label"] for h in job.hips]
+        if "1" not in labels:
+            continue
+        head = extract_job(job, params, "head")
+        lesion = extract_job(job, params, "lesion")
+        for h, les in zip(head, lesion, strict=True):
+            assert h.radiomics is not None and les.radiomics is not None
+            if h.label == 1:
+                # The lesion is a fraction of its head: the paper's ROI shape follows the label.
+                assert les.radiomics[volume] < 0.6 * h.radiomics[volume]
+            else:
+                assert les.radiomics[volume] == h.radiomics[volume]
+        return
+    pytest.fail("the fixture cohort has no ONFH patient")

@@ -26,7 +26,7 @@ from model_bundle.dataset import HipSample
 from model_bundle.evaluation import evaluate_split
 from model_bundle.report import SYNTHETIC_WARNING, _lasso_path, model_card, render_report
 from model_bundle.selection import FeatureSelector
-from model_bundle.training import MODEL_KEYS, TrainConfig, TrainingResult, train_models
+from model_bundle.training import MODEL_KEYS, TrainConfig, TrainingResult, shape_leak, train_models
 from onfh_dlr.errors import ConfigurationError
 
 # Failure reasons with markup and Markdown in them: both documents must show them as text.
@@ -414,3 +414,16 @@ def test_lasso_path_matches_the_selection(trained: tuple[TrainingResult, dict[st
     expected = [lasso.coefficients[n] for n in rad.selector.record.mrmr_order]
     np.testing.assert_allclose(coefs[:, at], expected, atol=2e-3)
     assert _lasso_path(result, result.models["dl"]) is None  # deep features are not kept
+
+
+def test_shape_leak_measures_what_shape_alone_separates(
+    trained: tuple[TrainingResult, dict[str, Any]],
+) -> None:
+    result, _ = trained
+    leak = shape_leak(result)
+    assert len(leak["features"]) == 14
+    assert all(n.startswith("original_shape_") for n in leak["features"])
+    for split in ("train", "test"):
+        assert 0.0 <= leak[f"{split}_auc"] <= 1.0
+        low, high = leak[f"{split}_auc_ci95"]
+        assert low <= leak[f"{split}_auc"] <= high
