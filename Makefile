@@ -34,19 +34,22 @@ pytest: $(STAMP) system-deps
 test: lint typecheck pytest
 
 # A phantom cohort like the source paper's (80 healthy, 70 ONFH patients).
-phantom: $(STAMP)
-	$(BIN)/onfh-dlr phantom data/phantom-150 --cases 150 --seed 2024
+phantom: data/phantom-150/cohort.csv
 
 # The demo bundle: trained on a 150-patient phantom cohort (about an hour on 2 cores).
-bundle: $(STAMP)
+data/phantom-150/cohort.csv: | $(STAMP)
 	$(BIN)/onfh-dlr phantom data/phantom-150 --cases 150 --seed 2024 --workers 2
+
+bundle: $(STAMP) data/phantom-150/cohort.csv
 	rm -rf model_bundle/demo
 	$(BIN)/onfh-dlr train data/phantom-150/cohort.csv --out model_bundle/demo --cache data/cache \
 		--workers 2 --synthetic --name onfh-dlr-demo --version 1.0.0
 
 # The demo bundle on 100 fresh phantom patients from another seed, auto-segmented.
-evaluate-demo: $(STAMP)
+data/phantom-eval/cohort.csv: | $(STAMP)
 	$(BIN)/onfh-dlr phantom data/phantom-eval --cases 100 --seed 7 --workers 2
+
+evaluate-demo: $(STAMP) data/phantom-eval/cohort.csv
 	$(BIN)/onfh-dlr evaluate model_bundle/demo data/phantom-eval/cohort.csv --out data/eval-demo \
 		--auto-roi --workers 2
 

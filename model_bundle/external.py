@@ -100,6 +100,20 @@ def score_cohort(
 def cohort_metrics(rows: Sequence[dict[str, str]], thresholds: dict[str, float]) -> dict[str, Any]:
     """The paper's metrics on the scored hips (labelled rows with probabilities only)."""
     scored = [r for r in rows if r.get("prob_dlr") and r.get("Label") in ("0", "1")]
+    not_scored = [
+        {"PatientID": r["PatientID"], "Side": r["Side"], "reason": r.get("reason", "")}
+        for r in rows
+        if not r.get("prob_dlr")
+    ]
+    if not scored:  # nothing to measure; say so rather than fail
+        return {
+            "n": 0,
+            "n_positive": 0,
+            "models": {},
+            "delong": [],
+            "hips_total": len(rows),
+            "hips_not_scored": not_scored,
+        }
     y = np.array([int(r["Label"]) for r in scored], dtype=np.int64)
     probs: dict[str, NDArray[np.float64]] = {
         k: np.array([float(r[f"prob_{k}"]) for r in scored], dtype=np.float64)
@@ -108,11 +122,7 @@ def cohort_metrics(rows: Sequence[dict[str, str]], thresholds: dict[str, float])
     }
     out = evaluate_split(y, probs, thresholds, external=True)
     out["hips_total"] = len(rows)
-    out["hips_not_scored"] = [
-        {"PatientID": r["PatientID"], "Side": r["Side"], "reason": r.get("reason", "")}
-        for r in rows
-        if not r.get("prob_dlr")
-    ]
+    out["hips_not_scored"] = not_scored
     return out
 
 

@@ -1,7 +1,8 @@
 # ruff: noqa: RUF001, RUF002
 # The card and the report are read by clinicians: typographic dashes, signs and Greek
 # letters are intended.
-"""The training report (one HTML file) and the model card (Markdown) of a trained model.
+"""The training report (one HTML file) and the model card (Markdown) of a trained model,
+and the report of an external evaluation (one HTML file).
 
 :func:`model_card` writes ``MODEL_CARD.md``: intended use and users, the model, the data,
 the ROI protocol, the test results, the limitations, and where the applicable TRIPOD+AI
@@ -9,6 +10,9 @@ and CLEAR items are answered. :func:`render_report` writes ``report.html``: ever
 radiologist and an ML engineer need to judge one training run (cohort, ROC curves, the
 metrics with confidence intervals, calibration, decision curves, the feature selection
 with the score formula, the fine-tuning and the PCA) and the model card itself.
+:func:`render_evaluation_report` is the page of ``onfh-dlr evaluate``: a bundle scored
+on an external cohort at its fixed thresholds, with the same figures and tables, from
+the predictions rows and :func:`~model_bundle.external.cohort_metrics`.
 
 Both read a :class:`~model_bundle.training.TrainingResult` and the metrics
 ``{"train": evaluate_split(...), "test": evaluate_split(...)}`` of
@@ -57,6 +61,7 @@ __all__ = [
     "ROI_PROTOCOLS",
     "SYNTHETIC_WARNING",
     "model_card",
+    "render_evaluation_report",
     "render_report",
 ]
 
@@ -231,15 +236,8 @@ def _cohort(result: TrainingResult) -> _Cohort:
                 len(hips) - positive,
             )
         )
-    excluded = [s for s in result.samples if not s.ok]
-    by_reason: dict[str, list[int]] = {}
-    for sample in excluded:
-        counts = by_reason.setdefault(sample.reason.strip() or "no reason recorded", [0, 0, 0])
-        counts[0] += 1
-        counts[1 if int(sample.label) == 1 else 2] += 1
-    reasons = sorted(
-        ((reason, c[0], c[1], c[2]) for reason, c in by_reason.items()),
-        key=lambda row: (-row[1], row[0]),
+    reasons = _by_reason(
+        (s.reason, 1 if int(s.label) == 1 else 0) for s in result.samples if not s.ok
     )
     patients = {s.patient_id for s in result.samples}
     with_usable = {s.patient_id for s in result.usable}
@@ -252,6 +250,24 @@ def _cohort(result: TrainingResult) -> _Cohort:
         patients_without_usable_hip=len(patients - with_usable),
         reasons=reasons,
         roi_sources=dict(sorted(sources.items())),
+    )
+
+
+def _by_reason(hips: Iterable[tuple[str, int | None]]) -> list[tuple[str, int, int, int]]:
+    """``(reason, label)`` of failed hips as ``(reason, hips, ONFH, healthy)`` rows.
+
+    Most frequent first; a blank reason is "no reason recorded"; a label other than 0 or
+    1 (``None``: unknown) counts in ``hips`` only.
+    """
+    counts: dict[str, list[int]] = {}
+    for reason, label in hips:
+        row = counts.setdefault(reason.strip() or "no reason recorded", [0, 0, 0])
+        row[0] += 1
+        if label in (0, 1):
+            row[2 - int(label)] += 1
+    return sorted(
+        ((reason, c[0], c[1], c[2]) for reason, c in counts.items()),
+        key=lambda row: (-row[1], row[0]),
     )
 
 
@@ -995,6 +1011,28 @@ def _both_classes(y: NDArray[np.int64]) -> bool:
     return 0 < int(np.sum(y)) < len(y)
 
 
+def _roc_line(
+    ax: Axes, key: str, y: NDArray[np.int64], prob: F64, entry: Mapping[str, Any], deployed: str
+) -> None:
+    """One model's ROC curve, labelled with the AUC (95 % CI) its metrics entry reports.
+
+    The deployed model is drawn thicker. The curve is drawn from ``prob``; the label is
+    the metrics', so the caller must pass the probabilities the metrics were computed on.
+    """
+    fpr, tpr, _ = roc_curve(y, prob)
+    width = 2.6 if key == deployed else 1.6
+    label = f"{_name(key)}: AUC {_auc_text(entry)}"
+    ax.plot(fpr, tpr, color=_COLOURS.get(key), lw=width, label=label)
+
+
+def _operating_point(ax: Axes, key: str, entry: Mapping[str, Any]) -> None:
+    """A dot at the sensitivity and specificity the metrics report at the fixed threshold."""
+    sens = _finite(_get(entry, "metrics", "sensitivity", "estimate"))
+    spec = _finite(_get(entry, "metrics", "specificity", "estimate"))
+    if sens is not None and spec is not None:
+        ax.plot([1 - spec], [sens], "o", color=_COLOURS.get(key), ms=6, mec="black")
+
+
 def _train_probabilities(
     model: ModelResult, y: NDArray[np.int64], reported: object
 ) -> tuple[F64, str, F64, str]:
@@ -1027,7 +1065,6 @@ def _roc_figure(result: TrainingResult, metrics: Mapping[str, Any]) -> tuple[str
             continue
         for m in _models(result):
             entry = _entry(metrics, split, m.key)
-            width = 2.6 if m.key == deployed else 1.6
             if split == "train":
                 prob, kind, other, other_kind = _train_probabilities(
                     m, y, _get(entry, "auc", "estimate")
@@ -1035,9 +1072,7 @@ def _roc_figure(result: TrainingResult, metrics: Mapping[str, Any]) -> tuple[str
                 kinds.add(kind)
             else:
                 prob, other, other_kind = m.test_prob, np.zeros(0), ""
-            fpr, tpr, _ = roc_curve(y, prob)
-            label = f"{_name(m.key)}: AUC {_auc_text(entry)}"
-            ax.plot(fpr, tpr, color=_COLOURS.get(m.key), lw=width, label=label)
+            _roc_line(ax, m.key, y, prob, entry, deployed)
             if split == "train" and len(other) == len(y):
                 fpr, tpr, _ = roc_curve(y, other)
                 auc = float(roc_auc_score(y, other))
@@ -1050,10 +1085,7 @@ def _roc_figure(result: TrainingResult, metrics: Mapping[str, Any]) -> tuple[str
                     alpha=0.7,
                     label=f"{_name(m.key)} {other_kind}: AUC {auc:.3f}",
                 )
-            sens = _finite(_get(entry, "metrics", "sensitivity", "estimate"))
-            spec = _finite(_get(entry, "metrics", "specificity", "estimate"))
-            if sens is not None and spec is not None:
-                ax.plot([1 - spec], [sens], "o", color=_COLOURS.get(m.key), ms=6, mec="black")
+            _operating_point(ax, m.key, entry)
         title = "Training hips" if split == "train" else "Test hips"
         _roc_axes(ax, f"{title} (n = {len(y)}, {int(np.sum(y))} ONFH)")
     caption = (
@@ -1095,13 +1127,16 @@ def _classifier_figure(result: TrainingResult) -> tuple[str, dict[str, dict[str,
     return _png(fig), texts
 
 
-def _calibration_figure(result: TrainingResult, metrics: Mapping[str, Any]) -> str | None:
-    """Observed event rate against mean predicted probability (test), per model."""
+def _calibration_figure(entries: Iterable[tuple[str, Mapping[str, Any]]], title: str) -> str | None:
+    """Observed event rate against mean predicted probability, per model.
+
+    ``entries`` are ``(model key, metrics entry)`` pairs of one set of hips, in drawing
+    order; ``None`` when no entry has a calibration curve.
+    """
     fig = Figure(figsize=(6.2, 6.0))
     ax = fig.subplots()
     drawn = False
-    for m in _models(result):
-        entry = _entry(metrics, "test", m.key)
+    for key, entry in entries:
         curve = _get(entry, "calibration", "curve")
         if not isinstance(curve, list) or not curve:
             continue
@@ -1125,8 +1160,8 @@ def _calibration_figure(result: TrainingResult, metrics: Mapping[str, Any]) -> s
             yerr=np.vstack([np.maximum(ys - low, 0), np.maximum(high - ys, 0)]),
             marker="o",
             capsize=3,
-            color=_COLOURS.get(m.key),
-            label=f"{_name(m.key)}: slope {slope}, intercept {intercept}",
+            color=_COLOURS.get(key),
+            label=f"{_name(key)}: slope {slope}, intercept {intercept}",
         )
         drawn = True
     if not drawn:
@@ -1137,14 +1172,17 @@ def _calibration_figure(result: TrainingResult, metrics: Mapping[str, Any]) -> s
     ax.set_aspect("equal")
     ax.set_xlabel("mean predicted probability (quantile bins)")
     ax.set_ylabel("observed fraction with ONFH (95 % Wilson CI)")
-    ax.set_title("Calibration, test hips")
+    ax.set_title(title)
     ax.legend(loc="upper left", fontsize=8)
     return _png(fig)
 
 
-def _decision_figure(metrics: Mapping[str, Any]) -> str | None:
-    """Net benefit against threshold probability (test), models and reference lines."""
-    rows = _get(metrics, "test", "decision_curve")
+def _decision_figure(rows: object, title: str) -> str | None:
+    """Net benefit against threshold probability: models and the reference lines.
+
+    ``rows`` is the ``decision_curve`` list of one set of hips' metrics; ``None`` when
+    it holds no point.
+    """
     if not isinstance(rows, list) or not rows:
         return None
     curves: dict[str, list[tuple[float, float]]] = {}
@@ -1171,7 +1209,7 @@ def _decision_figure(metrics: Mapping[str, Any]) -> str | None:
     ax.set_xlim(0, 1)
     ax.set_xlabel("threshold probability")
     ax.set_ylabel("net benefit")
-    ax.set_title("Decision curves, test hips")
+    ax.set_title(title)
     ax.legend(fontsize=8)
     return _png(fig)
 
@@ -1289,21 +1327,31 @@ footer{color:#6a737d;font-size:.85em;margin-top:40px}
 """
 
 
-def _header(summary: Mapping[str, Any], roi_protocol: str) -> _Html:
-    name = str(summary.get("name", "onfh-dlr model"))
-    version = str(summary.get("version", ""))
-    rows = [
+def _bundle_rows(summary: Mapping[str, Any], created: str = "Created") -> list[tuple[str, object]]:
+    """The header rows that describe the bundle (:meth:`Bundle.summary` keys)."""
+    return [
         ("Device UID", summary.get("device_uid", "n/a")),
-        ("Created", summary.get("created", "n/a")),
+        (created, summary.get("created", "n/a")),
         ("Deployed model", _name(str(summary.get("deployed_model", "n/a")))),
         ("Threshold", _num(summary.get("threshold"))),
-        ("ROI protocol", "whole femoral head" if roi_protocol == "head" else "lesion (paper)"),
     ]
-    head = _tag(
+
+
+def _header_block(
+    summary: Mapping[str, Any], kind: str, rows: Sequence[tuple[str, object]]
+) -> _Html:
+    """``<header>``: "name version — kind" and a table of ``rows``."""
+    name = str(summary.get("name", "onfh-dlr model"))
+    version = str(summary.get("version", ""))
+    return _tag(
         "header",
-        _tag("h1", f"{name} {version} — training report".strip()),
+        _tag("h1", f"{name} {version} — {kind}".strip()),
         _tag("table", *(_tag("tr", _tag("th", k), _tag("td", v)) for k, v in rows)),
     )
+
+
+def _banners(summary: Mapping[str, Any]) -> list[_Html]:
+    """The synthetic or not-for-clinical-use banner, when the bundle says so."""
     banners: list[_Html] = []
     warning = str(summary.get("warning") or "").strip()
     if summary.get("synthetic"):
@@ -1328,6 +1376,15 @@ def _header(summary: Mapping[str, Any], roi_protocol: str) -> _Html:
                 role="alert",
             )
         )
+    return banners
+
+
+def _header(summary: Mapping[str, Any], roi_protocol: str) -> _Html:
+    rows = [
+        *_bundle_rows(summary),
+        ("ROI protocol", "whole femoral head" if roi_protocol == "head" else "lesion (paper)"),
+    ]
+    banners = _banners(summary)
     if roi_protocol == "lesion":
         banners.append(
             _tag(
@@ -1339,7 +1396,7 @@ def _header(summary: Mapping[str, Any], roi_protocol: str) -> _Html:
                 role="alert",
             )
         )
-    return _join([head, *banners])
+    return _join([_header_block(summary, "training report", rows), *banners])
 
 
 def _summary_section(result: TrainingResult, metrics: Mapping[str, Any]) -> _Html:
@@ -1413,6 +1470,31 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]
     return rows
 
 
+def _roi_source_table(sources: Mapping[str, int], column: str) -> _Html:
+    return _table(
+        ("ROI source", column), [(_ROI_SOURCE_NAMES.get(k, k), v) for k, v in sources.items()]
+    )
+
+
+def _reason_table(reasons: Sequence[tuple[str, int, int, int]], caption: str) -> _Html:
+    """``(reason, hips, ONFH hips, healthy hips)`` rows, the first :data:`_MAX_REASONS`.
+
+    Reasons are grouped, never listed per patient: a report must not carry patient IDs.
+    """
+    rows: list[tuple[str, int, int, int]] = list(reasons[:_MAX_REASONS])
+    rest = reasons[_MAX_REASONS:]
+    if rest:
+        rows.append(
+            (
+                f"… {len(rest)} other reasons",
+                sum(r[1] for r in rest),
+                sum(r[2] for r in rest),
+                sum(r[3] for r in rest),
+            )
+        )
+    return _table(("Reason", "Hips", "ONFH", "healthy"), rows, caption=caption)
+
+
 def _cohort_section(cohort: _Cohort) -> _Html:
     rows = _cohort_rows(cohort)
     table = _table(
@@ -1433,66 +1515,48 @@ def _cohort_section(cohort: _Cohort) -> _Html:
         table,
     ]
     if cohort.roi_sources:
-        parts.append(
-            _table(
-                ("ROI source", "Usable hips"),
-                [(_ROI_SOURCE_NAMES.get(k, k), v) for k, v in cohort.roi_sources.items()],
-            )
-        )
+        parts.append(_roi_source_table(cohort.roi_sources, "Usable hips"))
     if cohort.reasons:
-        shown = cohort.reasons[:_MAX_REASONS]
-        reason_rows: list[tuple[str, int, int, int]] = list(shown)
-        rest = cohort.reasons[_MAX_REASONS:]
-        if rest:
-            reason_rows.append(
-                (
-                    f"… {len(rest)} other reasons",
-                    sum(r[1] for r in rest),
-                    sum(r[2] for r in rest),
-                    sum(r[3] for r in rest),
-                )
-            )
-        # Reasons are grouped, never listed per patient: the report must not carry IDs.
-        parts.append(
-            _table(
-                ("Reason", "Hips", "ONFH", "healthy"),
-                reason_rows,
-                caption="Excluded (unusable) hips and why",
-            )
-        )
+        parts.append(_reason_table(cohort.reasons, "Excluded (unusable) hips and why"))
     else:
         parts.append(_note("No hip was excluded."))
     return _section("cohort", "Cohort", *parts)
 
 
-def _metrics_table(result: TrainingResult, metrics: Mapping[str, Any], split: str) -> _Html:
-    models = _models(result)
-    deployed = result.config.deployed_model
-    header = [
-        "Metric",
-        *(_name(m.key) + (" (deployed)" if m.key == deployed else "") for m in models),
-    ]
-    rows: list[list[object]] = [
-        ["AUC (95 % CI, DeLong)", *(_auc_text(_entry(metrics, split, m.key)) for m in models)]
-    ]
+def _split_entry(split_metrics: object, key: str) -> Mapping[str, Any]:
+    """One model's entry of one set of hips' metrics (empty when absent)."""
+    entry = _get(split_metrics, "models", key)
+    return entry if isinstance(entry, Mapping) else {}
+
+
+def _model_metrics_table(
+    split_metrics: object,
+    keys: Sequence[str],
+    deployed: str,
+    *,
+    title: str,
+    thresholds: Mapping[str, float] | None = None,
+) -> _Html:
+    """The AUC and the threshold metrics of ``keys`` on one set of hips, one column each.
+
+    ``thresholds`` are shown where an entry lacks its own ``threshold``.
+    """
+    fallback = thresholds or {}
+    header = ["Metric", *(_name(k) + (" (deployed)" if k == deployed else "") for k in keys)]
+    entries = [_split_entry(split_metrics, k) for k in keys]
+    rows: list[list[object]] = [["AUC (95 % CI, DeLong)", *(_auc_text(e) for e in entries)]]
     for key, label in _METRICS:
-        rows.append(
-            [
-                label,
-                *(
-                    _with_counts(_get(_entry(metrics, split, m.key), "metrics", key))
-                    for m in models
-                ),
-            ]
-        )
+        rows.append([label, *(_with_counts(_get(e, "metrics", key)) for e in entries)])
     rows.append(
         [
             "Threshold",
-            *(_num(_entry(metrics, split, m.key).get("threshold", m.threshold)) for m in models),
+            *(
+                _num(e.get("threshold", fallback.get(k)))
+                for k, e in zip(keys, entries, strict=True)
+            ),
         ]
     )
-    n, n_pos = _get(metrics, split, "n"), _get(metrics, split, "n_positive")
-    title = "Training hips" if split == "train" else "Test hips"
+    n, n_pos = _get(split_metrics, "n"), _get(split_metrics, "n_positive")
     return _table(
         header,
         rows,
@@ -1500,10 +1564,26 @@ def _metrics_table(result: TrainingResult, metrics: Mapping[str, Any], split: st
     )
 
 
-def _discrimination_section(
-    result: TrainingResult, metrics: Mapping[str, Any], roc_png: str, roc_caption: str
-) -> _Html:
-    delong = _get(metrics, "test", "delong")
+def _metrics_table(result: TrainingResult, metrics: Mapping[str, Any], split: str) -> _Html:
+    models = _models(result)
+    return _model_metrics_table(
+        _get(metrics, split),
+        [m.key for m in models],
+        result.config.deployed_model,
+        title="Training hips" if split == "train" else "Test hips",
+        thresholds={m.key: m.threshold for m in models},
+    )
+
+
+_METRICS_NOTE: Final = (
+    "Cells: estimate (95 % CI) and, in grey, the counts behind it. Proportions have "
+    "Wilson intervals, F1 a stratified bootstrap interval, the AUC a DeLong interval. "
+    "Precision = PPV and recall = sensitivity (the paper reports both names)."
+)
+
+
+def _delong_table(delong: object, where: str) -> _Html:
+    """The DeLong tests of one set of hips (``where``, e.g. "test hips"), or why none."""
     delong_rows = []
     if isinstance(delong, list):
         for t in delong:
@@ -1520,27 +1600,26 @@ def _discrimination_section(
                     t.get("note") or "",
                 )
             )
-    delong_part: _Html = (
-        _table(
-            ("Comparison", "AUC a", "AUC b", "Difference", "z", "p", "Note"),
-            delong_rows,
-            caption="DeLong tests between the models (test hips, paired, two-sided)",
-        )
-        if delong_rows
-        else _note("No DeLong tests (the test hips need both classes).")
+    if not delong_rows:
+        return _note(f"No DeLong tests (the {where} need both classes).")
+    return _table(
+        ("Comparison", "AUC a", "AUC b", "Difference", "z", "p", "Note"),
+        delong_rows,
+        caption=f"DeLong tests between the models ({where}, paired, two-sided)",
     )
+
+
+def _discrimination_section(
+    result: TrainingResult, metrics: Mapping[str, Any], roc_png: str, roc_caption: str
+) -> _Html:
     return _section(
         "discrimination",
         "Discrimination and threshold metrics",
         _figure(roc_png, "ROC curves of Rad, DL and DLR", roc_caption),
-        _note(
-            "Cells: estimate (95 % CI) and, in grey, the counts behind it. Proportions have "
-            "Wilson intervals, F1 a stratified bootstrap interval, the AUC a DeLong interval. "
-            "Precision = PPV and recall = sensitivity (the paper reports both names)."
-        ),
+        _note(_METRICS_NOTE),
         _metrics_table(result, metrics, "test"),
         _metrics_table(result, metrics, "train"),
-        delong_part,
+        _delong_table(_get(metrics, "test", "delong"), "test hips"),
     )
 
 
@@ -1592,71 +1671,78 @@ def _classifier_section(
     return _section("classifiers", "Classifier comparison", *parts)
 
 
+_CALIBRATION_HEADER: Final = ("Slope", "Intercept", "HL statistic", "HL dof", "HL p", "Note")
+_CALIBRATION_NOTE: Final = (
+    "Calibration slope (ideal 1; below 1: predictions too extreme) and intercept "
+    "(ideal 0; above 0: risk under-predicted) by logistic recalibration. "
+    "Hosmer–Lemeshow: a small p suggests miscalibration, a large p proves nothing "
+    "with few hips."
+)
+
+
+def _calibration_cells(entry: Mapping[str, Any]) -> tuple[object, ...]:
+    """One model's cells under :data:`_CALIBRATION_HEADER`."""
+    hl = entry.get("hosmer_lemeshow")
+    cal = entry.get("calibration")
+    hl = hl if isinstance(hl, Mapping) else {}
+    cal = cal if isinstance(cal, Mapping) else {}
+    notes = "; ".join(str(n) for n in (hl.get("note"), cal.get("note")) if n)
+    return (
+        _num(cal.get("slope"), 2),
+        _num(cal.get("intercept"), 2),
+        _num(hl.get("statistic"), 2),
+        hl.get("dof", "n/a"),
+        _p(hl.get("p_value")),
+        notes,
+    )
+
+
+def _calibration_plot(png: str | None, where: str) -> _Html:
+    """The calibration figure of ``where`` (e.g. "test hips"), or why there is none."""
+    if png is None:
+        return _note(f"No calibration curve (the {where} need both classes).")
+    return _figure(
+        png,
+        f"Calibration plot, {where}",
+        f"Calibration on the {where}: observed fraction with ONFH against the mean "
+        "predicted probability in quantile bins, with 95 % Wilson intervals.",
+    )
+
+
 def _calibration_section(
     result: TrainingResult, metrics: Mapping[str, Any], png: str | None
 ) -> _Html:
-    rows = []
-    for split in ("test", "train"):
-        for m in _models(result):
-            entry = _entry(metrics, split, m.key)
-            hl = entry.get("hosmer_lemeshow")
-            cal = entry.get("calibration")
-            hl = hl if isinstance(hl, Mapping) else {}
-            cal = cal if isinstance(cal, Mapping) else {}
-            notes = "; ".join(str(n) for n in (hl.get("note"), cal.get("note")) if n)
-            rows.append(
-                (
-                    split,
-                    _name(m.key),
-                    _num(cal.get("slope"), 2),
-                    _num(cal.get("intercept"), 2),
-                    _num(hl.get("statistic"), 2),
-                    hl.get("dof", "n/a"),
-                    _p(hl.get("p_value")),
-                    notes,
-                )
-            )
-    parts: list[object] = [
-        _note(
-            "Calibration slope (ideal 1; below 1: predictions too extreme) and intercept "
-            "(ideal 0; above 0: risk under-predicted) by logistic recalibration. "
-            "Hosmer–Lemeshow: a small p suggests miscalibration, a large p proves nothing "
-            "with few hips."
-        ),
+    rows = [
+        (split, _name(m.key), *_calibration_cells(_entry(metrics, split, m.key)))
+        for split in ("test", "train")
+        for m in _models(result)
+    ]
+    return _section(
+        "calibration",
+        "Calibration",
+        _calibration_plot(png, "test hips"),
+        _note(_CALIBRATION_NOTE),
         _table(
-            ("Split", "Model", "Slope", "Intercept", "HL statistic", "HL dof", "HL p", "Note"),
+            ("Split", "Model", *_CALIBRATION_HEADER),
             rows,
             caption="Calibration and Hosmer–Lemeshow",
         ),
-    ]
-    if png is not None:
-        parts.insert(
-            0,
-            _figure(
-                png,
-                "Calibration plot, test hips",
-                "Calibration on the test hips: observed fraction with ONFH against the mean "
-                "predicted probability in quantile bins, with 95 % Wilson intervals.",
-            ),
-        )
-    else:
-        parts.insert(0, _note("No calibration curve (the test hips need both classes)."))
-    return _section("calibration", "Calibration", *parts)
+    )
 
 
-def _decision_section(png: str | None) -> _Html:
+def _decision_section(png: str | None, where: str = "test hips") -> _Html:
     if png is None:
         return _section(
             "decision-curve",
             "Decision curve",
-            _note("No decision curve (the test hips need both classes)."),
+            _note(f"No decision curve (the {where} need both classes)."),
         )
     return _section(
         "decision-curve",
         "Decision curve",
         _figure(
             png,
-            "Decision curves on the test hips",
+            f"Decision curves on the {where}",
             "Net benefit of acting on each model's probability, against treating every hip "
             "as ONFH (treat all) or none (treat none), by threshold probability. A model "
             "helps where its curve lies above both.",
@@ -1884,9 +1970,24 @@ def render_report(
         (
             "calibration",
             "Calibration",
-            _calibration_section(result, metrics, _calibration_figure(result, metrics)),
+            _calibration_section(
+                result,
+                metrics,
+                _calibration_figure(
+                    ((m.key, _entry(metrics, "test", m.key)) for m in _models(result)),
+                    "Calibration, test hips",
+                ),
+            ),
         ),
-        ("decision-curve", "Decision curve", _decision_section(_decision_figure(metrics))),
+        (
+            "decision-curve",
+            "Decision curve",
+            _decision_section(
+                _decision_figure(
+                    _get(metrics, "test", "decision_curve"), "Decision curves, test hips"
+                )
+            ),
+        ),
         (
             "selection",
             "Feature selection",
@@ -1908,6 +2009,23 @@ def render_report(
         ),
         ("config", "Training configuration", _config_section(result)),
     ]
+    return _page(
+        manifest_summary,
+        "training report",
+        _header(manifest_summary, roi_protocol),
+        _summary_section(result, metrics),
+        sections,
+    )
+
+
+def _page(
+    summary: Mapping[str, Any],
+    kind: str,
+    header: _Html,
+    overview: _Html,
+    sections: Sequence[tuple[str, str, _Html]],
+) -> str:
+    """The HTML document: header, overview, a table of contents, the sections, a footer."""
     # Internal anchors only (href="#..."): the file links nowhere else.
     nav = _tag(
         "nav",
@@ -1916,15 +2034,13 @@ def render_report(
             *(_tag("li", _tag("a", title, href=f"#{anchor}")) for anchor, title, _ in sections),
         ),
     )
-    title = (
-        f"{manifest_summary.get('name', 'onfh-dlr model')} {manifest_summary.get('version', '')}"
-    )
+    title = f"{summary.get('name', 'onfh-dlr model')} {summary.get('version', '')}"
     body = _join(
         [
-            _header(manifest_summary, roi_protocol),
+            header,
             _tag(
                 "main",
-                _summary_section(result, metrics),
+                overview,
                 nav,
                 *(content for _, _, content in sections),
                 _tag(
@@ -1944,11 +2060,353 @@ def render_report(
                 "head",
                 _Html('<meta charset="utf-8">'),
                 _Html('<meta name="viewport" content="width=device-width, initial-scale=1">'),
-                _tag("title", f"{title.strip()} — training report"),
+                _tag("title", f"{title.strip()} — {kind}"),
                 _tag("style", _Html(_CSS)),
             ),
             _tag("body", body),
             lang="en",
         )
         + "\n"
+    )
+
+
+# --------------------------------------------------------------------------- evaluation report
+
+
+def _label(row: Mapping[str, str]) -> int | None:
+    """The row's 0/1 label, or ``None`` (blank or anything else)."""
+    value = row.get("Label")
+    return int(value) if value in ("0", "1") else None
+
+
+def _is_scored(row: Mapping[str, str]) -> bool:
+    """Scored as :func:`~model_bundle.external.cohort_metrics` decides: a DLR probability."""
+    return bool(row.get("prob_dlr"))
+
+
+@dataclass(frozen=True)
+class _Evaluated:
+    """What the predictions rows of an evaluation hold, counted for the page.
+
+    ``curves`` are, per model key, the labels and probabilities of the scored hips with
+    a 0/1 label (the hips the metrics describe) that have that model's probability.
+    ``reasons`` and ``categories`` are ``(reason, hips, ONFH, healthy)`` rows of the hips
+    not scored: full messages and error classes.
+    """
+
+    total: int
+    scored: int
+    labelled: int
+    positive: int
+    curves: dict[str, tuple[NDArray[np.int64], F64]]
+    roi_sources: dict[str, int]
+    reasons: list[tuple[str, int, int, int]]
+    categories: list[tuple[str, int, int, int]]
+    not_scored_unlabelled: int
+
+
+def _evaluated(rows: Sequence[Mapping[str, str]], keys: Sequence[str]) -> _Evaluated:
+    scored = [r for r in rows if _is_scored(r)]
+    labelled = [(r, label) for r in scored if (label := _label(r)) is not None]
+    curves: dict[str, tuple[NDArray[np.int64], F64]] = {}
+    for key in keys:
+        pairs = [(label, _finite(r.get(f"prob_{key}"))) for r, label in labelled]
+        kept = [(label, prob) for label, prob in pairs if prob is not None]
+        curves[key] = (
+            np.array([label for label, _ in kept], dtype=np.int64),
+            np.array([prob for _, prob in kept], dtype=np.float64),
+        )
+    failed = [(str(r.get("reason") or ""), _label(r)) for r in rows if not _is_scored(r)]
+    reasons = _by_reason(failed)
+    categories = _by_reason(
+        (_reason_category(reason.strip()) if reason.strip() else "", label)
+        for reason, label in failed
+    )
+    sources = Counter(str(r.get("roi_source") or "unknown") for r in scored)
+    return _Evaluated(
+        total=len(rows),
+        scored=len(scored),
+        labelled=len(labelled),
+        positive=sum(label for _, label in labelled),
+        curves=curves,
+        roi_sources=dict(sorted(sources.items())),
+        reasons=reasons,
+        categories=categories,
+        not_scored_unlabelled=sum(1 for _, label in failed if label is None),
+    )
+
+
+def _hips(n: int) -> str:
+    return f"{n} hip" if n == 1 else f"{n} hips"
+
+
+def _evaluated_keys(metrics: Mapping[str, Any]) -> list[str]:
+    """The evaluated models: Rad, DL, DLR as far as the metrics have them, then others."""
+    models = metrics.get("models")
+    if not isinstance(models, Mapping):
+        return []
+    return [k for k in MODEL_KEYS if k in models] + sorted(
+        str(k) for k in models if k not in MODEL_KEYS
+    )
+
+
+#: Rows and metrics agree on an AUC when they differ by less than this (the rows'
+#: probabilities are the strings the metrics were computed from).
+_AUC_TOLERANCE: Final = 1e-6
+
+
+def _evaluation_roc_figure(
+    ev: _Evaluated, metrics: Mapping[str, Any], keys: Sequence[str], deployed: str
+) -> tuple[str | None, list[str]]:
+    """ROC curves of the models on the cohort, drawn from the predictions rows.
+
+    Returns
+    -------
+    png, mismatched
+        The figure (``None`` when no model has hips of both classes), and the models
+        whose curve's AUC differs from the AUC in ``metrics`` (rows and metrics of
+        different runs).
+    """
+    fig = Figure(figsize=(6.2, 5.8))
+    ax = fig.subplots()
+    drawn = False
+    mismatched: list[str] = []
+    for key in keys:
+        y, prob = ev.curves.get(key, (np.zeros(0, dtype=np.int64), np.zeros(0)))
+        entry = _split_entry(metrics, key)
+        reported = _finite(_get(entry, "auc", "estimate"))
+        if not _both_classes(y):
+            if reported is not None:
+                mismatched.append(key)
+            continue
+        _roc_line(ax, key, y, prob, entry, deployed)
+        _operating_point(ax, key, entry)
+        drawn = True
+        if reported is None or abs(float(roc_auc_score(y, prob)) - reported) > _AUC_TOLERANCE:
+            mismatched.append(key)
+    if not drawn:
+        return None, mismatched
+    _roc_axes(ax, f"Scored hips (n = {ev.labelled}, {ev.positive} ONFH)")
+    return _png(fig), mismatched
+
+
+def _evaluation_header(summary: Mapping[str, Any], cohort_name: str) -> _Html:
+    rows = [*_bundle_rows(summary, "Bundle created"), ("Cohort", cohort_name)]
+    return _join([_header_block(summary, "external evaluation", rows), *_banners(summary)])
+
+
+def _evaluation_overview(
+    ev: _Evaluated, metrics: Mapping[str, Any], summary: Mapping[str, Any], keys: Sequence[str]
+) -> _Html:
+    deployed = str(summary.get("deployed_model", ""))
+    not_scored = ev.total - ev.scored
+    counts = (
+        f"{ev.scored} of {ev.total} hips scored; {not_scored} not scored"
+        + (" (see “Hips not scored”)" if not_scored else "")
+        + f". The metrics describe {_num(metrics.get('n'), 0)} scored hips with a label "
+        f"({_num(metrics.get('n_positive'), 0)} with ONFH)"
+        + (
+            f"; {_hips(ev.scored - ev.labelled)} scored without a 0/1 label "
+            f"{'is' if ev.scored - ev.labelled == 1 else 'are'} not in them."
+            if ev.scored > ev.labelled
+            else "."
+        )
+    )
+    notes: list[_Html] = []
+    if deployed in keys:
+        entry = _split_entry(metrics, deployed)
+        threshold = entry.get("threshold", summary.get("threshold"))
+        model = (
+            f"Deployed model: {_name(deployed)}, at its fixed threshold {_num(threshold)} "
+            "(chosen on the training hips, not re-picked on this cohort): AUC "
+            f"{_auc_text(entry)}, sensitivity {_metric_text(_get(entry, 'metrics', 'sensitivity'))}"
+            f", specificity {_metric_text(_get(entry, 'metrics', 'specificity'))} (95 % CIs)."
+        )
+        recorded, used = _finite(summary.get("threshold")), _finite(entry.get("threshold"))
+        if recorded is not None and used is not None and abs(recorded - used) > 1e-9:
+            notes.append(
+                _note(
+                    f"The bundle's manifest gives the threshold {recorded:.3f}, the metrics "
+                    f"used {used:.3f}: check that they belong to the same bundle."
+                )
+            )
+    else:
+        model = (
+            f"Deployed model: {_name(deployed or 'n/a')}, not evaluated here (the bundle's "
+            "metrics give no threshold for it)."
+        )
+    if _finite(metrics.get("n")) != float(ev.labelled):
+        notes.append(
+            _note(
+                f"The predictions hold {ev.labelled} scored hips with a label, the metrics "
+                f"{_num(metrics.get('n'), 0)}: they do not come from the same run."
+            )
+        )
+    return _tag(
+        "div",
+        _tag("p", counts),
+        _tag("p", model),
+        *notes,
+        _note(
+            "External evaluation: the bundle's models and thresholds are applied unchanged; "
+            "nothing was refitted or re-tuned on this cohort. The confidence intervals treat "
+            "the hips as independent, although both hips of a patient are correlated: they "
+            "are too narrow."
+        ),
+        class_="summary",
+    )
+
+
+def _evaluation_hips_section(ev: _Evaluated) -> _Html:
+    negative = ev.labelled - ev.positive
+    rows: list[tuple[str, int]] = [
+        ("Hips in the cohort", ev.total),
+        ("Scored", ev.scored),
+        ("… with a 0/1 label (in the metrics)", ev.labelled),
+        ("… … with ONFH", ev.positive),
+        ("… … without ONFH", negative),
+        ("… without a 0/1 label", ev.scored - ev.labelled),
+        ("Not scored", ev.total - ev.scored),
+    ]
+    parts: list[object] = [_table(("Hips", "Count"), rows, caption="Hips of the cohort")]
+    if ev.roi_sources:
+        parts.append(_roi_source_table(ev.roi_sources, "Scored hips"))
+    return _section("cohort", "Cohort", *parts)
+
+
+def _not_scored_section(ev: _Evaluated) -> _Html:
+    not_scored = ev.total - ev.scored
+    if not not_scored:
+        return _section("not-scored", "Hips not scored", _note("Every hip was scored."))
+    parts: list[object] = [
+        _tag(
+            "p",
+            f"{not_scored} of {ev.total} hips could not be scored: they have no probability "
+            "and no call, and are not in the metrics. They are counted by reason (ONFH and "
+            "healthy by the cohort's label); no patient is listed.",
+        )
+    ]
+    if ev.not_scored_unlabelled:
+        parts.append(_note(f"{ev.not_scored_unlabelled} of them have no 0/1 label."))
+    if len(ev.categories) < len(ev.reasons):
+        parts.append(_reason_table(ev.categories, "Hips not scored, by error class"))
+    parts.append(_reason_table(ev.reasons, "Hips not scored, by reason"))
+    return _section("not-scored", "Hips not scored", *parts)
+
+
+def _evaluation_discrimination(
+    ev: _Evaluated, metrics: Mapping[str, Any], keys: Sequence[str], deployed: str
+) -> _Html:
+    png, mismatched = _evaluation_roc_figure(ev, metrics, keys, deployed)
+    parts: list[object] = []
+    if png is None:
+        parts.append(_note("No ROC curve (the scored hips need both classes)."))
+    else:
+        parts.append(
+            _figure(
+                png,
+                "ROC curves of Rad, DL and DLR on this cohort",
+                "ROC curves on the scored hips with a label, drawn from the predictions, "
+                "with AUC (95 % DeLong CI). Dots: the operating point at each model's fixed "
+                "threshold. The deployed model is drawn thicker.",
+            )
+        )
+    if mismatched:
+        parts.append(
+            _note(
+                "The predictions do not reproduce the metrics' AUC of "
+                f"{', '.join(_name(k) for k in mismatched)}: the rows and the metrics do not "
+                "come from the same run, and the curves may not match the table."
+            )
+        )
+    missing = [k for k in MODEL_KEYS if k not in keys]
+    if missing:
+        parts.append(
+            _note(
+                f"Not evaluated: {', '.join(_name(k) for k in missing)} (the bundle's "
+                f"metrics give no threshold for {'it' if len(missing) == 1 else 'them'})."
+            )
+        )
+    parts += [
+        _note(_METRICS_NOTE),
+        _model_metrics_table(metrics, keys, deployed, title="Scored hips"),
+        _delong_table(metrics.get("delong"), "scored hips"),
+    ]
+    return _section("discrimination", "Discrimination and threshold metrics", *parts)
+
+
+def _evaluation_calibration(metrics: Mapping[str, Any], keys: Sequence[str]) -> _Html:
+    entries = [(k, _split_entry(metrics, k)) for k in keys]
+    png = _calibration_figure(entries, "Calibration, scored hips")
+    return _section(
+        "calibration",
+        "Calibration",
+        _calibration_plot(png, "scored hips"),
+        _note(
+            _CALIBRATION_NOTE + " On these external hips, from which nothing was estimated, "
+            "the Hosmer–Lemeshow statistic is referred to χ² with as many degrees of freedom "
+            "as risk groups (dof = groups, not groups − 2 as on training data)."
+        ),
+        _table(
+            ("Model", *_CALIBRATION_HEADER),
+            [(_name(k), *_calibration_cells(e)) for k, e in entries],
+            caption="Calibration and Hosmer–Lemeshow (external: dof = groups)",
+        ),
+    )
+
+
+def render_evaluation_report(
+    rows: Sequence[Mapping[str, str]],
+    metrics: Mapping[str, Any],
+    *,
+    bundle_summary: Mapping[str, Any],
+    cohort_name: str,
+) -> str:
+    """The report of a bundle scored on an external cohort: one self-contained HTML file.
+
+    Parameters
+    ----------
+    rows
+        The predictions rows of :func:`~model_bundle.external.score_cohort` (``PatientID``,
+        ``Side``, ``Label``, ``prob_rad``, ``prob_dl``, ``prob_dlr``, ``call``,
+        ``roi_source``, ``reason``); a hip that could not be scored has no probabilities
+        and a reason. The ROC curves are drawn from them.
+    metrics
+        :func:`~model_bundle.external.cohort_metrics` of the same rows and the bundle's
+        thresholds (an :func:`~model_bundle.evaluation.evaluate_split` dict with
+        ``external=True``); a model missing from it is reported as not evaluated.
+    bundle_summary
+        :meth:`~model_bundle.bundle.Bundle.summary` of the bundle; missing keys show as
+        "n/a". With ``synthetic`` (or ``not_for_clinical_use``) the page carries the
+        banner.
+    cohort_name
+        The cohort's name as shown in the header (e.g. the CSV's file name).
+
+    Returns
+    -------
+    str
+        An HTML5 document with inline CSS and base64 PNG figures; no external resource,
+        no patient ID (hips not scored are counted by reason).
+    """
+    keys = _evaluated_keys(metrics)
+    deployed = str(bundle_summary.get("deployed_model", ""))
+    ev = _evaluated(rows, keys)
+    decision = _decision_figure(metrics.get("decision_curve"), "Decision curves, scored hips")
+    sections: list[tuple[str, str, _Html]] = [
+        ("cohort", "Cohort", _evaluation_hips_section(ev)),
+        (
+            "discrimination",
+            "Discrimination",
+            _evaluation_discrimination(ev, metrics, keys, deployed),
+        ),
+        ("calibration", "Calibration", _evaluation_calibration(metrics, keys)),
+        ("decision-curve", "Decision curve", _decision_section(decision, "scored hips")),
+        ("not-scored", "Hips not scored", _not_scored_section(ev)),
+    ]
+    return _page(
+        bundle_summary,
+        f"external evaluation on {cohort_name}",
+        _evaluation_header(bundle_summary, cohort_name),
+        _evaluation_overview(ev, metrics, bundle_summary, keys),
+        sections,
     )

@@ -406,6 +406,7 @@ def evaluate(
     from model_bundle.external import cohort_metrics, score_cohort
     from model_bundle.features import read_cohort
     from model_bundle.publish import PREDICTION_COLUMNS, csv_bytes, dump_json
+    from model_bundle.report import render_evaluation_report
 
     try:
         loaded = load_bundle(bundle)
@@ -434,6 +435,10 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     (out / "predictions.csv").write_bytes(csv_bytes(rows, (*PREDICTION_COLUMNS, "roi_source")))
     (out / "metrics.json").write_text(dump_json(metrics), encoding="utf-8")
+    report = render_evaluation_report(
+        rows, metrics, bundle_summary=loaded.summary(), cohort_name=cohort.name
+    )
+    (out / "report.html").write_text(report, encoding="utf-8")
     for key, entry in metrics["models"].items():
         auc = entry.get("auc")
         if auc and auc["estimate"] is not None:

@@ -139,6 +139,7 @@ def test_evaluate_scores_an_external_cohort_with_auto_segmentation(
         scored = list(csv.DictReader(fh))
     assert len(scored) == 8
     assert all(r["roi_source"] == "auto" and r["prob_dlr"] for r in scored)
+    assert "data:image/png;base64," in (out / "report.html").read_text(encoding="utf-8")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 8 and metrics["models"]["dlr"]["threshold"] == pytest.approx(
         load_bundle(path).threshold
