@@ -68,9 +68,10 @@ def cache_key(job: SeriesJob, params: dict[str, object], roi_protocol: str = "he
         else (_file_stamp(job.mask) if job.mask.exists() else str(job.mask)),
         "sides": [h.get("Side", "") for h in job.hips],
         "params": params,
-        "roi_protocol": roi_protocol,
         "version": version,
     }
+    if roi_protocol != "head":  # the default protocol keeps the keys it always had
+        payload["roi_protocol"] = roi_protocol
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
