@@ -14,7 +14,6 @@ import importlib.metadata
 import json
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from model_bundle.radiomics import extract_radiomics, feature_names, load_params
 from model_bundle.seg_roi import lesion_rois_from_seg
 from model_bundle.series import load_series
 from onfh_dlr.errors import OnfhError, SegmentationError
+from onfh_dlr.pools import process_pool
 
 F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]
@@ -220,7 +220,7 @@ def build_dataset(
             if on_job is not None:
                 on_job(samples, cached)
         return out
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with process_pool(workers) as pool:
         for samples, cached in pool.map(_run, tasks):
             out += samples
             if on_job is not None:

@@ -8,7 +8,6 @@ its fixed thresholds. Nothing is refitted.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from model_bundle.series import load_series
 from model_bundle.serving import BundleModel
 from model_bundle.training import MODEL_KEYS
 from onfh_dlr.errors import OnfhError
+from onfh_dlr.pools import process_pool
 
 _MODEL: BundleModel | None = None
 
@@ -87,9 +87,7 @@ def score_cohort(
                 on_job(done)
         return rows
     # One torch thread per process: two OpenMP pools on two cores slow each other down.
-    with ProcessPoolExecutor(
-        max_workers=workers, initializer=_init, initargs=(bundle_dir, 1)
-    ) as pool:
+    with process_pool(workers, _init, (bundle_dir, 1)) as pool:
         for done in pool.map(_score, jobs):
             rows += done
             if on_job is not None:

@@ -12,7 +12,6 @@ import csv
 import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from model_bundle.roi import HipROI, Side
 from model_bundle.seg_roi import rois_from_seg
 from model_bundle.series import LoadedSeries, load_series
 from onfh_dlr.errors import ConfigurationError, OnfhError, SegmentationError
+from onfh_dlr.pools import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ def cohort_features(
     # Each process gets one core's worth of torch threads: two OpenMP pools on two cores
     # slow each other down several times over.
     spec = dataclasses.replace(spec, threads=spec.threads or 1)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with process_pool(workers) as pool:
         for rows in pool.map(_run, [(job, spec) for job in jobs]):
             if on_rows is not None:
                 on_rows(rows)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from onfh_dlr.errors import PhantomError
+from onfh_dlr.pools import process_pool
 from phantom.case import PhantomStudy
 from phantom.dicom_writer import write_segmentation, write_series
 from phantom.generator import generate_study
@@ -163,7 +163,7 @@ def iter_cohort(
         for job in jobs:
             yield _make_case(job)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with process_pool(workers) as pool:
         yield from pool.map(_make_case, jobs)
 
 
