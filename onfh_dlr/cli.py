@@ -35,6 +35,9 @@ ConfigOption = Annotated[
 ]
 
 
+WorkersOption = Annotated[int, typer.Option("--workers", min=1, help="Processes to use.")]
+
+
 def _settings(config: Path | None) -> Settings:
     try:
         return load_settings(config, dict(os.environ))
@@ -59,7 +62,7 @@ def phantom(
             "--onfh-fraction", min=0.0, max=1.0, help="Fraction of patients with early ONFH."
         ),
     ] = 70 / 150,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Processes to use.")] = 1,
+    workers: WorkersOption = 1,
     preview: Annotated[
         bool,
         typer.Option(
@@ -124,7 +127,7 @@ def features(
             "--seg", help="DICOM-SEG with the femoral heads (series input only).", exists=True
         ),
     ] = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Processes to use.")] = 1,
+    workers: WorkersOption = 1,
     weights: Annotated[
         Path | None,
         typer.Option(
@@ -393,7 +396,7 @@ def evaluate(
     out: Annotated[
         Path, typer.Option("--out", help="Directory for predictions.csv, metrics.json, report.")
     ],
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Processes to use.")] = 1,
+    workers: WorkersOption = 1,
     auto_roi: Annotated[
         bool,
         typer.Option(
