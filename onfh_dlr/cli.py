@@ -10,7 +10,7 @@ import dataclasses
 import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -370,14 +370,14 @@ def train(
     unusable = [s for s in samples if not s.ok]
     for s in unusable:
         console.print(f"[yellow]excluded[/yellow] {s.patient_id} {s.side}: {s.reason}")
-    test = (
-        bundle.manifest.metrics.get("test", {}) if isinstance(bundle.manifest.metrics, dict) else {}
-    )
+    headline: Any = bundle.manifest.metrics  # JSON from the manifest, read defensively
     for key in ("rad", "dl", "dlr"):
-        entry = test.get(key, {})
-        ci = entry.get("auc_ci95") or [None, None]
-        if entry.get("auc") is not None:
-            console.print(f"test AUC {key}: {entry['auc']:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f})")
+        try:
+            entry = headline["test"][key]
+            low, high = entry["auc_ci95"]
+            console.print(f"test AUC {key}: {entry['auc']:.3f} (95% CI {low:.3f}-{high:.3f})")
+        except (KeyError, TypeError, ValueError):
+            continue
     console.print(
         f"bundle {out} ({bundle.device_uid}), deployed {bundle.deployed_model} at threshold "
         f"{bundle.threshold:.3f}; {time.perf_counter() - start:.0f} s"
