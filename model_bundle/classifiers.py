@@ -364,8 +364,17 @@ def _check_rows(X: ArrayLike, n_features: int) -> F64:
 # --- the loaded models ----------------------------------------------------------------------
 
 
+class _BinaryModel:
+    """What every model loaded from JSON shares: it tells class 0 from class 1."""
+
+    @property
+    def classes_(self) -> I64:
+        """Always ``[0, 1]``."""
+        return np.array(_CLASSES, dtype=np.int64)
+
+
 @dataclass(frozen=True, eq=False)
-class LogisticModel:
+class LogisticModel(_BinaryModel):
     """A loaded logistic regression (binary).
 
     Attributes
@@ -379,11 +388,6 @@ class LogisticModel:
     coef: F64
     intercept: F64
     hyperparameters: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def classes_(self) -> I64:
-        """Always ``[0, 1]``."""
-        return np.array(_CLASSES, dtype=np.int64)
 
     @property
     def n_features_in_(self) -> int:
@@ -403,7 +407,7 @@ _KERNELS: Final = ("linear", "poly", "rbf", "sigmoid")
 
 
 @dataclass(frozen=True, eq=False)
-class KernelSVMModel:
+class KernelSVMModel(_BinaryModel):
     """A loaded SVM with a Platt sigmoid on its decision function.
 
     Attributes
@@ -433,11 +437,6 @@ class KernelSVMModel:
     platt_a: float
     platt_b: float
     hyperparameters: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def classes_(self) -> I64:
-        """Always ``[0, 1]``."""
-        return np.array(_CLASSES, dtype=np.int64)
 
     @property
     def n_features_in_(self) -> int:
@@ -512,7 +511,7 @@ class TreeArrays:
 
 
 @dataclass(frozen=True, eq=False)
-class TreeEnsembleModel:
+class TreeEnsembleModel(_BinaryModel):
     """A loaded random forest or extra-trees classifier.
 
     Attributes
@@ -529,11 +528,6 @@ class TreeEnsembleModel:
     trees: tuple[TreeArrays, ...]
     n_features: int
     hyperparameters: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def classes_(self) -> I64:
-        """Always ``[0, 1]``."""
-        return np.array(_CLASSES, dtype=np.int64)
 
     @property
     def n_features_in_(self) -> int:
@@ -561,7 +555,7 @@ _HIDDEN_ACTIVATIONS: Final[dict[str, Callable[[F64], object]]] = {
 
 
 @dataclass(frozen=True, eq=False)
-class MLPModel:
+class MLPModel(_BinaryModel):
     """A loaded multi-layer perceptron (binary, logistic output).
 
     Attributes
@@ -580,11 +574,6 @@ class MLPModel:
     intercepts: tuple[F64, ...]
     activation: str
     hyperparameters: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def classes_(self) -> I64:
-        """Always ``[0, 1]``."""
-        return np.array(_CLASSES, dtype=np.int64)
 
     @property
     def n_features_in_(self) -> int:
@@ -608,7 +597,7 @@ class MLPModel:
 
 
 @dataclass(frozen=True, eq=False)
-class LightGBMModel:
+class LightGBMModel(_BinaryModel):
     """A loaded LightGBM binary classifier.
 
     Attributes
@@ -624,11 +613,6 @@ class LightGBMModel:
     booster: lgb.Booster
     model: dict[str, Any]
     hyperparameters: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def classes_(self) -> I64:
-        """Always ``[0, 1]``."""
-        return np.array(_CLASSES, dtype=np.int64)
 
     @property
     def n_features_in_(self) -> int:
