@@ -13,11 +13,11 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Mapping
-from html.parser import HTMLParser
 from typing import Any
 
 import numpy as np
 import pytest
+from html_checks import ParsedHtml, parse_html
 
 from model_bundle.external import cohort_metrics
 from model_bundle.report import SYNTHETIC_WARNING, render_evaluation_report
@@ -34,7 +34,6 @@ FAILURES: tuple[tuple[str, int], ...] = (
     ("", 1),
 )
 N_PATIENTS = 60
-VOID = {"meta", "img", "br", "hr", "link", "input", "col", "wbr", "source"}
 
 
 def _rows(seed: int = 11, *, labels: str = "mixed") -> list[dict[str, str]]:
@@ -98,74 +97,7 @@ def _summary(*, synthetic: bool = True) -> dict[str, Any]:
     }
 
 
-class _Parsed(HTMLParser):
-    """Tags must nest; collects tags, attributes, text and tables (by caption)."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.stack: list[str] = []
-        self.errors: list[str] = []
-        self.tags: list[str] = []
-        self.attrs: list[tuple[str, str, str]] = []
-        self.text: list[str] = []
-        self.tables: list[list[list[str]]] = []
-        self.captions: list[str] = []
-        self._cell: list[str] | None = None
-        self._caption: list[str] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append(tag)
-        self.attrs += [(tag, name, value or "") for name, value in attrs]
-        if tag not in VOID:
-            self.stack.append(tag)
-        if tag == "table":
-            self.tables.append([])
-            self.captions.append("")
-        elif tag == "tr":
-            self.tables[-1].append([])
-        elif tag in ("td", "th"):
-            self._cell = []
-        elif tag == "caption":
-            self._caption = []
-
-    def handle_endtag(self, tag: str) -> None:
-        if not self.stack or self.stack[-1] != tag:
-            self.errors.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
-            return
-        self.stack.pop()
-        if tag in ("td", "th") and self._cell is not None:
-            self.tables[-1][-1].append("".join(self._cell).strip())
-            self._cell = None
-        elif tag == "caption" and self._caption is not None:
-            self.captions[-1] = "".join(self._caption).strip()
-            self._caption = None
-
-    def handle_data(self, data: str) -> None:
-        self.text.append(data)
-        for sink in (self._cell, self._caption):
-            if sink is not None:
-                sink.append(data)
-
-    def table(self, caption_start: str) -> list[list[str]]:
-        for caption, rows in zip(self.captions, self.tables, strict=True):
-            if caption.startswith(caption_start):
-                return rows
-        raise AssertionError(f"no table captioned {caption_start!r} in {self.captions}")
-
-    def joined(self) -> str:
-        return " ".join(" ".join(self.text).split())
-
-
-def _parse(document: str) -> _Parsed:
-    parser = _Parsed()
-    parser.feed(document)
-    parser.close()
-    assert parser.errors == []
-    assert parser.stack == []
-    return parser
-
-
-def _pngs(parsed: _Parsed) -> list[bytes]:
+def _pngs(parsed: ParsedHtml) -> list[bytes]:
     sources = [v for t, n, v in parsed.attrs if t == "img" and n == "src"]
     return [
         base64.b64decode(s.removeprefix("data:image/png;base64,"), validate=True) for s in sources
@@ -197,7 +129,7 @@ def test_page_is_self_contained(
 ) -> None:
     _, _, document = evaluated
     assert document.startswith("<!DOCTYPE html>")
-    parsed = _parse(document)
+    parsed = parse_html(document)
     assert not {"script", "link", "iframe", "object", "embed"} & set(parsed.tags)
     for tag, name, value in parsed.attrs:
         if name in ("src", "href"):
@@ -218,7 +150,7 @@ def test_header_summary_and_metrics(
     evaluated: tuple[list[dict[str, str]], dict[str, Any], str],
 ) -> None:
     rows, metrics, document = evaluated
-    parsed = _parse(document)
+    parsed = parse_html(document)
     text = parsed.joined()
     for value in (
         "onfh-dlr-test",
@@ -269,7 +201,7 @@ def test_banner_only_when_the_bundle_says_so(
 ) -> None:
     rows, metrics, document = evaluated
     assert 'class="banner"' in document
-    assert SYNTHETIC_WARNING in _parse(document).joined()
+    assert SYNTHETIC_WARNING in parse_html(document).joined()
     plain = _render(rows, metrics, synthetic=False)
     assert 'class="banner"' not in plain
     assert SYNTHETIC_WARNING not in plain
@@ -280,7 +212,7 @@ def test_reasons_are_escaped_and_counted(
     evaluated: tuple[list[dict[str, str]], dict[str, Any], str],
 ) -> None:
     rows, _, document = evaluated
-    parsed = _parse(document)
+    parsed = parse_html(document)
     assert "<script" not in document
     assert "script" not in parsed.tags
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; co" in document
@@ -300,7 +232,7 @@ def test_a_model_missing_from_the_thresholds() -> None:
     thresholds = {k: v for k, v in THRESHOLDS.items() if k != "dl"}
     metrics = cohort_metrics(rows, thresholds)
     assert set(metrics["models"]) == {"rad", "dlr"}
-    parsed = _parse(_render(rows, metrics))
+    parsed = parse_html(_render(rows, metrics))
     text = parsed.joined()
     for key in thresholds:
         assert _ci(metrics["models"][key]["auc"]) in text
@@ -313,7 +245,7 @@ def test_a_model_missing_from_the_thresholds() -> None:
 def test_deployed_model_missing_and_one_class_only() -> None:
     rows = _rows(seed=5, labels="healthy")
     metrics = cohort_metrics(rows, {"rad": 0.5})
-    parsed = _parse(_render(rows, metrics))
+    parsed = parse_html(_render(rows, metrics))
     text = parsed.joined()
     assert "Deployed model: DLR, not evaluated here" in text
     assert "No ROC curve (the scored hips need both classes)." in text
@@ -327,7 +259,7 @@ def test_deployed_model_missing_and_one_class_only() -> None:
 
 def test_rows_that_do_not_match_the_metrics_are_flagged() -> None:
     metrics = cohort_metrics(_rows(seed=11), THRESHOLDS)
-    text = _parse(_render(_rows(seed=12), metrics)).joined()
+    text = parse_html(_render(_rows(seed=12), metrics)).joined()
     assert "do not come from the same run" in text
 
 
@@ -338,6 +270,6 @@ def test_nothing_scored() -> None:
         for r in _rows()[:6]
     ]
     metrics: dict[str, Any] = {"n": 0, "n_positive": 0, "models": {}, "delong": []}
-    text = _parse(_render(rows, metrics)).joined()
+    text = parse_html(_render(rows, metrics)).joined()
     assert "0 of 6 hips scored" in text
     assert "Not evaluated: Rad, DL, DLR" in text

@@ -16,11 +16,11 @@ import dataclasses
 import json
 import re
 from collections.abc import Mapping
-from html.parser import HTMLParser
 from typing import Any
 
 import numpy as np
 import pytest
+from html_checks import parse_html
 
 from model_bundle.dataset import HipSample
 from model_bundle.evaluation import evaluate_split
@@ -34,7 +34,6 @@ SCRIPT_REASON = 'HeadNotFoundError: <script>alert("x")</script> & co'
 MARKDOWN_REASON = "<img src=x onerror=alert(1)> | *bold* `tick`"
 # A feature name with markup, swapped into the Rad selector after training.
 ODD_NAME = "orig<b>&\"name'"
-VOID = {"meta", "img", "br", "hr", "link", "input", "col", "wbr", "source"}
 
 
 def _samples() -> list[HipSample]:
@@ -131,72 +130,6 @@ def _render(
     )
 
 
-class _Parsed(HTMLParser):
-    """Strict enough for our output: tags must nest; collects attributes, text, tables."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.stack: list[str] = []
-        self.errors: list[str] = []
-        self.attrs: list[tuple[str, str, str]] = []
-        self.tags: list[str] = []
-        self.text: list[str] = []
-        self.tables: list[list[list[str]]] = []
-        self.captions: list[str] = []
-        self._cell: list[str] | None = None
-        self._caption: list[str] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append(tag)
-        for name, value in attrs:
-            self.attrs.append((tag, name, value or ""))
-        if tag not in VOID:
-            self.stack.append(tag)
-        if tag == "table":
-            self.tables.append([])
-            self.captions.append("")
-        elif tag == "tr":
-            self.tables[-1].append([])
-        elif tag in ("td", "th"):
-            self._cell = []
-        elif tag == "caption":
-            self._caption = []
-
-    def handle_endtag(self, tag: str) -> None:
-        if not self.stack or self.stack[-1] != tag:
-            self.errors.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
-            return
-        self.stack.pop()
-        if tag in ("td", "th") and self._cell is not None:
-            self.tables[-1][-1].append("".join(self._cell).strip())
-            self._cell = None
-        elif tag == "caption" and self._caption is not None:
-            self.captions[-1] = "".join(self._caption).strip()
-            self._caption = None
-
-    def handle_data(self, data: str) -> None:
-        self.text.append(data)
-        if self._cell is not None:
-            self._cell.append(data)
-        if self._caption is not None:
-            self._caption.append(data)
-
-    def table(self, caption_start: str) -> list[list[str]]:
-        for caption, rows in zip(self.captions, self.tables, strict=True):
-            if caption.startswith(caption_start):
-                return rows
-        raise AssertionError(f"no table captioned {caption_start!r}")
-
-
-def _parse(document: str) -> _Parsed:
-    parser = _Parsed()
-    parser.feed(document)
-    parser.close()
-    assert parser.errors == []
-    assert parser.stack == []
-    return parser
-
-
 def _ci(entry: Mapping[str, Any]) -> str:
     low, high = entry["ci95"]
     return f"{entry['estimate']:.3f} ({low:.3f}–{high:.3f})"
@@ -208,7 +141,7 @@ def test_report_is_one_self_contained_html_file(
     result, metrics = trained
     document = _render(result, metrics)
     assert document.startswith("<!DOCTYPE html>")
-    parsed = _parse(document)
+    parsed = parse_html(document)
     assert "script" not in parsed.tags and "link" not in parsed.tags and "iframe" not in parsed.tags
     for tag, name, value in parsed.attrs:
         if name in ("src", "href"):
@@ -227,7 +160,7 @@ def test_report_header_banner_and_metrics(
 ) -> None:
     result, metrics = trained
     document = _render(result, metrics)
-    text = " ".join(_parse(document).text)
+    text = " ".join(parse_html(document).text)
     for value in ("onfh-dlr-test", "0.0.1", "2.25.123456789", "2025-01-02T03:04:05Z"):
         assert value in text
     assert SYNTHETIC_WARNING in text
@@ -248,7 +181,7 @@ def test_report_header_banner_and_metrics(
 
 def test_report_cohort_counts(trained: tuple[TrainingResult, dict[str, Any]]) -> None:
     result, metrics = trained
-    parsed = _parse(_render(result, metrics))
+    parsed = parse_html(_render(result, metrics))
     rows = parsed.table("Usable hips by split and label")
     expected = []
     for split, index in (("train", result.train_idx), ("test", result.test_idx)):
@@ -300,7 +233,7 @@ def test_report_escapes_reasons_and_feature_names(
         },
     )
     document = _render(odd, metrics)
-    parsed = _parse(document)
+    parsed = parse_html(document)
     assert "<script>" not in document and "<b>" not in document and "<img src=x" not in document
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; co" in document
     assert "orig&lt;b&gt;&amp;&quot;name&#x27;" in document
@@ -314,7 +247,7 @@ def test_report_escapes_reasons_and_feature_names(
 
 def test_report_score_formula(trained: tuple[TrainingResult, dict[str, Any]]) -> None:
     result, metrics = trained
-    text = "".join(_parse(_render(result, metrics)).text)
+    text = "".join(parse_html(_render(result, metrics)).text)
     for key in MODEL_KEYS:
         m = result.models[key]
         names = m.selector.selected_names
@@ -333,7 +266,7 @@ def test_report_score_formula(trained: tuple[TrainingResult, dict[str, Any]]) ->
         result,
         models={**result.models, "rad": dataclasses.replace(rad, classifier_name="RandomForest")},
     )
-    text = "".join(_parse(_render(forest, metrics)).text)
+    text = "".join(parse_html(_render(forest, metrics)).text)
     assert "(RandomForest) has no closed formula" in text
     lasso = rad.selector.record.lasso
     assert f"lasso_score = {lasso.intercept:.4f}" in text
@@ -345,7 +278,7 @@ def test_report_shows_na_with_reason(trained: tuple[TrainingResult, dict[str, An
     entry = broken["test"]["models"]["dl"]["metrics"]["ppv"]
     entry.update(estimate=None, ci95=[None, None], reason="no hip was called positive")
     del broken["test"]["models"]["rad"]["auc"]
-    text = " ".join(_parse(_render(result, broken)).text)
+    text = " ".join(parse_html(_render(result, broken)).text)
     assert "n/a (no hip was called positive)" in text
     assert "n/a (both classes are needed for an AUC)" in text
     assert "nan" not in text.lower().split()
@@ -358,7 +291,7 @@ def test_report_label_leak_section(trained: tuple[TrainingResult, dict[str, Any]
     assert "whole femoral head" in head
     leak = {"shape_only_auc": {"estimate": 0.987654, "ci95": [0.95, 1.0]}, "features": 14}
     document = _render(result, metrics, roi_protocol="lesion", shape_leak=leak)
-    parsed = _parse(document)
+    parsed = parse_html(document)
     assert 'id="label-leak"' in document
     rows = parsed.table("Shape-feature leak")
     assert ["shape_only_auc.estimate", "0.988"] in rows
