@@ -1,1 +1,29 @@
-"""listener package."""
+"""The DICOM listener: receives series by C-STORE, stores them durably, admits them.
+
+This package is imported by the listener process, which must stay light: it uses
+pynetdicom, pydicom, pydantic and PyYAML only, never torch, SimpleITK, PyRadiomics,
+highdicom or the model bundle.
+"""
+
+from listener.completeness import Completeness, assess
+from listener.rules import Admission, AdmissionRules
+from listener.scp import Intake, Listener, StoreHandler, build_ae, build_ssl_context
+from listener.spool import Spool, StoredInstance, StoreResult
+from listener.uids import check_uid, is_valid_uid
+
+__all__ = [
+    "Admission",
+    "AdmissionRules",
+    "Completeness",
+    "Intake",
+    "Listener",
+    "Spool",
+    "StoreHandler",
+    "StoreResult",
+    "StoredInstance",
+    "assess",
+    "build_ae",
+    "build_ssl_context",
+    "check_uid",
+    "is_valid_uid",
+]

@@ -104,15 +104,215 @@ def phantom(
 
 @app.command()
 def demo(config: ConfigOption = None) -> None:
-    """Generate one phantom study, read it back, and show what it holds."""
-    from phantom.demo import run_demo
+    """End to end: a phantom study pushed through `serve` to a stand-in PACS, SR read back."""
+    from onfh_dlr.demo import run_demo
 
     settings = _settings(config)
     try:
-        run_demo(settings, console)
+        run_demo(settings, console, dict(os.environ))
     except OnfhError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
+
+
+def _known_broker_url(settings: Settings) -> str | None:
+    if settings.broker_url is not None:
+        return settings.broker_url
+    # A running `serve` writes its embedded broker's URL here.
+    embedded = settings.data_dir / "broker" / "url"
+    return embedded.read_text(encoding="utf-8").strip() if embedded.is_file() else None
+
+
+def _broker_url(settings: Settings) -> str:
+    url = _known_broker_url(settings)
+    if url is not None:
+        return url
+    err_console.print(
+        "[red]error:[/red] ONFH_BROKER_URL is not set and no `onfh-dlr serve` runs on "
+        f"{settings.data_dir}"
+    )
+    raise typer.Exit(2)
+
+
+@app.command()
+def serve(config: ConfigOption = None) -> None:
+    """Run listener and worker on this machine (embedded Redis and SQLite when no URLs)."""
+    from onfh_dlr.logs import configure_logging
+    from onfh_dlr.serve import serve as run_serve
+
+    settings = _settings(config)
+    configure_logging("serve", level=settings.log_level, as_json=settings.log_json)
+    try:
+        run_serve(settings, dict(os.environ), config)
+    except OnfhError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def listener(config: ConfigOption = None) -> None:
+    """Run the DICOM listener (C-ECHO, C-STORE) that turns received series into jobs."""
+    from listener.main import run_listener
+    from onfh_dlr.logs import configure_logging
+
+    settings = _settings(config)
+    configure_logging("listener", level=settings.log_level, as_json=settings.log_json)
+    try:
+        run_listener(settings, _broker_url(settings))
+    except OnfhError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def worker(config: ConfigOption = None) -> None:
+    """Run a Celery worker that scores jobs and delivers the SR and SEG."""
+    from onfh_dlr.logs import configure_logging
+    from worker.main import run_worker
+
+    settings = _settings(config)
+    configure_logging("worker", level=settings.log_level, as_json=settings.log_json)
+    try:
+        run_worker(settings, _broker_url(settings), loglevel=settings.log_level)
+    except OnfhError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def score(
+    series: Annotated[Path, typer.Argument(help="Directory with the series' DICOM files.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for the SR and SEG.")],
+    seg: Annotated[
+        Path | None, typer.Option("--seg", help="DICOM-SEG with the femoral heads (else auto).")
+    ] = None,
+    bundle: Annotated[
+        Path | None, typer.Option("--bundle", help="Model bundle (else ONFH_BUNDLE or the demo).")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Score one series offline (no network): the service's pipeline, SR and SEG to --out."""
+    from model_bundle.serving import BundleModel
+    from worker.jobs import default_bundle_dir
+    from worker.pipeline import score_series, write_outputs
+
+    settings = _settings(config)
+    bundle_dir = bundle or settings.bundle or default_bundle_dir()
+    try:
+        with console.status("loading the bundle"):
+            model = BundleModel.load(bundle_dir)
+        with console.status(f"scoring {series}"):
+            scored = score_series(series, model, seg=seg)
+        sr_path, seg_path = write_outputs(scored, out)
+    except OnfhError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    manifest = model.bundle.manifest
+    _print_hips(
+        {side: dataclasses.asdict(p) for side, p in scored.predictions.items()},
+        title=f"{manifest.name} {manifest.version} ({manifest.deployed_model})",
+    )
+    if manifest.not_for_clinical_use:
+        err_console.print(f"[yellow]warning:[/yellow] {manifest.warning}")
+    console.print(f"SR:  {sr_path}\nSEG: {seg_path}")
+
+
+def _print_hips(hips: dict[str, dict[str, Any]], *, title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("hip", "probability", "score", "threshold", "finding", "ROI"):
+        table.add_column(column)
+    names = {"R": "right", "L": "left"}
+    for side in sorted(hips, reverse=True):
+        hip = hips[side]
+        finding = "suspected early ONFH" if hip["call"] else "not suspected"
+        table.add_row(
+            names.get(side, side),
+            f"{hip['probability']:.3f}",
+            f"{hip['score']:+.2f}",
+            f"{hip['threshold']:.3f}",
+            finding,
+            str(hip.get("roi_source", "")),
+        )
+    console.print(table)
+
+
+@app.command()
+def status(
+    config: ConfigOption = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Recent failures to list.")] = 10,
+) -> None:
+    """Jobs by state, queue depth and recent failures with their reasons."""
+    from rich.table import Table
+
+    from onfh_dlr.errors import BrokerError
+    from onfh_dlr.queue import queue_depth
+    from onfh_dlr.state import JOB_STATES, StateDB
+
+    settings = _settings(config)
+    try:
+        db = StateDB.for_settings(settings.database_url, settings.data_dir)
+        counts = db.job_counts()
+        series_counts = db.series_counts()
+        failures = db.jobs(states=["failed", "dead_letter"], limit=limit)
+        skipped = db.recent_series(states=["skipped"], limit=limit)
+    except OnfhError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    table = Table(title="jobs")
+    table.add_column("state")
+    table.add_column("count", justify="right")
+    for state in JOB_STATES:
+        table.add_row(state, str(counts.get(state, 0)))
+    console.print(table)
+    console.print(
+        "series: " + ", ".join(f"{k} {v}" for k, v in sorted(series_counts.items())) or "none"
+    )
+    url = _known_broker_url(settings)
+    if url is None:
+        console.print("queue depth: unknown (no ONFH_BROKER_URL and no running `serve`)")
+    else:
+        try:
+            console.print(f"queue depth: {queue_depth(url)}")
+        except BrokerError as exc:
+            console.print(f"[red]broker unreachable:[/red] {exc}")
+    if failures:
+        table = Table(title="recent failures")
+        for column in ("job", "series", "state", "reason"):
+            table.add_column(column)
+        for job in failures:
+            table.add_row(job.id, job.series_uid, job.state, job.reason)
+        console.print(table)
+    if skipped:
+        table = Table(title="recently skipped series")
+        for column in ("series", "description", "reason"):
+            table.add_column(column)
+        for row in skipped:
+            table.add_row(row.series_uid, row.description, row.reason)
+        console.print(table)
+
+
+@app.command()
+def retry(
+    job_id: Annotated[str, typer.Argument(help="The dead-lettered job to deliver again.")],
+    config: ConfigOption = None,
+) -> None:
+    """Deliver a dead-lettered job's results again (after the destination is back)."""
+    from onfh_dlr.queue import DELIVER_TASK, make_celery, send
+    from onfh_dlr.state import StateDB
+
+    settings = _settings(config)
+    try:
+        db = StateDB.for_settings(settings.database_url, settings.data_dir)
+        if not db.retry_dead_letter(job_id):
+            err_console.print(f"[red]error:[/red] job {job_id} is not in the dead-letter state")
+            raise typer.Exit(1)
+        send(make_celery(_broker_url(settings)), DELIVER_TASK, job_id)
+    except OnfhError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"job {job_id}: deliveries queued again")
 
 
 @app.command()

@@ -25,6 +25,18 @@ class ConfigurationError(PermanentError):
     """Settings or a configuration file are invalid."""
 
 
+class StateDBError(TransientError):
+    """The state database cannot be reached or refused a statement."""
+
+
+class BrokerError(TransientError):
+    """The message broker (Redis) cannot be reached."""
+
+
+class DeliveryError(TransientError):
+    """A destination did not accept a result (down, refused, or failed the C-STORE)."""
+
+
 class PhantomError(PermanentError):
     """The phantom generator was asked for something it cannot make."""
 
@@ -261,3 +273,39 @@ __all__ = [
     "UnsupportedPixelDataError",
     "WeightsError",
 ]
+
+
+# --- Outputs (worker.outputs): building and checking the SEG and SR sent back to the PACS.
+
+
+class OutputError(PermanentError):
+    """The DICOM SEG or SR of a scored study cannot be built from its inputs."""
+
+
+class OutputValidationError(OutputError):
+    """A built SEG or SR, read back from its bytes, does not say what was intended."""
+
+
+__all__ += ["OutputError", "OutputValidationError"]
+
+
+# --- Listener (listener/): the spool, UIDs and admission rules.
+
+
+class SpoolError(TransientError):
+    """The spool cannot store an instance (I/O error, permissions)."""
+
+
+class SpoolFullError(SpoolError):
+    """The spool's file system has no space (ENOSPC) or quota (EDQUOT) left."""
+
+
+class InvalidUIDError(PermanentError):
+    """A value is not a valid DICOM UID (and so must never become part of a path)."""
+
+
+class AdmissionRulesError(ConfigurationError):
+    """The admission-rules file cannot be read or holds invalid rules."""
+
+
+__all__ += ["AdmissionRulesError", "InvalidUIDError", "SpoolError", "SpoolFullError"]

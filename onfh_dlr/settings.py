@@ -68,6 +68,22 @@ class Settings(BaseSettings):
     bundle: Path | None = None
     series_timeout: float = Field(default=30.0, gt=0)
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # Listener: who may send, over what.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    admission_rules: Path | None = None  # YAML; unset = the built-in coronal T2-FS rules
+    # Queue: how jobs move and how hard results are pushed to the destinations.
+    worker_concurrency: int = Field(default=1, ge=1)
+    visibility_timeout: float = Field(default=900.0, gt=0)
+    sweep_interval: float = Field(default=10.0, gt=0)
+    requeue_after: float = Field(default=900.0, gt=0)
+    delivery_retries: int = Field(default=10, ge=0)
+    delivery_backoff: float = Field(default=2.0, gt=0)
+    delivery_backoff_max: float = Field(default=60.0, gt=0)
+    log_level: str = "INFO"
+    log_json: bool = False
 
     @field_validator("ae_title")
     @classmethod
@@ -76,7 +92,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a valid DICOM AE title")
         return value
 
-    @field_validator("allowed_calling_aes", mode="before")
+    @field_validator("allowed_calling_aes", "allowed_hosts", mode="before")
     @classmethod
     def _split_aes(cls, value: Any) -> Any:
         return _split_commas(value)

@@ -1,1 +1,59 @@
-"""worker package."""
+"""The worker: scores a series and builds the SEG and SR sent back to the PACS.
+
+Public names are re-exported here but imported on first use (PEP 562): the listener
+process imports light ``worker`` modules without loading torch, PyRadiomics or
+highdicom.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "DEFAULT_SERIES_NUMBER_BASE": "pipeline",
+    "OutputUIDs": "pipeline",
+    "ScoredStudy": "pipeline",
+    "output_uids": "pipeline",
+    "score_series": "pipeline",
+    "validate_outputs": "pipeline",
+    "write_outputs": "pipeline",
+    "SEGMENT_LABELS": "seg_output",
+    "OutputDevice": "seg_output",
+    "build_segmentation": "seg_output",
+    "ReportedHip": "sr_output",
+    "build_report": "sr_output",
+    "read_report": "sr_output",
+}
+
+if TYPE_CHECKING:
+    from worker.pipeline import (
+        DEFAULT_SERIES_NUMBER_BASE as DEFAULT_SERIES_NUMBER_BASE,
+    )
+    from worker.pipeline import OutputUIDs as OutputUIDs
+    from worker.pipeline import ScoredStudy as ScoredStudy
+    from worker.pipeline import output_uids as output_uids
+    from worker.pipeline import score_series as score_series
+    from worker.pipeline import validate_outputs as validate_outputs
+    from worker.pipeline import write_outputs as write_outputs
+    from worker.seg_output import SEGMENT_LABELS as SEGMENT_LABELS
+    from worker.seg_output import OutputDevice as OutputDevice
+    from worker.seg_output import build_segmentation as build_segmentation
+    from worker.sr_output import ReportedHip as ReportedHip
+    from worker.sr_output import build_report as build_report
+    from worker.sr_output import read_report as read_report
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"worker.{module}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

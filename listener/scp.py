@@ -1,0 +1,603 @@
+"""The DICOM Application Entity of the listener: C-ECHO and C-STORE SCP.
+
+Accepts MR Image, Enhanced MR Image and Segmentation Storage (and Verification) in the
+common transfer syntaxes; every other SOP class is refused at association negotiation.
+Each instance is stored *as received* (the file meta information, then the dataset bytes
+exactly as the peer encoded them) durably in the :class:`~listener.spool.Spool` before
+Success is answered, then handed to an :class:`Intake` (the series tracker).
+
+C-STORE statuses (PS3.4 Table B.2-1, PS3.7 Annex C):
+
+======  =====================================================================
+0x0000  Success (also for a re-sent instance: the spool is idempotent)
+0x0122  Refused: SOP Class not supported (SOP Class not one we store)
+0xA700  Refused: Out of Resources -- the spool's disk is full or cannot be written
+0xA900  Error: Data Set does not match SOP Class -- SOP Instance/Class UID in the
+        dataset differ from the request's Affected SOP Instance/Class UID
+0xA901  Error: Data Set does not match SOP Class -- an MR image whose Modality is not MR
+0xA902  Error: Data Set does not match SOP Class -- an MR image without pixel data
+0xC210  Error: Cannot understand -- the dataset cannot be decoded
+0xC211  Error: Cannot understand -- unexpected failure in the handler (logged)
+0xC212  Error: Cannot understand -- Study/Series/SOP Instance UID or SOP Class UID missing
+0xC213  Error: Cannot understand -- a UID is not a valid DICOM UID (e.g. ``../../etc``)
+======  =====================================================================
+
+The handler never raises: whatever a peer sends, the listener answers with a status and
+keeps running. Failures are logged with UIDs and the calling AE only (no patient data).
+
+Who may connect: a calling AE title outside a non-empty ``allowed_calling_aes`` gets
+A-ASSOCIATE-RJ (rejected-permanent, service-user, "calling AE title not recognised");
+a peer address outside a non-empty ``allowed_hosts`` is disconnected right after
+``accept()``, before TLS or any DICOM byte is read (socketserver's ``verify_request``).
+With ``tls_cert``/``tls_key`` the port speaks only TLS >= 1.2; with ``tls_ca`` too, client
+certificates are required and verified against it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import socket
+import socketserver
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, cast
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    EnhancedMRImageStorage,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    MRImageStorage,
+    RLELossless,
+    SegmentationStorage,
+)
+from pynetdicom import AE, evt
+from pynetdicom.events import EventHandlerType
+from pynetdicom.transport import ThreadedAssociationServer
+
+from listener.spool import Spool, StoredInstance
+from listener.uids import is_valid_uid
+from onfh_dlr.errors import ConfigurationError, SpoolError, SpoolFullError
+from onfh_dlr.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Verification SOP Class (C-ECHO); pynetdicom defines it dynamically, invisible to mypy.
+Verification = UID("1.2.840.10008.1.1")
+
+#: SOP classes the listener stores.
+STORAGE_SOP_CLASSES = (MRImageStorage, EnhancedMRImageStorage, SegmentationStorage)
+#: SOP classes that must carry MR pixel data.
+MR_IMAGE_SOP_CLASSES = frozenset({MRImageStorage, EnhancedMRImageStorage})
+#: Transfer syntaxes accepted for storage (stored as received, never transcoded).
+TRANSFER_SYNTAXES = (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    DeflatedExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
+)
+
+SUCCESS = 0x0000
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+OUT_OF_RESOURCES = 0xA700
+UID_MISMATCH = 0xA900
+NOT_MR = 0xA901
+NO_PIXEL_DATA = 0xA902
+CANNOT_UNDERSTAND = 0xC210
+INTERNAL_ERROR = 0xC211
+MISSING_UID = 0xC212
+INVALID_UID = 0xC213
+
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+
+
+class Intake(Protocol):
+    """What the SCP tells about received instances (implemented by the series tracker)."""
+
+    def instance_stored(self, instance: StoredInstance) -> None:
+        """An instance is durable in the spool (called before Success is answered).
+
+        Re-sent instances are reported too, with ``duplicate=True``: they still show that
+        the series is active.
+        """
+
+    def association_released(self, calling_ae: str, series_uids: frozenset[str]) -> None:
+        """An association that stored into ``series_uids`` was released or aborted.
+
+        Called once per association that stored at least one instance (also when the
+        peer just drops the connection); not for associations that stored nothing.
+        """
+
+
+class StoreHandler:
+    """The event handlers of the SCP: C-STORE, C-ECHO and the end of associations.
+
+    Parameters
+    ----------
+    spool
+        Where instances are stored.
+    intake
+        Told about each stored instance and each finished association.
+    clock
+        Source of ``received_at`` times.
+    """
+
+    def __init__(
+        self, spool: Spool, intake: Intake, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.spool = spool
+        self.intake = intake
+        self.clock = clock
+        self._series: dict[Any, tuple[str, set[str]]] = {}  # association -> (AE, series)
+        self._lock = threading.Lock()
+
+    @property
+    def handlers(self) -> list[EventHandlerType]:
+        """``evt_handlers`` for pynetdicom."""
+        return [
+            (evt.EVT_C_STORE, self.handle_store),
+            (evt.EVT_C_ECHO, self.handle_echo),
+            (evt.EVT_ESTABLISHED, self.handle_established),
+            (evt.EVT_RELEASED, self.handle_finished),
+            (evt.EVT_ABORTED, self.handle_finished),
+            # A peer that drops the connection without A-RELEASE or A-ABORT.
+            (evt.EVT_CONN_CLOSE, self.handle_finished),
+        ]
+
+    def handle_echo(self, event: Any) -> int:
+        """C-ECHO: always Success."""
+        log.debug("C-ECHO from %s", _calling_ae(event))
+        return SUCCESS
+
+    def handle_established(self, event: Any) -> None:
+        """Log an accepted association."""
+        with contextlib.suppress(Exception):
+            log.info(
+                "association from %s at %s accepted",
+                _calling_ae(event),
+                event.assoc.requestor.address,
+            )
+
+    def handle_store(self, event: Any) -> int:
+        """C-STORE: store the instance durably, tell the intake, answer a status."""
+        try:
+            return self._store(event)
+        except Exception:  # the listener must survive any input
+            log.exception("C-STORE from %s: unexpected error", _calling_ae(event))
+            return INTERNAL_ERROR
+
+    def handle_finished(self, event: Any) -> None:
+        """End of an association: tell the intake which series it stored into (once)."""
+        try:
+            with self._lock:
+                entry = self._series.pop(event.assoc, None)
+            if entry is None:
+                return
+            calling_ae, series = entry
+            self.intake.association_released(calling_ae, frozenset(series))
+        except Exception:
+            log.exception("intake failed at the end of an association")
+
+    # --- C-STORE ------------------------------------------------------------------------
+
+    def _store(self, event: Any) -> int:
+        calling_ae = _calling_ae(event)
+        request = event.request
+        affected_instance = str(request.AffectedSOPInstanceUID or "")
+        affected_class = str(request.AffectedSOPClassUID or "")
+        where = f"C-STORE from {calling_ae} (SOP Instance {affected_instance[:64]!r})"
+        if not (is_valid_uid(affected_instance) and is_valid_uid(affected_class)):
+            log.warning("%s: request's Affected SOP Instance/Class UID is invalid", where)
+            return INVALID_UID
+
+        try:
+            dataset: Dataset = event.dataset
+            has_pixels = any(k in dataset for k in _PIXEL_KEYWORDS)
+            for keyword in _PIXEL_KEYWORDS:
+                if keyword in dataset:
+                    del dataset[keyword]
+            # pydicom parses values lazily: parse them all now, so that a broken element
+            # fails here (with a status) and not later in the tracker.
+            dataset.walk(lambda _ds, _elem: None)
+        except Exception as exc:
+            log.warning("%s: dataset cannot be decoded: %s", where, type(exc).__name__)
+            return CANNOT_UNDERSTAND
+
+        uids: dict[str, str] = {}
+        for keyword in _REQUIRED_UIDS:
+            value = dataset.get(keyword)
+            if value is None or str(value).strip("\x00 ") == "":
+                log.warning("%s: %s is missing", where, keyword)
+                return MISSING_UID
+            if not is_valid_uid(value):
+                log.warning("%s: %s %r is not a valid UID", where, keyword, str(value)[:72])
+                return INVALID_UID
+            uids[keyword] = str(value).rstrip("\x00 ")
+        study, series = uids["StudyInstanceUID"], uids["SeriesInstanceUID"]
+        sop_instance, sop_class = uids["SOPInstanceUID"], uids["SOPClassUID"]
+        where = f"C-STORE from {calling_ae} (series {series}, SOP Instance {sop_instance})"
+
+        if sop_instance != affected_instance or sop_class != affected_class:
+            log.warning(
+                "%s: dataset's SOP Instance/Class UID %s / %s differ from the request's %s / %s",
+                where,
+                sop_instance,
+                sop_class,
+                affected_instance,
+                affected_class,
+            )
+            return UID_MISMATCH
+        if sop_class not in STORAGE_SOP_CLASSES:
+            log.warning("%s: SOP Class %s is not stored here", where, sop_class)
+            return SOP_CLASS_NOT_SUPPORTED
+        if sop_class in MR_IMAGE_SOP_CLASSES:
+            modality = str(dataset.get("Modality", "") or "")
+            if modality != "MR":
+                log.warning("%s: MR image with Modality %r", where, modality[:16])
+                return NOT_MR
+            if not has_pixels:
+                log.warning("%s: MR image without pixel data", where)
+                return NO_PIXEL_DATA
+
+        meta = event.file_meta
+        if calling_ae:
+            meta.SourceApplicationEntityTitle = calling_ae
+        try:
+            result = self.spool.store(
+                study, series, sop_instance, [_encode_meta(meta), event.encoded_dataset(False)]
+            )
+        except SpoolFullError as exc:
+            log.error("%s: refused, out of resources: %s", where, exc)
+            return OUT_OF_RESOURCES
+        except SpoolError as exc:
+            log.error("%s: refused, cannot write to the spool: %s", where, exc)
+            return OUT_OF_RESOURCES
+        if result.replaced:
+            log.warning("%s: re-sent with different content, replaced the stored copy", where)
+        elif result.duplicate:
+            log.info("%s: re-sent, already stored", where)
+
+        with self._lock:
+            _, stored_series = self._series.setdefault(event.assoc, (calling_ae, set()))
+            stored_series.add(series)
+        instance = StoredInstance(
+            path=result.path,
+            study_uid=study,
+            series_uid=series,
+            sop_instance_uid=sop_instance,
+            sop_class_uid=sop_class,
+            calling_ae=calling_ae,
+            duplicate=result.duplicate,
+            header=dataset,
+            received_at=self.clock(),
+            replaced=result.replaced,
+        )
+        try:
+            self.intake.instance_stored(instance)
+        except Exception:
+            # The file is durable and the tracker rebuilds from the spool on restart:
+            # refusing now would only make the peer send it again.
+            log.exception("%s: intake failed (instance is stored)", where)
+        return SUCCESS
+
+
+def _calling_ae(event: Any) -> str:
+    try:
+        return str(event.assoc.requestor.ae_title).strip()
+    except Exception:
+        return "?"
+
+
+def _encode_meta(meta: FileMetaDataset) -> bytes:
+    buffer = DicomBytesIO()
+    buffer.is_little_endian = True
+    buffer.is_implicit_VR = False
+    buffer.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(buffer, meta, enforce_standard=True)
+    return buffer.getvalue()
+
+
+# --- network --------------------------------------------------------------------------
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_POLL_INTERVAL = 0.2  # s; how soon stop() is noticed by the accepting loop
+
+
+def parse_allowed_hosts(hosts: Sequence[str]) -> tuple[_Network, ...]:
+    """IP networks from ``allowed_hosts`` entries (addresses or CIDR networks).
+
+    Raises
+    ------
+    ConfigurationError
+        If an entry is neither an IP address nor a network.
+    """
+    networks = []
+    for entry in hosts:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"allowed_hosts entry {entry!r} is not an IP address or network"
+            ) from exc
+    return tuple(networks)
+
+
+def host_allowed(address: str, networks: Sequence[_Network]) -> bool:
+    """Whether a peer address lies in one of ``networks`` (empty = any address)."""
+    if not networks:
+        return True
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in net for net in networks)
+
+
+def build_ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server TLS context the settings ask for, or None for plain TCP.
+
+    Raises
+    ------
+    ConfigurationError
+        If only one of certificate and key is given, a CA without them, or a file cannot
+        be loaded.
+    """
+    cert, key, ca = settings.tls_cert, settings.tls_key, settings.tls_ca
+    if cert is None and key is None:
+        if ca is not None:
+            raise ConfigurationError("tls_ca is set but tls_cert and tls_key are not")
+        return None
+    if cert is None or key is None:
+        raise ConfigurationError("TLS needs both tls_cert and tls_key")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(certfile=cert, keyfile=key)
+        if ca is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(cafile=ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"cannot load TLS certificate, key or CA: {exc}") from exc
+    return context
+
+
+def build_ae(settings: Settings) -> AE:
+    """The Application Entity: title, storage and verification contexts, calling-AE list."""
+    ae = AE(ae_title=settings.ae_title)
+    for sop_class in STORAGE_SOP_CLASSES:
+        ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
+    ae.add_supported_context(
+        Verification, [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian]
+    )
+    ae.require_calling_aet = list(settings.allowed_calling_aes)
+    return ae
+
+
+class _AssociationServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with a peer-address check and a deferred TLS handshake."""
+
+    allowed_networks: tuple[_Network, ...] = ()
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        address = str(client_address[0]) if isinstance(client_address, tuple) else ""
+        if host_allowed(address, self.allowed_networks):
+            return True
+        log.warning("refused connection from %s: not in allowed_hosts", address)
+        return False
+
+    def shutdown(self) -> None:
+        # pynetdicom's shutdown() also drops the server from its AE's list and raises if
+        # it is no longer there; Listener._close does that part, once.
+        socketserver.BaseServer.shutdown(self)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        # pynetdicom wraps with the handshake inside accept(), on the single accepting
+        # thread: one silent client would block every other. Deferring the handshake to
+        # the first read moves it onto that association's own thread.
+        client, address = cast(socket.socket, self.socket).accept()
+        if self.ssl_context:
+            client = self.ssl_context.wrap_socket(
+                client, server_side=True, do_handshake_on_connect=False
+            )
+        return client, address
+
+
+class Listener:
+    """The listener's DICOM server.
+
+    Parameters
+    ----------
+    settings
+        ``ae_title``, ``host``, ``port``, ``allowed_calling_aes``, ``allowed_hosts``,
+        ``tls_*`` and ``data_dir`` (the spool is ``data_dir / "spool"``) are used.
+    intake
+        Receives stored instances and association ends.
+    spool
+        The spool to use (default: opened under ``settings.data_dir``).
+
+    Raises
+    ------
+    ConfigurationError
+        If ``allowed_hosts`` or the TLS settings are invalid.
+    SpoolError
+        If the spool cannot be created.
+    """
+
+    def __init__(self, settings: Settings, intake: Intake, *, spool: Spool | None = None) -> None:
+        self.settings = settings
+        self.spool = spool if spool is not None else Spool(settings.data_dir / "spool")
+        self.handler = StoreHandler(self.spool, intake)
+        self.networks = parse_allowed_hosts(settings.allowed_hosts)
+        self.ssl_context = build_ssl_context(settings)
+        self.ae = build_ae(settings)
+        self._server: _AssociationServer | None = None
+        self._thread: threading.Thread | None = None
+        self._state_lock = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        """The port the server is bound to (once started)."""
+        if self._server is None:
+            return self.settings.port
+        return int(self._server.server_address[1])
+
+    def _make_server(self) -> _AssociationServer:
+        if self._server is not None:
+            raise RuntimeError("the listener is already running")
+        server = cast(
+            _AssociationServer,
+            self.ae.make_server(
+                (self.settings.host, self.settings.port),
+                ssl_context=self.ssl_context,
+                evt_handlers=self.handler.handlers,
+                server_class=_AssociationServer,
+            ),
+        )
+        server.allowed_networks = self.networks
+        # AE.shutdown() and the server's own shutdown() expect it in this list.
+        self.ae._servers.append(server)
+        self._server = server
+        self._log_startup()
+        return server
+
+    def start(self) -> None:
+        """Start serving in a background thread and return."""
+        server = self._make_server()
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": _POLL_INTERVAL},
+            name=f"listener:{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def serve_forever(self) -> None:
+        """Serve in this thread until :meth:`stop` is called (from another thread)."""
+        server = self._make_server()
+        try:
+            server.serve_forever(poll_interval=_POLL_INTERVAL)
+        except KeyboardInterrupt:
+            log.info("interrupted")
+        finally:
+            if self._server is not None:
+                self._close(timeout=5.0)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting associations; wait up to ``timeout`` s for running ones, abort
+        the rest."""
+        server = self._server
+        if server is None:
+            return
+        server.shutdown()  # returns once serve_forever has stopped
+        self._close(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _close(self, timeout: float) -> None:
+        with self._state_lock:  # stop() and a returning serve_forever() may both get here
+            server, self._server = self._server, None
+        if server is None:
+            return
+        with contextlib.suppress(Exception):
+            server.server_close()
+        with contextlib.suppress(ValueError):
+            self.ae._servers.remove(server)
+        # Let established associations finish their transfer; ones still negotiating (or
+        # whose connection already failed, waiting out the ACSE timeout) are not waited for.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(
+            a.is_established for a in server.active_associations
+        ):
+            time.sleep(0.05)
+        for assoc in server.active_associations:
+            if assoc.is_established:
+                log.warning("aborting association from %s at shutdown", assoc.requestor.ae_title)
+            with contextlib.suppress(Exception):
+                assoc.abort()
+        log.info("DICOM listener stopped")
+
+    def __enter__(self) -> Listener:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _log_startup(self) -> None:
+        s = self.settings
+        tls = "off"
+        if self.ssl_context is not None:
+            tls = "on, client certificates required" if s.tls_ca else "on"
+        log.info(
+            "DICOM listener: AE title %s on %s:%d, TLS %s, spool %s",
+            s.ae_title,
+            s.host,
+            self.port,
+            tls,
+            self.spool.root,
+        )
+        if s.allowed_calling_aes:
+            log.info("calling AE titles allowed: %s", ", ".join(s.allowed_calling_aes))
+        else:
+            log.warning(
+                "allowed_calling_aes is empty: associations from ANY calling AE title "
+                "are accepted (set ONFH_ALLOWED_CALLING_AES to restrict)"
+            )
+        if self.networks:
+            log.info("peer addresses allowed: %s", ", ".join(map(str, self.networks)))
+        else:
+            log.info("allowed_hosts is empty: connections from any address are accepted")
+
+
+__all__ = [
+    "CANNOT_UNDERSTAND",
+    "INTERNAL_ERROR",
+    "INVALID_UID",
+    "MISSING_UID",
+    "MR_IMAGE_SOP_CLASSES",
+    "NOT_MR",
+    "NO_PIXEL_DATA",
+    "OUT_OF_RESOURCES",
+    "SOP_CLASS_NOT_SUPPORTED",
+    "STORAGE_SOP_CLASSES",
+    "SUCCESS",
+    "TRANSFER_SYNTAXES",
+    "UID_MISMATCH",
+    "Intake",
+    "Listener",
+    "StoreHandler",
+    "build_ae",
+    "build_ssl_context",
+    "host_allowed",
+    "parse_allowed_hosts",
+]

@@ -1,0 +1,79 @@
+"""C-STORE of DICOM files over one association: results to a PACS, studies in the demo."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pynetdicom import AE
+
+from onfh_dlr.errors import DeliveryError, PermanentError
+
+log = logging.getLogger(__name__)
+
+# C-STORE statuses that mean the peer has the object (PS3.4 B.2.3: warnings included).
+STORED_STATUSES = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
+
+
+def store_files(
+    paths: Sequence[Path],
+    *,
+    host: str,
+    port: int,
+    called_ae: str,
+    calling_ae: str,
+    timeout: float = 30.0,
+    on_file: Callable[[Path, int], None] | None = None,
+) -> list[int]:
+    """C-STORE each file, as stored (its own transfer syntax), in one association.
+
+    Returns the status of each store (-1: no response). ``on_file(path, status)`` is
+    called after each.
+
+    Raises
+    ------
+    DeliveryError
+        The association could not be established or broke.
+    PermanentError
+        A file cannot be read.
+    """
+    datasets = []
+    for path in paths:
+        try:
+            datasets.append(pydicom.dcmread(path))
+        except (OSError, InvalidDicomError) as exc:
+            raise PermanentError(f"cannot read {path}: {exc}") from exc
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    ae.connection_timeout = timeout
+    contexts = sorted(
+        {(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets}
+    )
+    if len(contexts) > 128:
+        raise PermanentError("more than 128 SOP class / transfer syntax pairs in one push")
+    for sop_class, syntax in contexts:
+        ae.add_requested_context(sop_class, [syntax])
+    where = f"{called_ae}@{host}:{port}"
+    assoc = ae.associate(host, port, ae_title=called_ae)
+    if not assoc.is_established:
+        raise DeliveryError(f"{where}: association not established (peer down or refused)")
+    statuses: list[int] = []
+    try:
+        for ds, path in zip(datasets, paths, strict=True):
+            if not assoc.is_established:
+                raise DeliveryError(f"{where}: association lost after {len(statuses)} objects")
+            status = assoc.send_c_store(ds)
+            code = int(status.Status) if status and "Status" in status else -1
+            statuses.append(code)
+            if on_file is not None:
+                on_file(path, code)
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return statuses
+
+
+__all__ = ["STORED_STATUSES", "store_files"]

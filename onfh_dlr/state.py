@@ -1,0 +1,614 @@
+"""The state database: series, jobs, deliveries and their timeline.
+
+SQLAlchemy 2; SQLite under the data directory by default, PostgreSQL (or any SQLAlchemy
+URL) when ``ONFH_DATABASE_URL`` is set. Listener and workers share it. Every state change
+of a job is one short transaction, and the transitions that must not happen twice (a job
+starting, a delivery succeeding) are compare-and-set updates, so two workers that got the
+same redelivered message cannot both act on it.
+
+Job states::
+
+    pending ──▶ queued ──▶ running ──▶ scored ──▶ done
+       ▲          │           │          │
+       └─sweeper──┘           ▼          ▼
+                            failed    dead_letter ──retry──▶ scored
+
+``pending``: written before the broker is asked; the sweeper re-enqueues pending jobs
+(broker was down) and queued jobs that never started (message lost). ``scored``: SR and
+SEG are on disk and deliveries are under way. ``superseded``: a newer job of the same
+series (re-opened by late instances) replaced this one before it finished.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from sqlalchemy import (
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from onfh_dlr.errors import StateDBError
+
+JOB_STATES: Final = (
+    "pending",
+    "queued",
+    "running",
+    "scored",
+    "done",
+    "failed",
+    "dead_letter",
+    "superseded",
+)
+FINAL_JOB_STATES: Final = frozenset({"done", "failed", "superseded"})
+SERIES_STATES: Final = ("receiving", "admitted", "skipped")
+DELIVERY_STATES: Final = ("pending", "delivered", "dead_letter")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SeriesRow(Base):
+    """One received series (identified by its Series Instance UID)."""
+
+    __tablename__ = "series"
+
+    series_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    study_uid: Mapped[str] = mapped_column(String(64), index=True)
+    accession_number: Mapped[str] = mapped_column(String(16), default="")
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    description: Mapped[str] = mapped_column(String(64), default="")
+    calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    state: Mapped[str] = mapped_column(String(16), default="receiving", index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    instances: Mapped[int] = mapped_column(Integer, default=0)
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    seg_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    first_received: Mapped[float] = mapped_column(Float)
+    last_received: Mapped[float] = mapped_column(Float)
+    closed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class JobRow(Base):
+    """One scoring job: a series generation to score and deliver."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    series_uid: Mapped[str] = mapped_column(ForeignKey("series.series_uid"), index=True)
+    study_uid: Mapped[str] = mapped_column(String(64))
+    generation: Mapped[int] = mapped_column(Integer)
+    series_dir: Mapped[str] = mapped_column(Text)
+    seg_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[float] = mapped_column(Float)
+    enqueued_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    scored_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    sr_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    seg_out_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    sr_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    result_json: Mapped[str] = mapped_column(Text, default="{}")
+    supersedes: Mapped[str | None] = mapped_column(String(36), nullable=True)
+
+
+class DeliveryRow(Base):
+    """The delivery of one job's SR and SEG to one destination."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    destination: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class EventRow(Base):
+    """One timeline entry of a series or job (for the status page and the metrics)."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    series_uid: Mapped[str] = mapped_column(String(64), index=True)
+    job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    stage: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as read from the database (detached from any session)."""
+
+    id: str
+    series_uid: str
+    study_uid: str
+    generation: int
+    series_dir: Path
+    seg_path: Path | None
+    state: str
+    reason: str
+    attempts: int
+    created_at: float
+    sr_path: Path | None
+    seg_out_path: Path | None
+    sr_uid: str | None
+    result: dict[str, Any]
+    supersedes: str | None
+
+    @classmethod
+    def from_row(cls, row: JobRow) -> Job:
+        return cls(
+            id=row.id,
+            series_uid=row.series_uid,
+            study_uid=row.study_uid,
+            generation=row.generation,
+            series_dir=Path(row.series_dir),
+            seg_path=Path(row.seg_path) if row.seg_path else None,
+            state=row.state,
+            reason=row.reason,
+            attempts=row.attempts,
+            created_at=row.created_at,
+            sr_path=Path(row.sr_path) if row.sr_path else None,
+            seg_out_path=Path(row.seg_out_path) if row.seg_out_path else None,
+            sr_uid=row.sr_uid,
+            result=json.loads(row.result_json or "{}"),
+            supersedes=row.supersedes,
+        )
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One destination's delivery state for a job."""
+
+    job_id: str
+    destination: str
+    state: str
+    attempts: int
+    last_error: str
+
+
+def default_database_url(data_dir: Path) -> str:
+    """SQLite file under the data directory (the one-machine default)."""
+    return f"sqlite:///{(data_dir / 'state.db').resolve()}"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the listener write while workers read; a busy timeout instead of
+    # "database is locked" when two processes commit at once.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+class StateDB:
+    """The state database of one process.
+
+    Parameters
+    ----------
+    url
+        SQLAlchemy URL (``sqlite:///...``, ``postgresql+psycopg://...``).
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.engine: Engine = create_engine(url, pool_pre_ping=True, future=True)
+        except (SQLAlchemyError, ImportError) as exc:
+            raise StateDBError(f"cannot open state database {url!r}: {exc}") from exc
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    def for_settings(cls, database_url: str | None, data_dir: Path) -> StateDB:
+        """Open the configured database (SQLite in ``data_dir`` when no URL), with schema."""
+        if database_url is None:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        db = cls(database_url or default_database_url(data_dir))
+        db.create_schema()
+        return db
+
+    def create_schema(self) -> None:
+        """Create missing tables (idempotent, and safe when processes start together)."""
+        for attempt in range(3):
+            try:
+                Base.metadata.create_all(self.engine)
+                return
+            except SQLAlchemyError as exc:
+                # Another process created a table between our check and our CREATE:
+                # the next pass sees it and skips it.
+                if attempt == 2:
+                    raise StateDBError(f"cannot create the schema in {self.url!r}: {exc}") from exc
+                time.sleep(0.2)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction; translates database errors into :class:`StateDBError`."""
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except OperationalError as exc:
+            raise StateDBError(f"state database unavailable: {exc.orig}") from exc
+        except SQLAlchemyError as exc:
+            raise StateDBError(f"state database error: {exc}") from exc
+
+    def ping(self) -> None:
+        """Raise :class:`StateDBError` unless the database answers."""
+        with self.session() as s:
+            s.execute(select(1))
+
+    # --- series -----------------------------------------------------------------
+
+    def series_received(
+        self,
+        *,
+        series_uid: str,
+        study_uid: str,
+        instances: int,
+        at: float,
+        accession_number: str = "",
+        modality: str = "",
+        description: str = "",
+        calling_ae: str = "",
+    ) -> bool:
+        """Record that a series received instances; re-open it if it was closed.
+
+        Returns True when the series was closed before (a late instance re-opened it).
+        """
+        with self.session() as s:
+            row = s.get(SeriesRow, series_uid)
+            if row is None:
+                s.add(
+                    SeriesRow(
+                        series_uid=series_uid,
+                        study_uid=study_uid,
+                        accession_number=accession_number[:16],
+                        modality=modality[:16],
+                        description=description[:64],
+                        calling_ae=calling_ae[:16],
+                        state="receiving",
+                        instances=instances,
+                        first_received=at,
+                        last_received=at,
+                    )
+                )
+                s.add(EventRow(at=at, series_uid=series_uid, stage="first_instance"))
+                return False
+            reopened = row.state != "receiving"
+            row.state = "receiving"
+            row.instances = instances
+            row.last_received = at
+            if reopened:
+                s.add(EventRow(at=at, series_uid=series_uid, stage="reopened"))
+            return reopened
+
+    def link_seg(self, series_uid: str, seg_path: Path) -> None:
+        """Remember a received DICOM-SEG as the ROI source of a series."""
+        with self.session() as s:
+            row = s.get(SeriesRow, series_uid)
+            if row is None:
+                raise StateDBError(f"no series {series_uid} to link a SEG to")
+            row.seg_path = str(seg_path)
+            s.add(EventRow(at=time.time(), series_uid=series_uid, stage="seg_linked"))
+
+    def series(self, series_uid: str) -> SeriesRow | None:
+        with self.session() as s:
+            return s.get(SeriesRow, series_uid)
+
+    def skip_series(self, series_uid: str, reason: str) -> None:
+        """Close a series without scoring it, with the reason."""
+        now = time.time()
+        with self.session() as s:
+            row = s.get(SeriesRow, series_uid)
+            if row is None:
+                raise StateDBError(f"no series {series_uid}")
+            row.state, row.reason, row.closed_at = "skipped", reason, now
+            s.add(EventRow(at=now, series_uid=series_uid, stage="skipped", detail=reason))
+
+    def admit_series(self, series_uid: str, series_dir: Path, note: str = "") -> str:
+        """Close a series for scoring: write its job (``pending``) and return the job id.
+
+        An unfinished job of an earlier generation of the series is superseded by this one.
+        """
+        now = time.time()
+        with self.session() as s:
+            row = s.get(SeriesRow, series_uid)
+            if row is None:
+                raise StateDBError(f"no series {series_uid}")
+            row.generation += 1
+            row.state, row.reason, row.closed_at = "admitted", note, now
+            previous = s.scalars(
+                select(JobRow)
+                .where(JobRow.series_uid == series_uid)
+                .order_by(JobRow.generation.desc())
+                .limit(1)
+            ).first()
+            job_id = str(uuid.uuid4())
+            if previous is not None and previous.state not in FINAL_JOB_STATES:
+                previous.state = "superseded"
+                previous.reason = f"superseded by job {job_id} (series re-opened)"
+                previous.finished_at = now
+            s.add(
+                JobRow(
+                    id=job_id,
+                    series_uid=series_uid,
+                    study_uid=row.study_uid,
+                    generation=row.generation,
+                    series_dir=str(series_dir),
+                    seg_path=row.seg_path,
+                    state="pending",
+                    created_at=now,
+                    supersedes=previous.id if previous is not None else None,
+                )
+            )
+            s.add(EventRow(at=now, series_uid=series_uid, job_id=job_id, stage="closed"))
+            return job_id
+
+    # --- jobs -------------------------------------------------------------------
+
+    def job(self, job_id: str) -> Job | None:
+        with self.session() as s:
+            row = s.get(JobRow, job_id)
+            return Job.from_row(row) if row is not None else None
+
+    def mark_enqueued(self, job_id: str) -> None:
+        now = time.time()
+        with self.session() as s:
+            s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state.in_(("pending", "queued")))
+                .values(state="queued", enqueued_at=now)
+            )
+
+    def jobs_to_enqueue(self, *, requeue_after: float, now: float | None = None) -> list[str]:
+        """Jobs the sweeper must (re-)send to the broker.
+
+        ``pending`` jobs never reached it; ``queued`` jobs not started ``requeue_after``
+        seconds after they were sent lost their message (a broker restarted without its
+        data). Tasks are idempotent, so a rare duplicate costs time, not correctness.
+        """
+        now = time.time() if now is None else now
+        with self.session() as s:
+            rows = s.scalars(
+                select(JobRow.id).where(
+                    (JobRow.state == "pending")
+                    | ((JobRow.state == "queued") & (JobRow.enqueued_at < now - requeue_after))
+                )
+            )
+            return list(rows)
+
+    def start_job(self, job_id: str) -> Job | None:
+        """Claim a job for a worker; ``None`` when there is nothing to do.
+
+        A job already done, failed or superseded is not run again (a redelivered message).
+        A ``running`` job is claimed again: its worker died (the broker redelivered it).
+        """
+        now = time.time()
+        with self.session() as s:
+            row = s.get(JobRow, job_id, with_for_update=True)
+            if row is None or row.state in FINAL_JOB_STATES or row.state == "dead_letter":
+                return None
+            if row.state in ("pending", "queued", "running"):
+                row.state = "running"
+                row.started_at = now
+                row.attempts += 1
+                s.add(EventRow(at=now, series_uid=row.series_uid, job_id=job_id, stage="started"))
+            return Job.from_row(row)
+
+    def job_scored(
+        self,
+        job_id: str,
+        *,
+        sr_path: Path,
+        seg_path: Path,
+        sr_uid: str,
+        result: dict[str, Any],
+        destinations: Sequence[str],
+    ) -> bool:
+        """Record the outputs of a job and its pending deliveries.
+
+        Returns False when the job was superseded meanwhile (its outputs are not sent).
+        """
+        now = time.time()
+        with self.session() as s:
+            row = s.get(JobRow, job_id, with_for_update=True)
+            if row is None or row.state != "running":
+                return False
+            row.state, row.scored_at = "scored", now
+            row.sr_path, row.seg_out_path, row.sr_uid = str(sr_path), str(seg_path), sr_uid
+            row.result_json = json.dumps(result, sort_keys=True)
+            for dest in destinations:
+                s.add(DeliveryRow(job_id=job_id, destination=dest, updated_at=now))
+            s.add(EventRow(at=now, series_uid=row.series_uid, job_id=job_id, stage="scored"))
+            return True
+
+    def fail_job(self, job_id: str, reason: str) -> None:
+        """End a job that cannot be scored, with its reason."""
+        now = time.time()
+        with self.session() as s:
+            row = s.get(JobRow, job_id, with_for_update=True)
+            if row is None or row.state in FINAL_JOB_STATES:
+                return
+            row.state, row.reason, row.finished_at = "failed", reason, now
+            s.add(
+                EventRow(
+                    at=now, series_uid=row.series_uid, job_id=job_id, stage="failed", detail=reason
+                )
+            )
+
+    def previous_sr(self, job: Job) -> Path | None:
+        """The SR of the newest earlier finished job of the same series, if any."""
+        with self.session() as s:
+            path = s.scalars(
+                select(JobRow.sr_path)
+                .where(
+                    JobRow.series_uid == job.series_uid,
+                    JobRow.generation < job.generation,
+                    JobRow.sr_path.is_not(None),
+                )
+                .order_by(JobRow.generation.desc())
+                .limit(1)
+            ).first()
+            return Path(path) if path else None
+
+    # --- deliveries ---------------------------------------------------------------
+
+    def deliveries(self, job_id: str) -> list[Delivery]:
+        with self.session() as s:
+            rows = s.scalars(
+                select(DeliveryRow).where(DeliveryRow.job_id == job_id).order_by(DeliveryRow.id)
+            )
+            return [
+                Delivery(r.job_id, r.destination, r.state, r.attempts, r.last_error) for r in rows
+            ]
+
+    def delivery_attempted(
+        self, job_id: str, destination: str, *, ok: bool, error: str = "", final: bool = False
+    ) -> None:
+        """Record one delivery attempt; ``final`` failures go to the dead-letter state."""
+        now = time.time()
+        with self.session() as s:
+            row = s.scalars(
+                select(DeliveryRow).where(
+                    DeliveryRow.job_id == job_id, DeliveryRow.destination == destination
+                )
+            ).first()
+            if row is None:
+                raise StateDBError(f"job {job_id} has no delivery to {destination}")
+            row.attempts += 1
+            row.updated_at = now
+            row.last_error = error
+            if ok:
+                row.state = "delivered"
+            elif final:
+                row.state = "dead_letter"
+            job = s.get(JobRow, job_id)
+            assert job is not None
+            stage = "delivered" if ok else ("dead_letter" if final else "delivery_retry")
+            s.add(
+                EventRow(
+                    at=now,
+                    series_uid=job.series_uid,
+                    job_id=job_id,
+                    stage=stage,
+                    detail=f"{destination}: {error}" if error else destination,
+                )
+            )
+
+    def settle_job(self, job_id: str) -> str:
+        """Set a scored job's state from its deliveries: done, dead_letter or still scored."""
+        now = time.time()
+        with self.session() as s:
+            row = s.get(JobRow, job_id, with_for_update=True)
+            if row is None:
+                raise StateDBError(f"no job {job_id}")
+            states = set(s.scalars(select(DeliveryRow.state).where(DeliveryRow.job_id == job_id)))
+            if row.state not in ("scored", "dead_letter"):
+                return row.state
+            if states <= {"delivered"}:
+                row.state, row.finished_at = "done", now
+                s.add(EventRow(at=now, series_uid=row.series_uid, job_id=job_id, stage="done"))
+            elif "pending" not in states:
+                row.state = "dead_letter"
+                row.reason = "delivery failed after all retries"
+            return row.state
+
+    def retry_dead_letter(self, job_id: str) -> bool:
+        """Put a dead-lettered job's failed deliveries back to pending (operator action)."""
+        now = time.time()
+        with self.session() as s:
+            row = s.get(JobRow, job_id, with_for_update=True)
+            if row is None or row.state != "dead_letter":
+                return False
+            row.state, row.reason = "scored", ""
+            s.execute(
+                update(DeliveryRow)
+                .where(DeliveryRow.job_id == job_id, DeliveryRow.state == "dead_letter")
+                .values(state="pending", attempts=0, updated_at=now)
+            )
+            s.add(
+                EventRow(at=now, series_uid=row.series_uid, job_id=job_id, stage="operator_retry")
+            )
+            return True
+
+    # --- overview -----------------------------------------------------------------
+
+    def job_counts(self) -> dict[str, int]:
+        with self.session() as s:
+            rows = s.execute(select(JobRow.state, func.count()).group_by(JobRow.state))
+            return {state: int(n) for state, n in rows}
+
+    def series_counts(self) -> dict[str, int]:
+        with self.session() as s:
+            rows = s.execute(select(SeriesRow.state, func.count()).group_by(SeriesRow.state))
+            return {state: int(n) for state, n in rows}
+
+    def jobs(self, *, states: Sequence[str] | None = None, limit: int = 50) -> list[Job]:
+        with self.session() as s:
+            query = select(JobRow).order_by(JobRow.created_at.desc()).limit(limit)
+            if states is not None:
+                query = query.where(JobRow.state.in_(tuple(states)))
+            return [Job.from_row(r) for r in s.scalars(query)]
+
+    def recent_series(
+        self, *, states: Sequence[str] | None = None, limit: int = 50
+    ) -> list[SeriesRow]:
+        with self.session() as s:
+            query = select(SeriesRow).order_by(SeriesRow.last_received.desc()).limit(limit)
+            if states is not None:
+                query = query.where(SeriesRow.state.in_(tuple(states)))
+            return list(s.scalars(query))
+
+    def events(self, series_uid: str) -> list[EventRow]:
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(EventRow).where(EventRow.series_uid == series_uid).order_by(EventRow.id)
+                )
+            )
+
+
+__all__ = [
+    "DELIVERY_STATES",
+    "FINAL_JOB_STATES",
+    "JOB_STATES",
+    "SERIES_STATES",
+    "Delivery",
+    "EventRow",
+    "Job",
+    "JobRow",
+    "SeriesRow",
+    "StateDB",
+    "default_database_url",
+]

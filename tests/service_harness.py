@@ -1,0 +1,140 @@
+"""Real service processes for integration tests: Redis, listener, worker, a receiving PACS.
+
+Each process is started the way an administrator starts it (``python -m onfh_dlr
+listener|worker`` with ``ONFH_*`` variables), so the tests exercise the same entry points.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from onfh_dlr.broker import EmbeddedRedis, free_port
+from onfh_dlr.demo import wait_for_echo
+from onfh_dlr.receiver import Receiver
+from onfh_dlr.state import Job, StateDB
+
+SERVICE_AE = "ONFH_DLR"
+PACS_AE = "TEST_PACS"
+MODALITY_AE = "TEST_MR"
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout: float, what: str, poll: float = 0.2
+) -> None:
+    """Poll ``predicate`` until it is truthy; fail the test with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class Service:
+    """A listener, a worker, their Redis and a receiving PACS under one directory."""
+
+    def __init__(self, root: Path, **settings: str) -> None:
+        self.root = root
+        self.port = free_port()
+        self.pacs_port = free_port()
+        self.redis = EmbeddedRedis(root / "broker", port=free_port())
+        self.pacs = Receiver(root / "pacs", self.pacs_port, ae_title=PACS_AE)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("ONFH_")}
+        self.env.update(
+            ONFH_DATA_DIR=str(root / "data"),
+            ONFH_HOST="127.0.0.1",
+            ONFH_PORT=str(self.port),
+            ONFH_AE_TITLE=SERVICE_AE,
+            ONFH_BROKER_URL=self.redis.url,
+            ONFH_DESTINATIONS=f"{PACS_AE}@127.0.0.1:{self.pacs_port}",
+            ONFH_SERIES_TIMEOUT="4",
+            ONFH_SWEEP_INTERVAL="1",
+            ONFH_DELIVERY_BACKOFF="0.5",
+            ONFH_DELIVERY_BACKOFF_MAX="2",
+        )
+        self.env.update({f"ONFH_{k.upper()}": v for k, v in settings.items()})
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._db: StateDB | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.env["ONFH_DATA_DIR"])
+
+    @property
+    def db(self) -> StateDB:
+        if self._db is None:
+            self._db = StateDB.for_settings(None, self.data_dir)
+        return self._db
+
+    def start_process(self, role: str) -> subprocess.Popen[bytes]:
+        log = (self.root / f"{role}.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "onfh_dlr", role], env=self.env, stdout=log, stderr=log
+        )
+        self.processes[role] = process
+        return process
+
+    def start(self) -> Service:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.redis.start()
+        self.pacs.start()
+        self.start_process("worker")
+        self.start_process("listener")
+        if not wait_for_echo("127.0.0.1", self.port, SERVICE_AE, timeout=30):
+            raise AssertionError(f"listener did not start: {self.log('listener')}")
+        return self
+
+    def stop_process(self, role: str, sig: int = signal.SIGTERM) -> None:
+        process = self.processes.pop(role, None)
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(sig)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def stop(self) -> None:
+        for role in list(self.processes):
+            self.stop_process(role)
+        self.pacs.stop()
+        self.redis.stop()
+        if self._db is not None:
+            self._db.dispose()
+
+    def log(self, role: str) -> str:
+        path = self.root / f"{role}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def jobs_of(self, series_uid: str) -> list[Job]:
+        return [j for j in self.db.jobs(limit=1000) if j.series_uid == series_uid]
+
+    def wait_for_job(self, series_uid: str, states: set[str], timeout: float = 120) -> Job:
+        """The newest job of a series once it is in one of ``states``."""
+        found: list[Job] = []
+
+        def ready() -> bool:
+            jobs = sorted(self.jobs_of(series_uid), key=lambda j: j.generation)
+            if jobs and jobs[-1].state in states:
+                found[:] = [jobs[-1]]
+                return True
+            return False
+
+        try:
+            wait_until(ready, timeout, f"a job of {series_uid} in {sorted(states)}")
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}\njobs: {self.jobs_of(series_uid)}\n--- worker\n{self.log('worker')}"
+                f"\n--- listener\n{self.log('listener')}"
+            ) from None
+        return found[0]
+
+
+__all__ = ["MODALITY_AE", "PACS_AE", "SERVICE_AE", "Service", "wait_until"]

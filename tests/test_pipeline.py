@@ -1,0 +1,208 @@
+"""The offline scoring pipeline (worker.pipeline) with the committed demo bundle.
+
+Scoring a phantom study takes a few seconds, so it happens twice in this module (once
+auto-segmented, once with the phantom's ground-truth SEG as the ROI source) and the
+tests share the results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from dicom_checks import dciodvfy_errors
+from dicom_factory import SeriesSpec, make_series
+
+from model_bundle.roi import HipROI, Side
+from model_bundle.seg_roi import rois_from_seg
+from model_bundle.series import LoadedSeries, load_series
+from model_bundle.serving import BundleModel
+from onfh_dlr.errors import FemoralHeadNotFoundError, OutputValidationError
+from phantom.dicom_writer import write_segmentation, write_series
+from phantom.generator import generate_study
+from worker.pipeline import (
+    ScoredStudy,
+    output_uids,
+    score_series,
+    validate_outputs,
+    write_outputs,
+)
+from worker.seg_output import OutputDevice
+from worker.sr_output import read_report
+
+DEMO_BUNDLE = Path(__file__).resolve().parents[1] / "model_bundle" / "demo"
+CONTENT_TIME = 1_750_000_000.0
+
+
+@dataclass(frozen=True)
+class Study:
+    series_dir: Path
+    seg_path: Path
+
+
+@pytest.fixture(scope="module")
+def model() -> BundleModel:
+    return BundleModel.load(DEMO_BUNDLE)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Study:
+    phantom = generate_study(23, 0, (True, False))
+    directory = tmp_path_factory.mktemp("pipeline")
+    datasets = write_series(phantom, directory / "series")
+    write_segmentation(phantom, datasets, directory / "truth_seg.dcm")
+    return Study(directory / "series", directory / "truth_seg.dcm")
+
+
+@pytest.fixture(scope="module")
+def scored(study: Study, model: BundleModel) -> ScoredStudy:
+    return score_series(study.series_dir, model, uid_seed="job-42", content_time=CONTENT_TIME)
+
+
+@pytest.fixture(scope="module")
+def written(scored: ScoredStudy, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return write_outputs(scored, tmp_path_factory.mktemp("outputs"))
+
+
+@pytest.fixture(scope="module")
+def scored_with_seg(study: Study, model: BundleModel, written: tuple[Path, Path]) -> ScoredStudy:
+    return score_series(
+        study.series_dir, model, seg=study.seg_path, uid_seed="job-43", previous_sr=written[0]
+    )
+
+
+def test_auto_scoring_scores_both_hips_on_auto_rois(scored: ScoredStudy, study: Study) -> None:
+    assert scored.roi_source == "auto"
+    assert set(scored.predictions) == {"L", "R"}
+    for prediction in scored.predictions.values():
+        assert prediction.roi_source == "auto"
+        assert 0.0 <= prediction.probability <= 1.0
+    series = load_series(study.series_dir)
+    assert scored.series_instance_uid == series.series_instance_uid
+    assert scored.sr_dataset.StudyInstanceUID == series.study_instance_uid
+
+
+def test_written_outputs_are_named_by_uid_and_pass_dciodvfy(
+    scored: ScoredStudy, written: tuple[Path, Path]
+) -> None:
+    sr_path, seg_path = written
+    assert sr_path.name == f"SR_{scored.sr_uid}.dcm"
+    assert seg_path.name == f"SEG_{scored.seg_uid}.dcm"
+    assert sorted(p.name for p in sr_path.parent.iterdir()) == sorted(
+        [sr_path.name, seg_path.name]
+    )  # no temporary file left behind
+    assert dciodvfy_errors(sr_path) == []
+    assert dciodvfy_errors(seg_path) == []
+
+
+def test_written_report_says_what_the_model_said(
+    scored: ScoredStudy, written: tuple[Path, Path]
+) -> None:
+    hips = read_report(pydicom.dcmread(written[0]))
+    assert set(hips) == set(scored.predictions)
+    for side, hip in hips.items():
+        prediction = scored.predictions[side]
+        assert hip.probability == pytest.approx(prediction.probability, rel=1e-12)
+        assert hip.score == pytest.approx(prediction.score, rel=1e-12)
+        assert hip.necrosis_present is bool(prediction.call)
+        assert hip.segmentation_uid == scored.seg_uid
+
+
+def test_rewriting_the_same_outputs_replaces_them(
+    scored: ScoredStudy, written: tuple[Path, Path]
+) -> None:
+    before = [p.read_bytes() for p in written]
+    again = write_outputs(scored, written[0].parent)
+    assert again == written
+    assert [p.read_bytes() for p in again] == before
+    assert len(list(written[0].parent.iterdir())) == 2
+
+
+def test_output_uids_are_derived_from_the_seed(scored: ScoredStudy) -> None:
+    uids = output_uids("job-42", scored.series_instance_uid)
+    assert uids == output_uids("job-42", scored.series_instance_uid)
+    assert scored.seg_uid == uids.seg_instance
+    assert scored.sr_uid == uids.sr_instance
+    assert scored.seg_dataset.SeriesInstanceUID == uids.seg_series
+    assert scored.sr_dataset.SeriesInstanceUID == uids.sr_series
+    assert len({uids.seg_series, uids.seg_instance, uids.sr_series, uids.sr_instance}) == 4
+    assert output_uids("job-43", scored.series_instance_uid) != uids
+    assert output_uids(None, scored.series_instance_uid) != output_uids(
+        None, scored.series_instance_uid
+    )
+
+
+def test_content_time_fixes_the_creation_time(scored: ScoredStudy) -> None:
+    for ds in (scored.seg_dataset, scored.sr_dataset):
+        assert ds.ContentDate == ds.InstanceCreationDate == ds.SeriesDate
+        assert ds.ContentTime == ds.InstanceCreationTime
+    assert scored.sr_dataset.ContentDate == scored.seg_dataset.ContentDate
+
+
+def test_linked_seg_is_the_roi_source(scored_with_seg: ScoredStudy, study: Study) -> None:
+    assert scored_with_seg.roi_source == "seg"
+    assert set(scored_with_seg.predictions) == {"L", "R"}
+    assert all(p.roi_source == "seg" for p in scored_with_seg.predictions.values())
+    truth = pydicom.dcmread(study.seg_path)
+    assert all(truth.SOPInstanceUID in d for d in scored_with_seg.roi_descriptions.values())
+    # The phantom's segments are AUTOMATIC: the type and algorithm are carried over.
+    for item in scored_with_seg.seg_dataset.SegmentSequence:
+        assert item.SegmentAlgorithmType == "AUTOMATIC"
+        assert "received SEG" in item.SegmentDescription
+        assert item.SegmentAlgorithmName == truth.SegmentSequence[0].SegmentAlgorithmName
+
+
+def test_rescoring_lists_the_previous_report_as_predecessor(
+    scored_with_seg: ScoredStudy, scored: ScoredStudy
+) -> None:
+    item = scored_with_seg.sr_dataset.PredecessorDocumentsSequence[0]
+    referenced = item.ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert referenced.ReferencedSOPInstanceUID == scored.sr_uid
+
+
+def test_series_without_femoral_heads_raises(model: BundleModel) -> None:
+    blob = make_series(SeriesSpec(n_slices=12, rows=64, cols=64))
+    with pytest.raises(FemoralHeadNotFoundError):
+        score_series(blob.datasets, model)
+
+
+def _validation_inputs(
+    scored: ScoredStudy, study: Study, model: BundleModel
+) -> tuple[LoadedSeries, dict[Side, HipROI], OutputDevice]:
+    """The series, ROIs (read back from the SEG) and device validate_outputs needs."""
+    series = load_series(study.series_dir)
+    rois = {cast(Side, s): r for s, r in rois_from_seg(scored.seg_dataset, series).items()}
+    return series, rois, OutputDevice.from_manifest(model.bundle.manifest)
+
+
+def test_validation_rejects_a_seg_that_differs_from_the_roi(
+    scored: ScoredStudy, study: Study, model: BundleModel
+) -> None:
+    series, rois, device = _validation_inputs(scored, study, model)
+    validate_outputs(
+        series, rois, scored.predictions, scored.seg_dataset, scored.sr_dataset, device
+    )
+    array = sitk.GetArrayFromImage(rois["L"].mask)
+    array[np.unravel_index(int(np.argmax(array)), array.shape)] = 0
+    changed = sitk.GetImageFromArray(array)
+    changed.CopyInformation(rois["L"].mask)
+    rois["L"] = replace(rois["L"], mask=changed)
+    with pytest.raises(OutputValidationError, match="1 voxels differ"):
+        validate_outputs(
+            series, rois, scored.predictions, scored.seg_dataset, scored.sr_dataset, device
+        )
+
+
+def test_validation_rejects_a_report_that_contradicts_the_call(
+    scored: ScoredStudy, study: Study, model: BundleModel
+) -> None:
+    series, rois, device = _validation_inputs(scored, study, model)
+    flipped = dict(scored.predictions)
+    flipped["L"] = replace(flipped["L"], call=1 - flipped["L"].call)
+    with pytest.raises(OutputValidationError, match="does not match call"):
+        validate_outputs(series, rois, flipped, scored.seg_dataset, scored.sr_dataset, device)

@@ -1,0 +1,253 @@
+"""The TID 1500 Comprehensive 3D SR (worker.sr_output), on a phantom study.
+
+Predictions are made up (no model runs here): the left hip below the threshold, the
+right one above, so both calls are exercised.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from dicom_checks import dciodvfy_errors
+from pydicom.sr.codedict import codes
+
+from model_bundle.roi import HipROI, Side
+from model_bundle.series import LoadedSeries, load_series
+from model_bundle.serving import HipPrediction
+from onfh_dlr.errors import OutputError
+from phantom.dicom_writer import write_series
+from phantom.generator import generate_study
+from worker.seg_output import OutputDevice, build_segmentation, segment_numbers_by_side
+from worker.sr_output import build_report, read_report, roi_volume_ml
+
+DEVICE = OutputDevice(
+    name="onfh-dlr-test",
+    version="2.3.4",
+    device_uid="1.2.826.0.1.3680043.8.498.1234567890",
+    not_for_clinical_use=True,
+    warning="synthetic demonstration \u2014 not for clinical use",
+    threshold=0.4,
+    deployed_model="dlr",
+    intended_use="Second reader for early ONFH.",
+)
+
+
+def _prediction(side: Side, probability: float) -> HipPrediction:
+    return HipPrediction(
+        side=side,
+        probabilities={"dlr": probability},
+        deployed_model="dlr",
+        probability=probability,
+        score=math.log(probability / (1 - probability)),
+        threshold=DEVICE.threshold,
+        call=int(probability >= DEVICE.threshold),
+        roi_source="auto",
+        roi_description="truth",
+    )
+
+
+PREDICTIONS: dict[Side, HipPrediction] = {"L": _prediction("L", 0.123), "R": _prediction("R", 0.87)}
+
+
+@dataclass(frozen=True)
+class Case:
+    series: LoadedSeries
+    rois: dict[Side, HipROI]
+    seg: hd.seg.Segmentation
+    sr_path: Path
+    sr: hd.sr.Comprehensive3DSR
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory: pytest.TempPathFactory) -> Case:
+    study = generate_study(11, 1, (True, False))
+    directory = tmp_path_factory.mktemp("sr_output")
+    write_series(study, directory / "series")
+    series = load_series(directory / "series")
+    rois: dict[Side, HipROI] = {}
+    for segment in study.segments:
+        if segment.kind == "femoral_head":
+            side = segment.side
+            mask = sitk.GetImageFromArray(segment.mask.astype(np.uint8))
+            mask.CopyInformation(series.image)
+            rois[side] = HipROI(side, mask, "auto", "truth")
+    seg = build_segmentation(series, rois, DEVICE, series_number=9001)
+    sr = build_report(
+        series,
+        seg,
+        PREDICTIONS,
+        DEVICE,
+        series_number=9002,
+        roi_volumes_ml={side: roi_volume_ml(roi) for side, roi in rois.items()},
+    )
+    path = directory / "sr.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    back = hd.sr.srread(path)
+    assert isinstance(back, hd.sr.Comprehensive3DSR)
+    return Case(series, rois, seg, path, back)
+
+
+def _groups(
+    sr: hd.sr.Comprehensive3DSR,
+) -> list[hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations]:
+    content = sr.content
+    assert isinstance(content, hd.sr.MeasurementReport)
+    return content.get_volumetric_roi_measurement_groups()
+
+
+def test_sr_passes_dciodvfy(case: Case) -> None:
+    assert dciodvfy_errors(case.sr_path) == []
+
+
+def test_sr_reads_back_with_the_prediction_of_each_hip(case: Case) -> None:
+    hips = read_report(case.sr)
+    assert set(hips) == {"L", "R"}
+    numbers = segment_numbers_by_side(case.seg)
+    for side, hip in hips.items():
+        prediction = PREDICTIONS[side]
+        assert hip.score == pytest.approx(prediction.score, rel=1e-12)
+        assert hip.probability == pytest.approx(prediction.probability, rel=1e-12)
+        assert hip.necrosis_present is bool(prediction.call)
+        assert hip.segmentation_uid == case.seg.SOPInstanceUID
+        assert hip.segment_number == numbers[side]
+        assert hip.volume_ml == pytest.approx(roi_volume_ml(case.rois[side]))
+    assert hips["R"].necrosis_present and not hips["L"].necrosis_present
+
+
+def test_each_hip_is_one_group_with_its_label_laterality_and_tracking_uid(case: Case) -> None:
+    groups = _groups(case.sr)
+    assert len(groups) == 2
+    laterality = {}
+    for group in groups:
+        sites = group.finding_sites
+        assert len(sites) == 1 and sites[0].value == codes.SCT.FemoralHead
+        assert sites[0].laterality is not None
+        laterality[group.tracking_identifier] = sites[0].laterality.value
+        assert group.finding_type == codes.SCT.FemoralHead
+        assert group.reference_type == codes.DCM.ReferencedSegment
+    assert laterality == {"Left femoral head": "7771000", "Right femoral head": "24028007"}
+    assert len({g.tracking_uid for g in groups}) == 2
+
+
+def test_measurements_name_the_algorithm_and_use_ucum_units(case: Case) -> None:
+    for group in _groups(case.sr):
+        measurements = {m.name.meaning: m for m in group.get_measurements()}
+        assert set(measurements) == {"Score", "Probability", "Volume"}
+        assert measurements["Score"].unit.value == "1"
+        assert measurements["Probability"].unit.value == "1"
+        assert measurements["Volume"].unit.value == "ml"
+        for name in ("Score", "Probability"):
+            # highdicom has no accessor for a measurement's TID 4019 items.
+            modifiers = {
+                item.ConceptNameCodeSequence[0].CodeValue: item.get("TextValue")
+                for item in measurements[name][0].ContentSequence
+            }
+            assert modifiers["111001"] == DEVICE.name  # Algorithm Name
+            assert modifiers["111003"] == DEVICE.version  # Algorithm Version
+
+
+def test_referenced_segments_point_at_the_seg_and_its_source_series(case: Case) -> None:
+    numbers = segment_numbers_by_side(case.seg)
+    by_label: dict[str, Side] = {"Left femoral head": "L", "Right femoral head": "R"}
+    for group in _groups(case.sr):
+        ref = group.referenced_segment
+        assert ref is not None
+        item = ref[0].ReferencedSOPSequence[0]
+        assert item.ReferencedSOPInstanceUID == case.seg.SOPInstanceUID
+        assert item.ReferencedSegmentNumber == numbers[by_label[str(group.tracking_identifier)]]
+    evidence_series = {
+        s.SeriesInstanceUID
+        for s in case.sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
+    }
+    assert evidence_series == {case.series.series_instance_uid, case.seg.SeriesInstanceUID}
+
+
+def test_sr_is_a_complete_unverified_document_in_the_source_study(case: Case) -> None:
+    sr = case.sr
+    assert sr.StudyInstanceUID == case.series.study_instance_uid
+    assert sr.SeriesInstanceUID not in {case.series.series_instance_uid, case.seg.SeriesInstanceUID}
+    assert (sr.CompletionFlag, sr.VerificationFlag) == ("COMPLETE", "UNVERIFIED")
+    assert sr.Modality == "SR" and sr.SeriesNumber == 9002
+    assert sr.PatientID == case.series.datasets[0].PatientID
+
+
+def test_observer_is_the_model_as_a_device(case: Case) -> None:
+    content = case.sr.content
+    assert isinstance(content, hd.sr.MeasurementReport)
+    (observer,) = content.get_observer_contexts(observer_type=codes.DCM.Device)
+    attributes = observer.observer_identifying_attributes
+    assert isinstance(attributes, hd.sr.DeviceObserverIdentifyingAttributes)
+    assert attributes.uid == DEVICE.device_uid
+    assert attributes.manufacturer_name == "onfh-dlr"
+
+
+def test_contributing_equipment_carries_the_device_uid(case: Case) -> None:
+    ours = [i for i in case.sr.ContributingEquipmentSequence if "DeviceUID" in i]
+    assert [i.DeviceUID for i in ours] == [DEVICE.device_uid]
+    assert ours[0].Manufacturer == "onfh-dlr"
+    assert ours[0].SoftwareVersions == DEVICE.version
+
+
+def test_not_for_clinical_use_is_in_the_series_description_and_the_text(case: Case) -> None:
+    assert case.sr.SeriesDescription.startswith("NOT FOR CLINICAL USE")
+    texts = [
+        item.TextValue
+        for item in case.sr.ContentSequence
+        if item.ValueType == "CONTAINER" and item.ConceptNameCodeSequence[0].CodeValue == "C0034375"
+        for item in item.ContentSequence
+    ]
+    assert texts[0] == "NOT FOR CLINICAL USE: synthetic demonstration - not for clinical use"
+    assert any("Right femoral head: early ONFH suspected" in t and "0.400" in t for t in texts)
+    assert any("Left femoral head: early ONFH not suspected" in t for t in texts)
+
+
+def test_same_uids_and_time_give_the_same_document(case: Case) -> None:
+    def encoded() -> bytes:
+        sr = build_report(
+            case.series,
+            case.seg,
+            PREDICTIONS,
+            DEVICE,
+            series_number=9002,
+            series_instance_uid="1.2.826.0.1.3680043.8.498.3",
+            sop_instance_uid="1.2.826.0.1.3680043.8.498.4",
+            content_datetime=datetime(2025, 1, 2, 3, 4, 5),
+        )
+        buffer = io.BytesIO()
+        sr.save_as(buffer, enforce_file_format=True)
+        return buffer.getvalue()
+
+    assert encoded() == encoded()
+
+
+def test_a_previous_report_is_listed_as_predecessor(case: Case) -> None:
+    sr = build_report(
+        case.series, case.seg, PREDICTIONS, DEVICE, series_number=9002, previous_versions=[case.sr]
+    )
+    item = sr.PredecessorDocumentsSequence[0]
+    assert item.StudyInstanceUID == case.series.study_instance_uid
+    referenced = item.ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert referenced.ReferencedSOPInstanceUID == case.sr.SOPInstanceUID
+
+
+def test_a_predicted_hip_without_its_segment_is_refused(case: Case) -> None:
+    seg = build_segmentation(case.series, {"R": case.rois["R"]}, DEVICE, series_number=9001)
+    with pytest.raises(OutputError, match="Left femoral head"):
+        build_report(case.series, seg, PREDICTIONS, DEVICE, series_number=9002)
+
+
+def test_one_hip_report_references_a_one_segment_seg(case: Case) -> None:
+    seg = build_segmentation(case.series, {"R": case.rois["R"]}, DEVICE, series_number=9001)
+    sr = build_report(
+        case.series, seg, {"R": PREDICTIONS["R"]}, replace(DEVICE), series_number=9002
+    )
+    hips = read_report(sr)
+    assert set(hips) == {"R"} and hips["R"].segment_number == 1

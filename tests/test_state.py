@@ -1,0 +1,170 @@
+"""The state database on a real SQLite file: job life cycle, supersede, dead letter."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from onfh_dlr.state import StateDB
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> StateDB:
+    return StateDB.for_settings(None, tmp_path)
+
+
+def _receive(db: StateDB, series: str = "1.2.3.4", at: float = 100.0) -> bool:
+    return db.series_received(series_uid=series, study_uid="1.2.3", instances=20, at=at)
+
+
+def test_a_job_goes_from_pending_to_done_through_its_deliveries(
+    db: StateDB, tmp_path: Path
+) -> None:
+    assert _receive(db) is False
+    job_id = db.admit_series("1.2.3.4", tmp_path / "series")
+    assert db.jobs_to_enqueue(requeue_after=60) == [job_id]
+    db.mark_enqueued(job_id)
+    assert db.jobs_to_enqueue(requeue_after=60) == []
+    job = db.start_job(job_id)
+    assert job is not None and job.state == "running" and job.attempts == 1
+    assert db.job_scored(
+        job_id,
+        sr_path=tmp_path / "sr.dcm",
+        seg_path=tmp_path / "seg.dcm",
+        sr_uid="1.2.9",
+        result={"hips": {}},
+        destinations=["PACS@h:104", "ARCHIVE@h:105"],
+    )
+    db.delivery_attempted(job_id, "PACS@h:104", ok=True)
+    assert db.settle_job(job_id) == "scored"
+    db.delivery_attempted(job_id, "ARCHIVE@h:105", ok=True)
+    assert db.settle_job(job_id) == "done"
+    assert db.start_job(job_id) is None  # a redelivered message does nothing
+    stages = [e.stage for e in db.events("1.2.3.4")]
+    assert stages == [
+        "first_instance",
+        "closed",
+        "started",
+        "scored",
+        "delivered",
+        "delivered",
+        "done",
+    ]
+
+
+def test_a_queued_job_that_never_started_is_sent_again_after_the_requeue_time(
+    db: StateDB, tmp_path: Path
+) -> None:
+    _receive(db)
+    job_id = db.admit_series("1.2.3.4", tmp_path)
+    db.mark_enqueued(job_id)
+    job = db.job(job_id)
+    assert job is not None
+    assert db.jobs_to_enqueue(requeue_after=60, now=job.created_at + 30) == []
+    assert db.jobs_to_enqueue(requeue_after=60, now=job.created_at + 3600) == [job_id]
+
+
+def test_a_reopened_series_gets_a_new_job_that_supersedes_the_unfinished_one(
+    db: StateDB, tmp_path: Path
+) -> None:
+    _receive(db)
+    first = db.admit_series("1.2.3.4", tmp_path)
+    assert _receive(db, at=200.0) is True  # a late instance re-opens the closed series
+    second = db.admit_series("1.2.3.4", tmp_path)
+    old, new = db.job(first), db.job(second)
+    assert old is not None and new is not None
+    assert old.state == "superseded" and new.supersedes == first
+    assert new.generation == old.generation + 1
+    assert db.start_job(first) is None
+
+
+def test_a_finished_sr_is_the_predecessor_of_the_next_generation(
+    db: StateDB, tmp_path: Path
+) -> None:
+    _receive(db)
+    first = db.admit_series("1.2.3.4", tmp_path)
+    db.start_job(first)
+    db.job_scored(
+        first,
+        sr_path=tmp_path / "a.dcm",
+        seg_path=tmp_path / "b.dcm",
+        sr_uid="1.9",
+        result={},
+        destinations=[],
+    )
+    assert db.settle_job(first) == "done"
+    _receive(db, at=300.0)
+    second = db.admit_series("1.2.3.4", tmp_path)
+    job = db.job(second)
+    assert job is not None
+    assert db.job(first).state == "done"  # type: ignore[union-attr]
+    assert db.previous_sr(job) == tmp_path / "a.dcm"
+
+
+def test_a_delivery_past_its_retries_is_dead_lettered_and_an_operator_can_retry(
+    db: StateDB, tmp_path: Path
+) -> None:
+    _receive(db)
+    job_id = db.admit_series("1.2.3.4", tmp_path)
+    db.start_job(job_id)
+    db.job_scored(
+        job_id,
+        sr_path=tmp_path / "a.dcm",
+        seg_path=tmp_path / "b.dcm",
+        sr_uid="1.9",
+        result={},
+        destinations=["PACS@h:104"],
+    )
+    db.delivery_attempted(job_id, "PACS@h:104", ok=False, error="refused")
+    assert db.settle_job(job_id) == "scored"
+    db.delivery_attempted(job_id, "PACS@h:104", ok=False, error="refused", final=True)
+    assert db.settle_job(job_id) == "dead_letter"
+    assert [j.id for j in db.jobs(states=["dead_letter"])] == [job_id]
+    assert db.retry_dead_letter(job_id)
+    (delivery,) = db.deliveries(job_id)
+    assert delivery.state == "pending" and delivery.attempts == 0
+    db.delivery_attempted(job_id, "PACS@h:104", ok=True)
+    assert db.settle_job(job_id) == "done"
+
+
+def test_a_failed_job_keeps_its_reason_and_is_not_started_again(
+    db: StateDB, tmp_path: Path
+) -> None:
+    _receive(db)
+    job_id = db.admit_series("1.2.3.4", tmp_path)
+    db.start_job(job_id)
+    db.fail_job(job_id, "FemoralHeadNotFoundError: no right head")
+    job = db.job(job_id)
+    assert job is not None and job.state == "failed" and "no right head" in job.reason
+    assert db.start_job(job_id) is None
+    assert db.job_counts() == {"failed": 1}
+
+
+def test_a_done_job_is_claimed_by_none_of_several_concurrent_redeliveries(
+    db: StateDB, tmp_path: Path
+) -> None:
+    _receive(db)
+    job_id = db.admit_series("1.2.3.4", tmp_path)
+    db.start_job(job_id)
+    db.job_scored(
+        job_id,
+        sr_path=tmp_path / "a.dcm",
+        seg_path=tmp_path / "b.dcm",
+        sr_uid="1.9",
+        result={},
+        destinations=[],
+    )
+    db.settle_job(job_id)
+    results: list[object] = []
+
+    def claim() -> None:
+        results.append(StateDB(db.url).start_job(job_id))
+
+    threads = [threading.Thread(target=claim) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [None] * 4

@@ -1,0 +1,509 @@
+"""Score one series offline: ROIs, model, SEG, SR, validation. No network, no Celery.
+
+The Celery task and ``onfh-dlr score`` both call :func:`score_series` and then
+:func:`write_outputs`; delivery (C-STORE) is the caller's business.
+
+Idempotent UIDs
+    With ``uid_seed`` (e.g. the job id), the SEG's and the SR's Series and SOP
+    Instance UIDs are derived from the seed and the source Series Instance UID
+    (:func:`output_uids`, pydicom's ``generate_uid(entropy_srcs=...)``: a SHA-512 of
+    the parts under pydicom's UID root). A redelivered job therefore sends the same
+    UIDs again, and the PACS replaces (or ignores) the copy instead of filing a
+    second report. Without a seed the UIDs are random.
+
+Failures
+    Every error is from :mod:`onfh_dlr.errors` and propagates: a series that cannot
+    be loaded (SeriesError), no femoral head found (FemoralHeadNotFoundError), an
+    unusable received SEG (SegmentationError), outputs that do not read back as
+    intended (OutputValidationError).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Final, Literal
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from model_bundle.autoseg import auto_rois
+from model_bundle.roi import HipROI, Side
+from model_bundle.seg_roi import rois_from_seg
+from model_bundle.series import LoadedSeries, load_series
+from model_bundle.serving import BundleModel, HipPrediction
+from onfh_dlr.errors import NotASegmentationError, OutputError, OutputValidationError
+from worker.seg_output import (
+    NOT_FOR_CLINICAL_USE,
+    SEGMENT_LABELS,
+    OutputDevice,
+    build_segmentation,
+    segment_numbers_by_side,
+)
+from worker.sr_output import build_report, read_report, roi_volume_ml
+
+__all__ = [
+    "DEFAULT_SERIES_NUMBER_BASE",
+    "OutputUIDs",
+    "ScoredStudy",
+    "output_uids",
+    "score_series",
+    "validate_outputs",
+    "write_outputs",
+]
+
+LOGGER = logging.getLogger(__name__)
+
+#: SEG series number = base + 1, SR series number = base + 2: high numbers sort
+#: derived series after the acquired ones in a viewer.
+DEFAULT_SERIES_NUMBER_BASE: Final = 9000
+_SOURCE_SEGMENT: Final = re.compile(r" segment (\d+) ")
+
+
+@dataclass(frozen=True)
+class OutputUIDs:
+    """Series and SOP Instance UIDs of the SEG and the SR of one scored series."""
+
+    seg_series: str
+    seg_instance: str
+    sr_series: str
+    sr_instance: str
+
+
+def output_uids(uid_seed: str | None, series_instance_uid: str) -> OutputUIDs:
+    """UIDs of the outputs: derived from ``uid_seed`` and the source series, or random.
+
+    The same seed and source series always give the same four UIDs; different seeds
+    or series give different ones.
+    """
+    if uid_seed is None:
+        return OutputUIDs(generate_uid(), generate_uid(), generate_uid(), generate_uid())
+
+    def derive(kind: str, level: str) -> str:
+        return str(generate_uid(entropy_srcs=[uid_seed, series_instance_uid, kind, level]))
+
+    return OutputUIDs(
+        seg_series=derive("seg", "series"),
+        seg_instance=derive("seg", "instance"),
+        sr_series=derive("sr", "series"),
+        sr_instance=derive("sr", "instance"),
+    )
+
+
+# eq=False: highdicom datasets compare element by element, which is not identity.
+@dataclass(frozen=True, eq=False)
+class ScoredStudy:
+    """The result of scoring one series, with its validated SEG and SR.
+
+    Attributes
+    ----------
+    study_instance_uid, series_instance_uid, frame_of_reference_uid
+        The scored source series.
+    predictions
+        The model's result per side scored.
+    roi_source
+        ``"seg"`` when the ROIs came from a received SEG, ``"auto"`` otherwise.
+    roi_descriptions
+        Where each side's ROI came from.
+    seg_dataset, sr_dataset
+        The outputs, validated by :func:`validate_outputs`.
+    """
+
+    study_instance_uid: str
+    series_instance_uid: str
+    frame_of_reference_uid: str
+    predictions: Mapping[Side, HipPrediction]
+    roi_source: Literal["seg", "auto"]
+    roi_descriptions: Mapping[Side, str]
+    seg_dataset: hd.seg.Segmentation
+    sr_dataset: hd.sr.Comprehensive3DSR
+
+    @property
+    def seg_uid(self) -> str:
+        """SOP Instance UID of the SEG."""
+        return str(self.seg_dataset.SOPInstanceUID)
+
+    @property
+    def sr_uid(self) -> str:
+        """SOP Instance UID of the SR."""
+        return str(self.sr_dataset.SOPInstanceUID)
+
+
+def score_series(
+    series_source: LoadedSeries | str | os.PathLike[str] | Sequence[Dataset],
+    model: BundleModel,
+    *,
+    seg: str | os.PathLike[str] | Dataset | None = None,
+    uid_seed: str | None = None,
+    series_number_base: int = DEFAULT_SERIES_NUMBER_BASE,
+    previous_sr: str | os.PathLike[str] | Dataset | None = None,
+    content_time: float | datetime | None = None,
+) -> ScoredStudy:
+    """Score both hips of one series and build the validated SEG and SR.
+
+    Parameters
+    ----------
+    series_source
+        A loaded series, or what :func:`model_bundle.series.load_series` reads
+        (directory, file, datasets).
+    model
+        The loaded bundle.
+    seg
+        A received DICOM-SEG of the series (file or dataset): its femoral-head
+        segments are the ROIs and only the sides it holds are scored. ``None``:
+        auto-segment both femoral heads.
+    uid_seed
+        Derive the output UIDs from this (e.g. the job id), see :func:`output_uids`.
+    series_number_base
+        SEG series number is this + 1, SR series number this + 2.
+    previous_sr
+        An earlier SR of the same series that this one supersedes (file or dataset):
+        referenced as predecessor. An unreadable file is logged and left out.
+    content_time
+        Date/time stamped on both outputs (epoch seconds or datetime, local time),
+        e.g. when the job was created, so that a re-run gives the same objects; the
+        wall clock when omitted.
+
+    Returns
+    -------
+    ScoredStudy
+
+    Raises
+    ------
+    onfh_dlr.errors.SeriesError
+        The series cannot be loaded.
+    onfh_dlr.errors.FemoralHeadNotFoundError
+        No femoral head found (auto-segmentation), or none in the received SEG.
+    onfh_dlr.errors.SegmentationError
+        The received SEG cannot be used.
+    onfh_dlr.errors.OutputValidationError
+        The outputs do not read back as intended.
+    """
+    series = (
+        series_source if isinstance(series_source, LoadedSeries) else load_series(series_source)
+    )
+    source_segments: dict[Side, Dataset] = {}
+    rois: dict[Side, HipROI]
+    if seg is None:
+        rois = auto_rois(series)
+        roi_source: Literal["seg", "auto"] = "auto"
+    else:
+        seg_ds = _read_seg(seg)
+        rois = {_side(side): roi for side, roi in rois_from_seg(seg_ds, series).items()}
+        source_segments = _source_segments(seg_ds, rois)
+        roi_source = "seg"
+
+    predictions = model.predict(series, rois)
+    device = OutputDevice.from_manifest(model.bundle.manifest)
+    uids = output_uids(uid_seed, series.series_instance_uid)
+    when = (
+        datetime.fromtimestamp(content_time)
+        if isinstance(content_time, int | float)
+        else content_time
+    )
+    predecessors = _predecessors(previous_sr, series, uids.sr_instance)
+    seg_out = build_segmentation(
+        series,
+        rois,
+        device,
+        series_number=series_number_base + 1,
+        series_instance_uid=uids.seg_series,
+        sop_instance_uid=uids.seg_instance,
+        source_segments=source_segments,
+        content_datetime=when,
+    )
+    sr_out = build_report(
+        series,
+        seg_out,
+        predictions,
+        device,
+        series_number=series_number_base + 2,
+        series_instance_uid=uids.sr_series,
+        sop_instance_uid=uids.sr_instance,
+        roi_volumes_ml={side: roi_volume_ml(roi) for side, roi in rois.items()},
+        previous_versions=predecessors,
+        content_datetime=when,
+    )
+    validate_outputs(series, rois, predictions, seg_out, sr_out, device)
+    return ScoredStudy(
+        study_instance_uid=series.study_instance_uid,
+        series_instance_uid=series.series_instance_uid,
+        frame_of_reference_uid=series.frame_of_reference_uid,
+        predictions=predictions,
+        roi_source=roi_source,
+        roi_descriptions={side: roi.description for side, roi in rois.items()},
+        seg_dataset=seg_out,
+        sr_dataset=sr_out,
+    )
+
+
+def _predecessors(
+    previous_sr: str | os.PathLike[str] | Dataset | None, series: LoadedSeries, own_uid: str
+) -> list[Dataset]:
+    """The earlier SR to list as predecessor, if usable (same study, not this SR)."""
+    if previous_sr is None:
+        return []
+    if isinstance(previous_sr, Dataset):
+        header = previous_sr
+    else:
+        try:
+            header = pydicom.dcmread(previous_sr, stop_before_pixels=True)
+        except Exception as exc:  # a lost or damaged old output must not fail the job
+            LOGGER.warning("previous SR %s not referenced: %s", previous_sr, exc)
+            return []
+    keywords = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+    if not all(header.get(k) for k in keywords):
+        LOGGER.warning("previous SR %s not referenced: identifying UIDs missing", previous_sr)
+        return []
+    if str(header.StudyInstanceUID) != series.study_instance_uid:
+        LOGGER.warning("previous SR %s not referenced: another study", previous_sr)
+        return []
+    if str(header.SOPInstanceUID) == own_uid:  # a re-run of the same job
+        return []
+    return [header]
+
+
+def _side(value: str) -> Side:
+    if value == "L":
+        return "L"
+    if value == "R":
+        return "R"
+    raise ValueError(f"not a side: {value!r}")
+
+
+def _read_seg(seg: str | os.PathLike[str] | Dataset) -> Dataset:
+    if isinstance(seg, Dataset):
+        return seg
+    try:
+        return pydicom.dcmread(seg)
+    except Exception as exc:  # pydicom raises many types on damaged files
+        raise NotASegmentationError(f"{seg}: not readable as DICOM ({exc})") from exc
+
+
+def _source_segments(seg: Dataset, rois: Mapping[Side, HipROI]) -> dict[Side, Dataset]:
+    """The received Segment Sequence item each ROI was taken from.
+
+    :func:`~model_bundle.seg_roi.rois_from_seg` names the segment number in the ROI
+    description ("SEG <uid> segment <n> '<label>': ..."); a side whose segment cannot
+    be identified gets no entry (the SEG writer then says SEMIAUTOMATIC).
+    """
+    items = {
+        int(item.SegmentNumber): item
+        for item in seg.get("SegmentSequence", [])
+        if item.get("SegmentNumber") is not None
+    }
+    out: dict[Side, Dataset] = {}
+    for side, roi in rois.items():
+        match = _SOURCE_SEGMENT.search(roi.description)
+        item = items.get(int(match.group(1))) if match else None
+        if item is not None:
+            out[side] = item
+    return out
+
+
+# --- validation --------------------------------------------------------------------------
+
+
+def _encode(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _device_uids(ds: Dataset) -> set[str]:
+    return {
+        str(item.DeviceUID)
+        for item in ds.get("ContributingEquipmentSequence", [])
+        if "DeviceUID" in item
+    }
+
+
+def validate_outputs(
+    series: LoadedSeries,
+    rois: Mapping[Side, HipROI],
+    predictions: Mapping[Side, HipPrediction],
+    seg: Dataset,
+    sr: Dataset,
+    device: OutputDevice,
+) -> None:
+    """Re-read the SEG and the SR from their bytes and check they say what was meant.
+
+    Checks: both in the source study, in new series, the SEG on the source frame of
+    reference; one segment per ROI with its exact label and the ROI mask voxel for
+    voxel (read by source-instance reference); one SR measurement group per
+    prediction, referencing that side's segment of this SEG, with the score,
+    probability and call of the prediction; distinct tracking UIDs; the Device UID in
+    both objects' Contributing Equipment; the not-for-clinical-use warning when the
+    bundle requires it.
+
+    Raises
+    ------
+    onfh_dlr.errors.OutputValidationError
+        Naming every problem found.
+    """
+    problems: list[str] = []
+    try:
+        seg_back = hd.seg.segread(io.BytesIO(_encode(seg)))
+        sr_back = hd.sr.srread(io.BytesIO(_encode(sr)))
+    except Exception as exc:  # any failure to encode or parse is a broken output
+        raise OutputValidationError(f"outputs do not read back: {exc}") from exc
+
+    for name, ds in (("SEG", seg_back), ("SR", sr_back)):
+        if str(ds.StudyInstanceUID) != series.study_instance_uid:
+            problems.append(f"{name} is not in the source study")
+        if str(ds.SeriesInstanceUID) == series.series_instance_uid:
+            problems.append(f"{name} reuses the source Series Instance UID")
+        if device.device_uid not in _device_uids(ds):
+            problems.append(f"{name} Contributing Equipment lacks Device UID {device.device_uid}")
+        if device.not_for_clinical_use and NOT_FOR_CLINICAL_USE not in str(
+            ds.get("SeriesDescription", "")
+        ):
+            problems.append(f"{name} Series Description lacks {NOT_FOR_CLINICAL_USE!r}")
+    if str(seg_back.get("FrameOfReferenceUID", "")) != series.frame_of_reference_uid:
+        problems.append("SEG is not in the source frame of reference")
+
+    numbers = {}
+    try:
+        numbers = segment_numbers_by_side(seg_back)
+    except OutputError as exc:
+        problems.append(str(exc))
+    if set(numbers) != set(rois):
+        problems.append(f"SEG segments {sorted(numbers)} but ROIs {sorted(rois)}")
+    for side, number in numbers.items():
+        if side in rois:
+            problems.extend(_mask_problems(seg_back, series, rois[side], number))
+
+    problems.extend(_report_problems(sr_back, seg_back, numbers, predictions))
+    if problems:
+        raise OutputValidationError(
+            f"outputs of series {series.series_instance_uid}: " + "; ".join(problems)
+        )
+
+
+def _mask_problems(
+    seg: hd.seg.Segmentation, series: LoadedSeries, roi: HipROI, number: int
+) -> list[str]:
+    label = SEGMENT_LABELS[roi.side]
+    expected = np.asarray(sitk.GetArrayFromImage(roi.mask)) > 0
+    try:
+        if all(frame is None for frame in series.frame_numbers):
+            pixels = seg.get_pixels_by_source_instance(
+                source_sop_instance_uids=list(series.sop_instance_uids),
+                segment_numbers=[number],
+                assert_missing_frames_are_empty=True,
+            )[..., 0]
+        else:
+            frames = [frame for frame in series.frame_numbers if frame is not None]
+            pixels = seg.get_pixels_by_source_frame(
+                source_sop_instance_uid=series.sop_instance_uids[0],
+                source_frame_numbers=frames,
+                segment_numbers=[number],
+                assert_missing_frames_are_empty=True,
+            )[..., 0]
+    except Exception as exc:  # highdicom raises several types on broken references
+        return [f"{label}: frames cannot be read by source reference ({exc})"]
+    got = np.asarray(pixels) > 0
+    if got.shape != expected.shape:
+        return [f"{label}: shape {got.shape}, ROI {expected.shape}"]
+    differ = int(np.count_nonzero(got != expected))
+    return [f"{label}: {differ} voxels differ from the ROI"] if differ else []
+
+
+def _report_problems(
+    sr: Dataset,
+    seg: Dataset,
+    numbers: Mapping[Side, int],
+    predictions: Mapping[Side, HipPrediction],
+) -> list[str]:
+    try:
+        hips = read_report(sr)
+    except OutputError as exc:
+        return [str(exc)]
+    problems = []
+    if set(hips) != set(predictions):
+        problems.append(f"SR groups {sorted(hips)} but predictions {sorted(predictions)}")
+    if len({hip.tracking_uid for hip in hips.values()}) != len(hips):
+        problems.append("SR tracking UIDs are not distinct")
+    for side, hip in hips.items():
+        label = SEGMENT_LABELS[side]
+        prediction = predictions.get(side)
+        if prediction is None:
+            continue
+        if hip.segmentation_uid != str(seg.SOPInstanceUID) or hip.segment_number != numbers.get(
+            side
+        ):
+            problems.append(f"{label}: SR references segment {hip.segment_number} of another SEG")
+        if not math.isclose(hip.score, prediction.score, rel_tol=1e-9, abs_tol=1e-9):
+            problems.append(f"{label}: SR score {hip.score} != {prediction.score}")
+        if not math.isclose(hip.probability, prediction.probability, rel_tol=1e-9, abs_tol=1e-12):
+            problems.append(
+                f"{label}: SR probability {hip.probability} != {prediction.probability}"
+            )
+        if hip.necrosis_present != bool(prediction.call):
+            problems.append(f"{label}: SR finding does not match call {prediction.call}")
+    return problems
+
+
+# --- writing -----------------------------------------------------------------------------
+
+
+def write_outputs(scored: ScoredStudy, out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write ``SR_<uid>.dcm`` and ``SEG_<uid>.dcm`` into ``out_dir`` atomically.
+
+    Each file is written under a temporary name in ``out_dir``, fsync'ed and renamed,
+    so a reader (or a crash) never sees half a file; re-writing the same outputs
+    replaces them.
+
+    Returns
+    -------
+    tuple of Path
+        The SR file and the SEG file, in that order.
+    """
+    directory = Path(out_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    seg_path = directory / f"SEG_{scored.seg_uid}.dcm"
+    sr_path = directory / f"SR_{scored.sr_uid}.dcm"
+    # The SEG first: an SR on disk always has the SEG it references next to it.
+    _atomic_write(seg_path, _encode(scored.seg_dataset))
+    _atomic_write(sr_path, _encode(scored.sr_dataset))
+    _fsync_directory(directory)
+    return sr_path, seg_path
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the renames durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,427 @@
+"""The Comprehensive 3D SR (TID 1500 Measurement Report) of a scored series.
+
+Content tree::
+
+    Imaging Measurement Report (TID 1500)
+      language, observer context = the model as a device (TID 1004: Device UID,
+      name, manufacturer, model name), procedure reported = Imaging procedure
+      Imaging Measurements
+        Measurement Group per femoral head (TID 1411)
+          Tracking Identifier "Left femoral head" + Tracking Unique Identifier
+          Referenced Segment -> the SEG segment of that side (+ source series)
+          Finding = Head of femur; Finding Site = Head of femur, laterality
+          Algorithm Identification (TID 4019): bundle name, version, threshold
+          Score (log-odds, unit "1"), Probability (unit "1"), Volume (ml)
+          Necrosis = Present | Absent   (the model's call at the bundle threshold)
+      Qualitative Evaluations: TEXT comments (not-for-clinical-use warning, the call
+      per hip with probability and threshold, intended use)
+
+Codes, and why
+    * Score: SCT 246262008 *Score*; Probability: DCM 122157 *Probability*; both
+      UCUM "1" (*no units*). Volume: SCT 118565006 *Volume*, UCUM "ml".
+    * The call: concept SCT 6574001 *Necrosis* (the code the project already uses for
+      necrotic lesions, CID 7151), qualified by the group's finding site (head of femur,
+      left/right), valued SCT 52101004 *Present* / SCT 272519000 *Absent*. SNOMED CT
+      has disorder concepts for osteonecrosis of the femoral head, but none is in
+      DICOM's code tables (pydicom's dictionary) to check the code against, so the
+      finding is composed from codes that are.
+    * Qualitative Evaluations container: UMLS C0034375 (TID 1500 row 11).
+    * Procedure reported: SCT 363679005 *Imaging procedure* (CID 100).
+    * Contributing Equipment: DCM 109102 *Processing Equipment* with the Device UID
+      (:func:`worker.seg_output.contributing_equipment`).
+
+The report is COMPLETE and UNVERIFIED (no person has verified it) and FINAL: the
+software will not amend it; a radiologist's verification would be a new document.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+import highdicom as hd
+import numpy as np
+import SimpleITK as sitk
+from highdicom.sr.coding import CodedConcept
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+from model_bundle.roi import HipROI, Side
+from model_bundle.series import LoadedSeries
+from model_bundle.serving import HipPrediction
+from onfh_dlr.errors import OutputError
+from worker.seg_output import (
+    HEAD_OF_FEMUR,
+    LATERALITY,
+    NOT_FOR_CLINICAL_USE,
+    SEGMENT_LABELS,
+    OutputDevice,
+    complete_headers,
+    contributing_equipment,
+    plain_text,
+    segment_numbers_by_side,
+    stamp_datetime,
+)
+
+__all__ = [
+    "ABSENT",
+    "NECROSIS",
+    "PRESENT",
+    "PROBABILITY",
+    "QUALITATIVE_EVALUATIONS",
+    "SCORE",
+    "VOLUME",
+    "ReportedHip",
+    "build_report",
+    "read_report",
+    "roi_volume_ml",
+]
+
+SCORE: Final = CodedConcept("246262008", "SCT", "Score")
+PROBABILITY: Final = CodedConcept("122157", "DCM", "Probability")
+VOLUME: Final = CodedConcept("118565006", "SCT", "Volume")
+NO_UNITS: Final = CodedConcept("1", "UCUM", "no units")
+MILLILITRE: Final = CodedConcept("ml", "UCUM", "milliliter")
+NECROSIS: Final = CodedConcept("6574001", "SCT", "Necrosis")
+PRESENT: Final = CodedConcept("52101004", "SCT", "Present")
+ABSENT: Final = CodedConcept("272519000", "SCT", "Absent")
+QUALITATIVE_EVALUATIONS: Final = CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
+COMMENT: Final = CodedConcept("121106", "DCM", "Comment")
+IMAGING_PROCEDURE: Final = CodedConcept("363679005", "SCT", "Imaging procedure")
+_SIDE_ORDER: Final[tuple[Side, Side]] = ("L", "R")
+_UT_MAX: Final = 10_000  # TEXT content items are UT; keep comments short anyway
+
+
+def roi_volume_ml(roi: HipROI) -> float:
+    """Volume of a ROI mask in millilitres (voxel count times voxel volume)."""
+    voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(roi.mask)))
+    return voxels * math.prod(roi.mask.GetSpacing()) / 1000.0
+
+
+def _concept(code: tuple[str, str, str]) -> CodedConcept:
+    return CodedConcept(*code)
+
+
+def _call_text(side: Side, prediction: HipPrediction) -> str:
+    verdict = "suspected" if prediction.call else "not suspected"
+    relation = ">=" if prediction.call else "<"
+    return (
+        f"{SEGMENT_LABELS[side]}: early ONFH {verdict} (model {prediction.deployed_model}, "
+        f"probability {prediction.probability:.3f} {relation} threshold "
+        f"{prediction.threshold:.3f}; ROI {prediction.roi_source})"
+    )
+
+
+def _referenced_segment(seg: Dataset, segment_number: int) -> hd.sr.ReferencedSegment:
+    """The segment with its source images, or its source series when highdicom cannot.
+
+    highdicom 0.28's ``from_segmentation`` looks for the segment of each frame in the
+    per-frame groups only; a one-segment SEG keeps it in the shared groups.
+    """
+    shared = seg.get("SharedFunctionalGroupsSequence", [Dataset()])[0]
+    if "SegmentIdentificationSequence" not in shared:
+        return hd.sr.ReferencedSegment.from_segmentation(seg, segment_number)
+    return hd.sr.ReferencedSegment(
+        sop_class_uid=str(seg.SOPClassUID),
+        sop_instance_uid=str(seg.SOPInstanceUID),
+        segment_number=segment_number,
+        source_series=hd.sr.SourceSeriesForSegmentation(
+            str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID)
+        ),
+    )
+
+
+def _group(
+    side: Side,
+    prediction: HipPrediction,
+    seg: Dataset,
+    segment_number: int,
+    algorithm: hd.sr.AlgorithmIdentification,
+    tracking_uid: str,
+    volume_ml: float | None,
+) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
+    measurements = [
+        hd.sr.Measurement(
+            name=SCORE, value=prediction.score, unit=NO_UNITS, algorithm_id=algorithm
+        ),
+        hd.sr.Measurement(
+            name=PROBABILITY, value=prediction.probability, unit=NO_UNITS, algorithm_id=algorithm
+        ),
+    ]
+    if volume_ml is not None:
+        measurements.append(hd.sr.Measurement(name=VOLUME, value=volume_ml, unit=MILLILITRE))
+    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=tracking_uid, identifier=SEGMENT_LABELS[side]
+        ),
+        referenced_segment=_referenced_segment(seg, segment_number),
+        finding_type=_concept(HEAD_OF_FEMUR),
+        finding_sites=[
+            hd.sr.FindingSite(
+                anatomic_location=_concept(HEAD_OF_FEMUR),
+                laterality=_concept(LATERALITY[side]),
+            )
+        ],
+        algorithm_id=algorithm,
+        measurements=measurements,
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(name=NECROSIS, value=PRESENT if prediction.call else ABSENT)
+        ],
+    )
+
+
+def _comments(
+    device: OutputDevice, predictions: Mapping[Side, HipPrediction], sides: list[Side]
+) -> hd.sr.ContainerContentItem:
+    texts = []
+    if device.not_for_clinical_use:
+        texts.append(f"{NOT_FOR_CLINICAL_USE}: {device.warning}")
+    texts.extend(_call_text(side, predictions[side]) for side in sides)
+    texts.append(
+        f"Automated result of {device.name} {device.version}, not verified by a person; "
+        "the radiologist makes the diagnosis."
+    )
+    if device.intended_use:
+        texts.append(f"Intended use: {device.intended_use}")
+    container = hd.sr.ContainerContentItem(
+        name=QUALITATIVE_EVALUATIONS,
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+    )
+    container.ContentSequence = hd.sr.ContentSequence(
+        [
+            hd.sr.TextContentItem(
+                name=COMMENT,
+                value=plain_text(text)[:_UT_MAX],
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+            for text in texts
+        ]
+    )
+    return container
+
+
+def build_report(
+    series: LoadedSeries,
+    seg: hd.seg.Segmentation,
+    predictions: Mapping[Side, HipPrediction],
+    device: OutputDevice,
+    *,
+    series_number: int,
+    instance_number: int = 1,
+    series_instance_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+    roi_volumes_ml: Mapping[Side, float] | None = None,
+    previous_versions: Sequence[Dataset] = (),
+    content_datetime: datetime | None = None,
+) -> hd.sr.Comprehensive3DSR:
+    """Build the TID 1500 measurement report of one scored series.
+
+    Parameters
+    ----------
+    series
+        The scored series (evidence, patient and study).
+    seg
+        The SEG of the ROIs (:func:`worker.seg_output.build_segmentation`); each
+        predicted side must have its segment there.
+    predictions
+        The model's result per side.
+    device
+        The model (:meth:`worker.seg_output.OutputDevice.from_manifest`).
+    series_number, instance_number
+        Series Number and Instance Number of the SR.
+    series_instance_uid, sop_instance_uid
+        UIDs of the SR (random when omitted). Tracking UIDs derive from the SOP
+        Instance UID, so a fixed SOP Instance UID gives a fixed document.
+    roi_volumes_ml
+        ROI volume per side (:func:`roi_volume_ml`), reported when given.
+    previous_versions
+        Earlier reports on the same series that this one supersedes (headers
+        suffice): listed in the Predecessor Documents Sequence.
+    content_datetime
+        Creation, content and series date/time; the wall clock when omitted.
+
+    Returns
+    -------
+    highdicom.sr.Comprehensive3DSR
+        The report, in the study of ``series``, in a new series.
+
+    Raises
+    ------
+    onfh_dlr.errors.OutputError
+        No prediction, or a predicted side without its segment in ``seg``.
+    """
+    sides = [side for side in _SIDE_ORDER if side in predictions]
+    if not sides:
+        raise OutputError(f"series {series.series_instance_uid}: no prediction to report")
+    numbers = segment_numbers_by_side(seg)
+    missing = [SEGMENT_LABELS[s] for s in sides if s not in numbers]
+    if missing:
+        raise OutputError(f"SEG {seg.SOPInstanceUID} has no segment {', '.join(missing)}")
+    if str(seg.StudyInstanceUID) != series.study_instance_uid:
+        raise OutputError(f"SEG {seg.SOPInstanceUID} is not in study {series.study_instance_uid}")
+
+    sop_instance_uid = sop_instance_uid or generate_uid()
+    algorithm = hd.sr.AlgorithmIdentification(
+        name=plain_text(device.name),
+        version=plain_text(device.version),
+        parameters=[
+            f"deployed model: {device.deployed_model}",
+            f"threshold: {device.threshold!r}",
+        ],
+        manufacturer=device.manufacturer,
+    )
+    volumes = roi_volumes_ml or {}
+    groups = [
+        _group(
+            side,
+            predictions[side],
+            seg,
+            numbers[side],
+            algorithm,
+            # One tracking UID per hip and document: fixed by the document's UID.
+            generate_uid(entropy_srcs=[sop_instance_uid, "tracking", side]),
+            volumes.get(side),
+        )
+        for side in sides
+    ]
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=device.device_uid,
+            name=plain_text(device.name),
+            manufacturer_name=device.manufacturer,
+            model_name=plain_text(f"{device.name} {device.version}"),
+        ),
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=IMAGING_PROCEDURE,
+        imaging_measurements=groups,
+    )
+    report[0].ContentSequence.append(_comments(device, predictions, sides))
+
+    sr = hd.sr.Comprehensive3DSR(
+        # The source images first: patient and study are copied from evidence[0].
+        evidence=[*complete_headers(series.datasets), seg],
+        content=report[0],
+        series_instance_uid=series_instance_uid or generate_uid(),
+        series_number=series_number,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=instance_number,
+        manufacturer=device.manufacturer,
+        is_complete=True,
+        is_final=True,
+        is_verified=False,
+        series_description=device.series_description("DLR early-ONFH report"),
+        manufacturer_model_name=plain_text(device.name)[:64],
+        software_versions=plain_text(device.version)[:64],
+        device_serial_number=plain_text(device.device_uid)[:64],
+        contributing_equipment=[contributing_equipment(device)],
+        previous_versions=list(previous_versions) or None,
+    )
+    if content_datetime is not None:
+        stamp_datetime(sr, content_datetime)
+    return sr
+
+
+@dataclass(frozen=True)
+class ReportedHip:
+    """What an SR written by :func:`build_report` says about one hip."""
+
+    side: Side
+    tracking_uid: str
+    segmentation_uid: str
+    segment_number: int
+    score: float
+    probability: float
+    volume_ml: float | None
+    necrosis_present: bool
+
+
+def read_report(sr: Dataset) -> dict[Side, ReportedHip]:
+    """Per-hip content of an SR written by :func:`build_report` (e.g. read back).
+
+    Raises
+    ------
+    onfh_dlr.errors.OutputError
+        The SR is not such a report, or a group lacks an expected item.
+    """
+    try:
+        # The document's top level is the root CONTAINER item; only its content-item
+        # attributes are copied, not the whole document.
+        root = Dataset()
+        for keyword in (
+            "ValueType",
+            "ConceptNameCodeSequence",
+            "ContinuityOfContent",
+            "ContentTemplateSequence",
+            "ContentSequence",
+        ):
+            setattr(root, keyword, sr[keyword].value)
+        report = hd.sr.MeasurementReport.from_sequence([root], copy=True)
+    except (ValueError, AttributeError, TypeError, KeyError) as exc:
+        raise OutputError(f"SR {sr.get('SOPInstanceUID')}: not a TID 1500 report ({exc})") from exc
+    out: dict[Side, ReportedHip] = {}
+    for group in report.get_volumetric_roi_measurement_groups():
+        side = _side_of(group)
+        if side in out:
+            raise OutputError(f"SR {sr.SOPInstanceUID}: two groups for {SEGMENT_LABELS[side]}")
+        ref = group.referenced_segment
+        if ref is None:
+            raise OutputError(f"SR {sr.SOPInstanceUID}: group {side} references no segment")
+        item = ref[0]
+        sop = item.ReferencedSOPSequence[0]
+        evaluations = group.get_qualitative_evaluations(name=NECROSIS)
+        if len(evaluations) != 1:
+            raise OutputError(f"SR {sr.SOPInstanceUID}: group {side} has no single call")
+        value = evaluations[0].value
+        out[side] = ReportedHip(
+            side=side,
+            tracking_uid=str(group.tracking_uid),
+            segmentation_uid=str(sop.ReferencedSOPInstanceUID),
+            segment_number=int(sop.ReferencedSegmentNumber),
+            score=_required_value(group, SCORE, side),
+            probability=_required_value(group, PROBABILITY, side),
+            volume_ml=_one_value(group, VOLUME, side, required=False),
+            necrosis_present=value == PRESENT,
+        )
+    return out
+
+
+def _side_of(group: hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations) -> Side:
+    for site in group.finding_sites:
+        if site.value != _concept(HEAD_OF_FEMUR):
+            continue
+        for side, code in LATERALITY.items():
+            if site.laterality == _concept(code):
+                return side
+    raise OutputError(f"measurement group {group.tracking_identifier!r} has no femoral-head side")
+
+
+def _one_value(
+    group: hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations,
+    name: CodedConcept,
+    side: Side,
+    *,
+    required: bool = True,
+) -> float | None:
+    found = group.get_measurements(name=name)
+    if not found and not required:
+        return None
+    if len(found) != 1:
+        raise OutputError(f"group {side}: {len(found)} {name.meaning} measurements, expected 1")
+    return float(found[0].value)
+
+
+def _required_value(
+    group: hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations,
+    name: CodedConcept,
+    side: Side,
+) -> float:
+    value = _one_value(group, name, side)
+    assert value is not None  # required=True never returns None
+    return value
