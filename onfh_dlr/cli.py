@@ -7,6 +7,7 @@ The entry point is the one place that reads the process environment: it builds t
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from pathlib import Path
@@ -242,6 +243,7 @@ def _print_hips(hips: dict[str, dict[str, Any]], *, title: str) -> None:
 def status(
     config: ConfigOption = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Recent failures to list.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
 ) -> None:
     """Jobs by state, queue depth and recent failures with their reasons."""
     from rich.table import Table
@@ -260,6 +262,31 @@ def status(
     except OnfhError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
+    url = _known_broker_url(settings)
+    depth: int | None = None
+    broker_problem = "no ONFH_BROKER_URL and no running `serve`" if url is None else ""
+    if url is not None:
+        try:
+            depth = queue_depth(url)
+        except BrokerError as exc:
+            broker_problem = str(exc)
+    if as_json:
+        summary = {
+            "jobs": {state: counts.get(state, 0) for state in JOB_STATES},
+            "series": series_counts,
+            "queue_depth": depth,
+            "broker_problem": broker_problem or None,
+            "failures": [
+                {"job": j.id, "series": j.series_uid, "state": j.state, "reason": j.reason}
+                for j in failures
+            ],
+            "skipped": [
+                {"series": r.series_uid, "description": r.description, "reason": r.reason}
+                for r in skipped
+            ],
+        }
+        typer.echo(json.dumps(summary, indent=2))
+        return
     table = Table(title="jobs")
     table.add_column("state")
     table.add_column("count", justify="right")
@@ -267,16 +294,12 @@ def status(
         table.add_row(state, str(counts.get(state, 0)))
     console.print(table)
     console.print(
-        "series: " + ", ".join(f"{k} {v}" for k, v in sorted(series_counts.items())) or "none"
+        "series: " + (", ".join(f"{k} {v}" for k, v in sorted(series_counts.items())) or "none")
     )
-    url = _known_broker_url(settings)
-    if url is None:
-        console.print("queue depth: unknown (no ONFH_BROKER_URL and no running `serve`)")
+    if depth is not None:
+        console.print(f"queue depth: {depth}")
     else:
-        try:
-            console.print(f"queue depth: {queue_depth(url)}")
-        except BrokerError as exc:
-            console.print(f"[red]broker unreachable:[/red] {exc}")
+        console.print(f"[red]queue depth unknown:[/red] {broker_problem}")
     if failures:
         table = Table(title="recent failures")
         for column in ("job", "series", "state", "reason"):

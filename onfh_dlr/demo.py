@@ -51,9 +51,11 @@ class DemoResult:
     result_seconds: float  # from the end of the push to the SR at the "PACS"
 
 
-def wait_for_echo(host: str, port: int, ae_title: str, timeout: float) -> bool:
+def wait_for_echo(
+    host: str, port: int, ae_title: str, timeout: float, *, calling_ae: str = MODALITY_AE
+) -> bool:
     """C-ECHO ``ae_title@host:port`` until it answers or ``timeout`` passes."""
-    ae = AE(ae_title=MODALITY_AE)
+    ae = AE(ae_title=calling_ae)
     ae.add_requested_context(Verification)
     ae.acse_timeout = ae.network_timeout = ae.connection_timeout = 2
     deadline = time.monotonic() + timeout

@@ -86,7 +86,9 @@ class Service:
         self.pacs.start()
         self.start_process("worker")
         self.start_process("listener")
-        if not wait_for_echo("127.0.0.1", self.port, SERVICE_AE, timeout=30):
+        if not wait_for_echo(
+            "127.0.0.1", self.port, SERVICE_AE, timeout=30, calling_ae=MODALITY_AE
+        ):
             raise AssertionError(f"listener did not start: {self.log('listener')}")
         return self
 
