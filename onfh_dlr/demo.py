@@ -205,10 +205,11 @@ def _print_report(console: Console, sr: pydicom.Dataset, truth: list[dict[str, s
         table.add_row(name, f"{hip.probability:.3f}", f"{hip.score:+.2f}", finding, fact, volume)
     console.print(table)
     for item in sr.get("ContributingEquipmentSequence", []):
-        console.print(
-            f"algorithm: {item.get('ManufacturerModelName', '')} {item.get('SoftwareVersions', '')}"
-            f" (Device UID {item.get('DeviceUID', '-')})"
-        )
+        if "DeviceUID" in item:  # the model (IHE AIR), not the scanner or the library
+            console.print(
+                f"algorithm: {item.get('ManufacturerModelName', '')} "
+                f"{item.get('SoftwareVersions', '')} (Device UID {item.DeviceUID})"
+            )
 
 
 __all__ = [

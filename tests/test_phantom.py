@@ -17,8 +17,8 @@ from scipy import ndimage
 from onfh_dlr.errors import PhantomError
 from phantom.case import PhantomStudy
 from phantom.cohort import COLUMNS, assign_hips, generate_cohort
-from phantom.demo import segment_centroids
 from phantom.generator import generate_study, plan_case, render_case
+from phantom.truth import segment_centroids
 
 COHORT_SEED = 11
 
