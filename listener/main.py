@@ -1,4 +1,4 @@
-"""The listener process: DICOM server, series tracker and job sweeper, wired together.
+"""The listener process: DICOM server, series tracker, job sweeper and HTTP server.
 
 Imports stay light (no torch, SimpleITK or bundle): the listener talks to workers only
 through task names and job ids on the broker.
@@ -9,21 +9,38 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from dataclasses import dataclass
 from types import FrameType
+
+from prometheus_client import REGISTRY
 
 from listener.rules import AdmissionRules
 from listener.scp import Listener
 from listener.spool import Spool
+from listener.telemetry import StateCollector, check_writable
 from listener.tracker import SeriesTracker
-from onfh_dlr.queue import SCORE_TASK, make_celery, send
+from onfh_dlr.errors import StateDBError
+from onfh_dlr.queue import DELIVER_TASK, SCORE_TASK, make_celery, send
 from onfh_dlr.settings import Settings
 from onfh_dlr.state import StateDB
+from onfh_dlr.status_page import StatusPage
+from onfh_dlr.web import HttpServer
 
 log = logging.getLogger(__name__)
 
 
-def build_listener(settings: Settings, broker_url: str) -> tuple[Listener, SeriesTracker]:
-    """The DICOM server and the tracker it feeds, with series recovered from the spool."""
+@dataclass
+class ListenerProcess:
+    """Everything the listener process runs."""
+
+    listener: Listener
+    tracker: SeriesTracker
+    http: HttpServer | None
+
+
+def build_listener(settings: Settings, broker_url: str) -> ListenerProcess:
+    """The DICOM server, the tracker it feeds (series recovered from the spool) and,
+    when ``metrics_port`` is set, the HTTP server with metrics, health and status page."""
     db = StateDB.for_settings(settings.database_url, settings.data_dir)
     rules = AdmissionRules.load(settings.admission_rules)
     app = make_celery(broker_url, visibility_timeout=settings.visibility_timeout)
@@ -37,35 +54,63 @@ def build_listener(settings: Settings, broker_url: str) -> tuple[Listener, Serie
     )
     spool = Spool(settings.data_dir / "spool")
     tracker.recover(spool.root)
-    return Listener(settings, tracker, spool=spool), tracker
+    listener = Listener(settings, tracker, spool=spool)
+    http = None
+    if settings.metrics_port is not None:
+        REGISTRY.register(StateCollector(db, broker_url))
+        page = StatusPage(db, settings.admin_token, lambda job_id: send(app, DELIVER_TASK, job_id))
+
+        def dicom_port() -> None:
+            if not listener.serving:
+                raise RuntimeError(f"DICOM port {settings.port} is not bound")
+
+        http = HttpServer(
+            settings.http_host,
+            settings.metrics_port,
+            registry=REGISTRY,
+            checks={
+                "dicom_port": dicom_port,
+                "spool_writable": lambda: check_writable(spool.tmp_dir),
+                "database": db.ping,
+            },
+            routes=page.routes,
+        )
+    return ListenerProcess(listener, tracker, http)
 
 
 def run_listener(settings: Settings, broker_url: str) -> None:
     """Serve until SIGTERM or SIGINT (blocking)."""
-    listener, tracker = build_listener(settings, broker_url)
+    process = build_listener(settings, broker_url)
     stop = threading.Event()
     ticker = threading.Thread(
-        target=tracker.run,
+        target=process.tracker.run,
         args=(stop,),
         kwargs={"interval": 0.5},
         name="tracker",
         daemon=True,
     )
     ticker.start()
+    if process.http is not None:
+        process.http.start()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: stopping the listener", signum)
         # shutdown() blocks until serve_forever returns, so not from the serving thread.
-        threading.Thread(target=listener.stop, daemon=True).start()
+        threading.Thread(target=process.listener.stop, daemon=True).start()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    tracker.sweep()  # jobs left pending by a previous run (broker was down)
     try:
-        listener.serve_forever()
+        process.tracker.sweep()  # jobs left pending by a previous run (broker was down)
+    except StateDBError as exc:
+        log.warning("initial sweep failed: %s", exc)
+    try:
+        process.listener.serve_forever()
     finally:
         stop.set()
         ticker.join(5)
+        if process.http is not None:
+            process.http.stop()
 
 
-__all__ = ["build_listener", "run_listener"]
+__all__ = ["ListenerProcess", "build_listener", "run_listener"]

@@ -75,6 +75,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from listener.spool import Spool, StoredInstance
 from listener.uids import is_valid_uid
 from onfh_dlr.errors import ConfigurationError, SpoolError, SpoolFullError
+from onfh_dlr.metrics import ASSOCIATIONS, INSTANCES
 from onfh_dlr.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,17 @@ CANNOT_UNDERSTAND = 0xC210
 INTERNAL_ERROR = 0xC211
 MISSING_UID = 0xC212
 INVALID_UID = 0xC213
+
+# The metric outcome of each refusal (bounded label values for Prometheus).
+_REFUSAL_OUTCOMES = {
+    OUT_OF_RESOURCES: "refused_out_of_resources",
+    UID_MISMATCH: "refused_bad_dataset",
+    NOT_MR: "refused_bad_dataset",
+    NO_PIXEL_DATA: "refused_bad_dataset",
+    CANNOT_UNDERSTAND: "refused_bad_dataset",
+    MISSING_UID: "refused_bad_dataset",
+    INVALID_UID: "refused_bad_dataset",
+}
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
@@ -165,6 +177,7 @@ class StoreHandler:
             (evt.EVT_C_STORE, self.handle_store),
             (evt.EVT_C_ECHO, self.handle_echo),
             (evt.EVT_ESTABLISHED, self.handle_established),
+            (evt.EVT_REJECTED, self.handle_rejected),
             (evt.EVT_RELEASED, self.handle_finished),
             (evt.EVT_ABORTED, self.handle_finished),
             # A peer that drops the connection without A-RELEASE or A-ABORT.
@@ -176,8 +189,13 @@ class StoreHandler:
         log.debug("C-ECHO from %s", _calling_ae(event))
         return SUCCESS
 
+    def handle_rejected(self, event: Any) -> None:
+        """Count an association rejected at negotiation (calling AE not allowed)."""
+        ASSOCIATIONS.labels("rejected").inc()
+
     def handle_established(self, event: Any) -> None:
         """Log an accepted association."""
+        ASSOCIATIONS.labels("accepted").inc()
         with contextlib.suppress(Exception):
             log.info(
                 "association from %s at %s accepted",
@@ -188,10 +206,13 @@ class StoreHandler:
     def handle_store(self, event: Any) -> int:
         """C-STORE: store the instance durably, tell the intake, answer a status."""
         try:
-            return self._store(event)
+            status = self._store(event)
         except Exception:  # the listener must survive any input
             log.exception("C-STORE from %s: unexpected error", _calling_ae(event))
-            return INTERNAL_ERROR
+            status = INTERNAL_ERROR
+        if status != SUCCESS:
+            INSTANCES.labels(_REFUSAL_OUTCOMES.get(status, "refused_other")).inc()
+        return status
 
     def handle_finished(self, event: Any) -> None:
         """End of an association: tell the intake which series it stored into (once)."""
@@ -283,6 +304,9 @@ class StoreHandler:
             log.warning("%s: re-sent with different content, replaced the stored copy", where)
         elif result.duplicate:
             log.info("%s: re-sent, already stored", where)
+        INSTANCES.labels(
+            "duplicate" if result.duplicate and not result.replaced else "stored"
+        ).inc()
 
         with self._lock:
             _, stored_series = self._series.setdefault(event.assoc, (calling_ae, set()))
@@ -411,6 +435,7 @@ class _AssociationServer(ThreadedAssociationServer):
         address = str(client_address[0]) if isinstance(client_address, tuple) else ""
         if host_allowed(address, self.allowed_networks):
             return True
+        ASSOCIATIONS.labels("rejected").inc()
         log.warning("refused connection from %s: not in allowed_hosts", address)
         return False
 
@@ -462,6 +487,11 @@ class Listener:
         self._server: _AssociationServer | None = None
         self._thread: threading.Thread | None = None
         self._state_lock = threading.Lock()
+
+    @property
+    def serving(self) -> bool:
+        """Whether the DICOM port is bound and accepting associations."""
+        return self._server is not None
 
     @property
     def port(self) -> int:

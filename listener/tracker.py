@@ -30,6 +30,13 @@ from listener.completeness import assess
 from listener.rules import AdmissionRules
 from listener.spool import StoredInstance
 from onfh_dlr.errors import BrokerError, StateDBError
+from onfh_dlr.metrics import (
+    SERIES_ADMITTED,
+    SERIES_CLOSED,
+    SERIES_SKIPPED,
+    STAGE_SECONDS,
+    skip_reason_label,
+)
 from onfh_dlr.state import StateDB
 
 log = logging.getLogger(__name__)
@@ -41,6 +48,7 @@ class _OpenSeries:
     series_uid: str
     directory: Path
     headers: dict[str, Dataset] = field(default_factory=dict)
+    first_received: float = float("inf")
     last_received: float = 0.0
     calling_ae: str = ""
     recorded: bool = False  # the DB row is up to date with "receiving"
@@ -113,6 +121,7 @@ class SeriesTracker:
                 series = _OpenSeries(instance.study_uid, instance.series_uid, instance.path.parent)
                 self._open[instance.series_uid] = series
             series.headers[instance.sop_instance_uid] = instance.header
+            series.first_received = min(series.first_received, instance.received_at)
             series.last_received = max(series.last_received, instance.received_at)
             series.calling_ae = instance.calling_ae
             if not series.recorded:
@@ -127,7 +136,7 @@ class SeriesTracker:
                     continue
                 verdict = assess(list(series.headers.values()))
                 if verdict.complete:
-                    self._close(series, f"complete at release ({verdict.reason})")
+                    self._close(series, f"complete at release ({verdict.reason})", "release")
                 else:
                     log.info("series %s still open at release: %s", uid, verdict.reason)
 
@@ -143,7 +152,7 @@ class SeriesTracker:
                 note = "quiet for %.0f s" % (now - series.last_received)
                 if not verdict.complete:
                     note += f"; looks incomplete: {verdict.reason}"
-                self._close(series, note)
+                self._close(series, note, "timeout")
         if now - self._last_sweep >= self.sweep_interval:
             self._last_sweep = now
             self.sweep()
@@ -260,15 +269,22 @@ class SeriesTracker:
         spool_root = seg_path.parent.parent.parent
         return spool_root / study_uid / series_uid
 
-    def _close(self, series: _OpenSeries, note: str) -> None:
+    def _close(self, series: _OpenSeries, note: str, trigger: str) -> None:
         del self._open[series.series_uid]
+        SERIES_CLOSED.labels(trigger).inc()
+        if series.first_received <= series.last_received:
+            STAGE_SECONDS.labels("receive").observe(self.clock() - series.first_received)
         headers = list(series.headers.values())
         decision = self.rules.evaluate(headers)
         if not decision.admitted:
-            self.db.skip_series(series.series_uid, decision.reason)
+            SERIES_SKIPPED.labels(skip_reason_label(decision.reason)).inc()
+            self.db.skip_series(series.series_uid, decision.reason, instances=len(headers))
             log.info("series %s skipped: %s", series.series_uid, decision.reason)
             return
-        job_id = self.db.admit_series(series.series_uid, series.directory, note)
+        SERIES_ADMITTED.inc()
+        job_id = self.db.admit_series(
+            series.series_uid, series.directory, note, instances=len(headers)
+        )
         log.info("series %s closed (%s): job %s", series.series_uid, note, job_id)
         self._send(job_id)
 

@@ -168,16 +168,30 @@ def listener(config: ConfigOption = None) -> None:
 @app.command()
 def worker(config: ConfigOption = None) -> None:
     """Run a Celery worker that scores jobs and delivers the SR and SEG."""
+    import shutil
+    import socket
+
     from onfh_dlr.logs import configure_logging
-    from worker.main import run_worker
 
     settings = _settings(config)
     configure_logging("worker", level=settings.log_level, as_json=settings.log_json)
+    # The pool processes' metrics go to files that the worker's /metrics aggregates;
+    # prometheus-client reads this variable when it is first imported, i.e. below.
+    metrics_dir = settings.data_dir / "metrics" / f"worker-{socket.gethostname()}-{os.getpid()}"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    from worker.main import run_worker
+
     try:
-        run_worker(settings, _broker_url(settings), loglevel=settings.log_level)
+        run_worker(
+            settings, _broker_url(settings), loglevel=settings.log_level, metrics_dir=metrics_dir
+        )
     except OnfhError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @app.command()

@@ -67,7 +67,12 @@ class Settings(BaseSettings):
     database_url: str | None = None
     bundle: Path | None = None
     series_timeout: float = Field(default=30.0, gt=0)
+    # HTTP: metrics, health and (listener) the status page; None turns the server off.
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    http_host: str = "0.0.0.0"
+    admin_token: str | None = None  # required by the status page's retry action
+    retention_days: float | None = Field(default=None, gt=0)  # purge delivered data after
     # Listener: who may send, over what.
     allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     tls_cert: Path | None = None

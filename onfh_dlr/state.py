@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,7 +154,10 @@ class Job:
     state: str
     reason: str
     attempts: int
-    created_at: float
+    created_at: float  # when the series closed and the job was written
+    started_at: float | None
+    scored_at: float | None
+    finished_at: float | None
     sr_path: Path | None
     seg_out_path: Path | None
     sr_uid: str | None
@@ -174,6 +177,9 @@ class Job:
             reason=row.reason,
             attempts=row.attempts,
             created_at=row.created_at,
+            started_at=row.started_at,
+            scored_at=row.scored_at,
+            finished_at=row.finished_at,
             sr_path=Path(row.sr_path) if row.sr_path else None,
             seg_out_path=Path(row.seg_out_path) if row.seg_out_path else None,
             sr_uid=row.sr_uid,
@@ -326,7 +332,7 @@ class StateDB:
         with self.session() as s:
             return s.get(SeriesRow, series_uid)
 
-    def skip_series(self, series_uid: str, reason: str) -> None:
+    def skip_series(self, series_uid: str, reason: str, *, instances: int | None = None) -> None:
         """Close a series without scoring it, with the reason."""
         now = time.time()
         with self.session() as s:
@@ -334,9 +340,13 @@ class StateDB:
             if row is None:
                 raise StateDBError(f"no series {series_uid}")
             row.state, row.reason, row.closed_at = "skipped", reason, now
+            if instances is not None:
+                row.instances = instances
             s.add(EventRow(at=now, series_uid=series_uid, stage="skipped", detail=reason))
 
-    def admit_series(self, series_uid: str, series_dir: Path, note: str = "") -> str:
+    def admit_series(
+        self, series_uid: str, series_dir: Path, note: str = "", *, instances: int | None = None
+    ) -> str:
         """Close a series for scoring: write its job (``pending``) and return the job id.
 
         An unfinished job of an earlier generation of the series is superseded by this one.
@@ -348,6 +358,8 @@ class StateDB:
                 raise StateDBError(f"no series {series_uid}")
             row.generation += 1
             row.state, row.reason, row.closed_at = "admitted", note, now
+            if instances is not None:
+                row.instances = instances
             previous = s.scalars(
                 select(JobRow)
                 .where(JobRow.series_uid == series_uid)
@@ -580,6 +592,15 @@ class StateDB:
             if states is not None:
                 query = query.where(JobRow.state.in_(tuple(states)))
             return [Job.from_row(r) for r in s.scalars(query)]
+
+    def jobs_of_series(self, series_uids: Iterable[str]) -> list[Job]:
+        """Every job of the given series."""
+        uids = tuple(series_uids)
+        if not uids:
+            return []
+        with self.session() as s:
+            rows = s.scalars(select(JobRow).where(JobRow.series_uid.in_(uids)))
+            return [Job.from_row(r) for r in rows]
 
     def recent_series(
         self, *, states: Sequence[str] | None = None, limit: int = 50

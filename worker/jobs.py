@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from onfh_dlr.errors import DeliveryError, OnfhError, PermanentError
+from onfh_dlr.metrics import BUNDLE, DELIVERIES, JOBS_FINISHED, STAGE_SECONDS
 from onfh_dlr.settings import Settings
 from onfh_dlr.state import StateDB
 from worker.delivery import backoff_delay, send_files
@@ -61,6 +63,7 @@ class WorkerContext:
 
                 self._model = BundleModel.load(self.bundle_dir, threads=1)
                 manifest = self._model.bundle.manifest
+                BUNDLE.labels(manifest.name, manifest.version, manifest.device_uid).set(1)
                 log.info("bundle %s %s loaded", manifest.name, manifest.version)
             return self._model
 
@@ -79,6 +82,8 @@ def score_job(ctx: WorkerContext, job_id: str) -> ScoreOutcome:
         return "nothing_to_do"
     if job.state == "scored":  # a crash between scoring and sending the delivery task
         return "scored"
+    if job.started_at is not None:
+        STAGE_SECONDS.labels("queue").observe(max(0.0, job.started_at - job.created_at))
     try:
         scored = score_series(
             job.series_dir,
@@ -92,6 +97,7 @@ def score_job(ctx: WorkerContext, job_id: str) -> ScoreOutcome:
         reason = f"{type(exc).__name__}: {exc}"
         log.warning("job %s failed: %s", job_id, reason)
         ctx.db.fail_job(job_id, reason)
+        JOBS_FINISHED.labels("failed").inc()
         return "failed"
     except OnfhError:
         raise
@@ -100,6 +106,7 @@ def score_job(ctx: WorkerContext, job_id: str) -> ScoreOutcome:
         # letting the broker redeliver it forever.
         log.exception("job %s: unexpected error", job_id)
         ctx.db.fail_job(job_id, f"internal error: {type(exc).__name__}: {exc}")
+        JOBS_FINISHED.labels("failed").inc()
         return "failed"
     out_dir = ctx.outputs_dir / job.study_uid / job.id
     sr_path, seg_path = write_outputs(scored, out_dir)
@@ -111,6 +118,8 @@ def score_job(ctx: WorkerContext, job_id: str) -> ScoreOutcome:
         result=_summary(scored),
         destinations=[str(d) for d in ctx.settings.destinations],
     )
+    if recorded and job.started_at is not None:
+        STAGE_SECONDS.labels("score").observe(max(0.0, time.time() - job.started_at))
     return "scored" if recorded else "superseded"
 
 
@@ -175,6 +184,7 @@ def deliver_job(ctx: WorkerContext, job_id: str) -> DeliveryRound:
             ctx.db.delivery_attempted(
                 job_id, delivery.destination, ok=False, error=str(exc), final=final
             )
+            DELIVERIES.labels(delivery.destination, "dead_letter" if final else "retry").inc()
             log.warning(
                 "job %s: delivery to %s failed (%s)%s",
                 job_id,
@@ -187,7 +197,15 @@ def deliver_job(ctx: WorkerContext, job_id: str) -> DeliveryRound:
                 attempts.append(delivery.attempts + 1)
         else:
             ctx.db.delivery_attempted(job_id, delivery.destination, ok=True)
+            DELIVERIES.labels(delivery.destination, "delivered").inc()
     state = ctx.db.settle_job(job_id)
+    if state in ("done", "dead_letter"):
+        JOBS_FINISHED.labels(state).inc()
+    if state == "done":
+        now = time.time()
+        if job.scored_at is not None:
+            STAGE_SECONDS.labels("deliver").observe(max(0.0, now - job.scored_at))
+        STAGE_SECONDS.labels("total").observe(max(0.0, now - job.created_at))
     retry_in = (
         backoff_delay(
             min(attempts), base=ctx.settings.delivery_backoff, cap=ctx.settings.delivery_backoff_max

@@ -1,0 +1,122 @@
+"""Prometheus metrics of the listener and the worker (prometheus-client).
+
+Every metric the service exports is defined here, so the Grafana dashboard and the alert
+rules in ``deploy/`` have one place to check names and labels against. The listener
+exports the counters of what it receives and, read from the state DB and the broker at
+each scrape, the jobs by state and the queue depth; the worker exports stage durations,
+deliveries and the bundle it serves. Worker pool processes write to a multiprocess
+directory (``PROMETHEUS_MULTIPROC_DIR``), aggregated by the worker's HTTP endpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import Counter, Gauge, Histogram
+
+NAMESPACE: Final = "onfh"
+
+# Stage durations span seconds (scoring) to days (a destination down over a weekend).
+STAGE_BUCKETS: Final = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, 14400, 86400)
+STAGES: Final = ("receive", "queue", "score", "deliver", "total")
+
+# --- listener ----------------------------------------------------------------------------
+
+ASSOCIATIONS = Counter(
+    "associations",
+    "DICOM associations requested of the listener, by outcome (accepted, rejected).",
+    ["outcome"],
+    namespace=NAMESPACE,
+)
+INSTANCES = Counter(
+    "instances_received",
+    "C-STORE requests answered by the listener, by outcome "
+    "(stored, duplicate, refused_bad_dataset, refused_out_of_resources, refused_other).",
+    ["outcome"],
+    namespace=NAMESPACE,
+)
+SERIES_CLOSED = Counter(
+    "series_closed",
+    "Series closed by the listener, by trigger (release: complete at association "
+    "release; timeout: quiet for the series timeout).",
+    ["trigger"],
+    namespace=NAMESPACE,
+)
+SERIES_ADMITTED = Counter(
+    "series_admitted", "Closed series admitted for scoring.", namespace=NAMESPACE
+)
+SERIES_SKIPPED = Counter(
+    "series_skipped",
+    "Closed series the admission rules refused, by rule (modality, coronal, t2, "
+    "fat_suppression, other).",
+    ["reason"],
+    namespace=NAMESPACE,
+)
+JOBS: Final = "onfh_jobs"  # gauge by state, from the state DB at scrape time
+QUEUE_DEPTH: Final = "onfh_queue_depth"  # gauge, from the broker at scrape time
+
+# --- worker ------------------------------------------------------------------------------
+
+STAGE_SECONDS = Histogram(
+    "stage_seconds",
+    "Time spent per stage of a study: receive (first instance to close), queue (close "
+    "to start), score (start to SR/SEG written), deliver (written to delivered "
+    "everywhere), total (close to delivered).",
+    ["stage"],
+    namespace=NAMESPACE,
+    buckets=STAGE_BUCKETS,
+)
+JOBS_FINISHED = Counter(
+    "jobs_finished",
+    "Jobs that reached a final state in a worker, by state (done, failed, dead_letter).",
+    ["state"],
+    namespace=NAMESPACE,
+)
+DELIVERIES = Counter(
+    "deliveries",
+    "Delivery attempts of results, by destination and outcome (delivered, retry, dead_letter).",
+    ["destination", "outcome"],
+    namespace=NAMESPACE,
+)
+# A gauge set to 1 rather than an Info: Info does not work in multiprocess mode.
+BUNDLE = Gauge(
+    "bundle_info",
+    "The model bundle a worker serves (name, version, device UID); always 1.",
+    ["name", "version", "device_uid"],
+    namespace=NAMESPACE,
+    multiprocess_mode="max",
+)
+
+
+def skip_reason_label(reason: str) -> str:
+    """The rule behind an admission rule's reason text, as a bounded label value."""
+    text = reason.lower()
+    for key, label in (
+        ("modality", "modality"),
+        ("not coronal", "coronal"),
+        ("not t2", "t2"),
+        ("fat-suppressed", "fat_suppression"),
+        ("fat suppress", "fat_suppression"),
+    ):
+        if key in text:
+            return label
+    return "other"
+
+
+__all__ = [
+    "ASSOCIATIONS",
+    "BUNDLE",
+    "DELIVERIES",
+    "INSTANCES",
+    "JOBS",
+    "JOBS_FINISHED",
+    "NAMESPACE",
+    "QUEUE_DEPTH",
+    "SERIES_ADMITTED",
+    "SERIES_CLOSED",
+    "SERIES_SKIPPED",
+    "STAGES",
+    "STAGE_BUCKETS",
+    "STAGE_SECONDS",
+    "skip_reason_label",
+]

@@ -1,0 +1,277 @@
+"""The listener's read-only status page, rendered on the server from the state DB.
+
+Recent studies with their state, per-stage timings, skip and failure reasons and delivery
+outcomes; one series' timeline from first instance to delivered SR; the dead-letter list
+with a retry action (POST, protected by ``ONFH_ADMIN_TOKEN``). It shows UIDs, accession
+numbers and series descriptions; the state DB holds no patient names or IDs at all.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Callable, Iterable
+from html import escape
+
+from onfh_dlr.state import Job, StateDB
+from onfh_dlr.web import Handler, Request, Response
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d2530}
+h1{font-size:1.3rem} h2{font-size:1.1rem;margin-top:1.5rem}
+nav a{margin-right:1rem}
+table{border-collapse:collapse;width:100%;font-size:.85rem}
+th,td{border-bottom:1px solid #dde3ea;padding:.3rem .5rem;text-align:left;vertical-align:top}
+th{background:#f3f6f9}
+code{font-size:.8rem}
+.s-done{color:#17683a}.s-failed,.s-dead_letter{color:#b3261e;font-weight:600}
+.s-skipped{color:#7a5b00}.s-running,.s-queued,.s-pending,.s-scored,.s-receiving{color:#1a4f9c}
+.banner{background:#fff4e5;border:1px solid #f0c36d;padding:.5rem;margin-bottom:1rem}
+"""
+
+RetrySender = Callable[[str], None]
+
+
+def _page(title: str, body: str) -> Response:
+    return Response.html(
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{escape(title)} · onfh-dlr</title><style>{_STYLE}</style></head><body>"
+        "<nav><a href='/'>Studies</a><a href='/dead-letters'>Dead letters</a>"
+        "<a href='/metrics'>Metrics</a><a href='/readyz'>Readiness</a></nav>"
+        f"<h1>{escape(title)}</h1>{body}</body></html>"
+    )
+
+
+def _when(at: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else "-"
+
+
+def _seconds(start: float | None, end: float | None) -> str:
+    return f"{end - start:.1f} s" if start is not None and end is not None else "-"
+
+
+def _state(state: str) -> str:
+    return f"<span class='s-{escape(state)}'>{escape(state.replace('_', ' '))}</span>"
+
+
+def _table(headers: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _short(uid: str) -> str:
+    return f"<code title='{escape(uid)}'>…{escape(uid[-12:])}</code>"
+
+
+class StatusPage:
+    """Route handlers of the status page.
+
+    Parameters
+    ----------
+    db
+        The state database.
+    admin_token
+        The token the retry action requires; ``None`` disables the action.
+    send_retry
+        Sends a job's deliveries to the broker again (after the DB says so).
+    """
+
+    def __init__(self, db: StateDB, admin_token: str | None, send_retry: RetrySender) -> None:
+        self.db = db
+        self.admin_token = admin_token
+        self.send_retry = send_retry
+
+    @property
+    def routes(self) -> dict[tuple[str, str], Handler]:
+        return {
+            ("GET", "/"): self.studies,
+            ("GET", "/series"): self.series,
+            ("GET", "/dead-letters"): self.dead_letters,
+            ("POST", "/jobs"): self.retry,
+        }
+
+    def studies(self, request: Request) -> Response:
+        if request.path != "/":
+            return Response.text(404, "not found\n")
+        series = self.db.recent_series(limit=100)
+        jobs = self._newest_jobs(s.series_uid for s in series)
+        rows = []
+        for s in series:
+            job = jobs.get(s.series_uid)
+            state = job.state if job is not None else s.state
+            reason = (job.reason if job is not None and job.reason else s.reason) or ""
+            deliveries = (
+                ", ".join(
+                    f"{escape(d.destination)}: {_state(d.state)}"
+                    for d in self.db.deliveries(job.id)
+                )
+                if job is not None
+                else ""
+            )
+            rows.append(
+                [
+                    f"<a href='/series/{escape(s.series_uid)}'>{_short(s.series_uid)}</a>",
+                    escape(s.accession_number or "-"),
+                    escape(s.description or "-"),
+                    str(s.instances),
+                    _state(state),
+                    _when(s.last_received),
+                    _seconds(s.first_received, s.closed_at),
+                    _seconds(job.created_at, job.started_at) if job else "-",
+                    _seconds(job.started_at, job.scored_at) if job else "-",
+                    _seconds(job.scored_at, job.finished_at)
+                    if job and job.state == "done"
+                    else "-",
+                    escape(reason),
+                    deliveries,
+                ]
+            )
+        counts = self.db.job_counts()
+        summary = ", ".join(f"{_state(k)} {v}" for k, v in sorted(counts.items())) or "no jobs yet"
+        return _page(
+            "Recent studies",
+            f"<p>Jobs: {summary}</p>"
+            + _table(
+                [
+                    "Series",
+                    "Accession",
+                    "Description",
+                    "Instances",
+                    "State",
+                    "Last received",
+                    "Receive",
+                    "Queue",
+                    "Score",
+                    "Deliver",
+                    "Reason",
+                    "Deliveries",
+                ],
+                rows,
+            ),
+        )
+
+    def series(self, request: Request) -> Response:
+        uid = request.path.removeprefix("/series/").strip("/")
+        row = self.db.series(uid)
+        if row is None:
+            return Response.text(404, "no such series\n")
+        events = self.db.events(uid)
+        start = events[0].at if events else row.first_received
+        timeline = _table(
+            ["Time", "+ s", "Stage", "Job", "Detail"],
+            (
+                [
+                    _when(e.at),
+                    f"{e.at - start:.1f}",
+                    _state(e.stage),
+                    _short(e.job_id) if e.job_id else "",
+                    escape(e.detail),
+                ]
+                for e in events
+            ),
+        )
+        jobs = sorted(self.db.jobs_of_series([uid]), key=lambda j: j.generation)
+        job_rows = [
+            [
+                escape(j.id),
+                str(j.generation),
+                _state(j.state),
+                escape(j.reason),
+                escape(j.sr_uid or "-"),
+                ", ".join(
+                    f"{escape(d.destination)}: {_state(d.state)} ({d.attempts})"
+                    for d in self.db.deliveries(j.id)
+                ),
+            ]
+            for j in jobs
+        ]
+        return _page(
+            f"Series {uid}",
+            _table(
+                ["Study", "Accession", "Description", "State", "Instances", "Reason"],
+                [
+                    [
+                        escape(row.study_uid),
+                        escape(row.accession_number or "-"),
+                        escape(row.description or "-"),
+                        _state(row.state),
+                        str(row.instances),
+                        escape(row.reason),
+                    ]
+                ],
+            )
+            + "<h2>Timeline</h2>"
+            + timeline
+            + "<h2>Jobs</h2>"
+            + _table(["Job", "Generation", "State", "Reason", "SR", "Deliveries"], job_rows),
+        )
+
+    def dead_letters(self, request: Request) -> Response:
+        jobs = self.db.jobs(states=["dead_letter"], limit=200)
+        banner = (
+            ""
+            if self.admin_token
+            else "<p class='banner'>Retry is disabled: set ONFH_ADMIN_TOKEN to enable it.</p>"
+        )
+        note = request.query.get("note", [""])[0]
+        if note:
+            banner += f"<p class='banner'>{escape(note)}</p>"
+        rows = []
+        for job in jobs:
+            failures = "; ".join(
+                f"{escape(d.destination)}: {escape(d.last_error)} ({d.attempts} attempts)"
+                for d in self.db.deliveries(job.id)
+                if d.state == "dead_letter"
+            )
+            form = (
+                f"<form method='post' action='/jobs/{escape(job.id)}/retry'>"
+                "<input type='password' name='token' placeholder='admin token' required>"
+                "<button type='submit'>Retry delivery</button></form>"
+                if self.admin_token
+                else ""
+            )
+            rows.append(
+                [
+                    f"<a href='/series/{escape(job.series_uid)}'>{_short(job.series_uid)}</a>",
+                    escape(job.id),
+                    _when(job.scored_at),
+                    failures,
+                    form,
+                ]
+            )
+        return _page(
+            "Dead letters",
+            banner
+            + (
+                _table(["Series", "Job", "Scored", "Failed deliveries", "Action"], rows)
+                if rows
+                else "<p>No dead-lettered jobs.</p>"
+            ),
+        )
+
+    def retry(self, request: Request) -> Response:
+        parts = request.path.strip("/").split("/")
+        if len(parts) != 3 or parts[0] != "jobs" or parts[2] != "retry":
+            return Response.text(404, "not found\n")
+        if not self.admin_token:
+            return Response.text(403, "retry is disabled (no ONFH_ADMIN_TOKEN)\n")
+        token = request.form.get("token", [""])[0]
+        if not hmac.compare_digest(token.encode(), self.admin_token.encode()):
+            return Response.text(403, "wrong token\n")
+        job_id = parts[1]
+        if not self.db.retry_dead_letter(job_id):
+            return Response.redirect(f"/dead-letters?note=job+{job_id}+is+not+dead-lettered")
+        self.send_retry(job_id)
+        return Response.redirect(f"/dead-letters?note=job+{job_id}+queued+for+delivery")
+
+    def _newest_jobs(self, series_uids: Iterable[str]) -> dict[str, Job]:
+        newest: dict[str, Job] = {}
+        for job in self.db.jobs_of_series(series_uids):
+            current = newest.get(job.series_uid)
+            if current is None or job.generation > current.generation:
+                newest[job.series_uid] = job
+        return newest
+
+
+__all__ = ["StatusPage"]
