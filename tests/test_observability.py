@@ -1,0 +1,254 @@
+"""Metrics, health, the status page and the logs, against a live service.
+
+The service runs as in production (listener and worker processes, real Redis, a receiving
+PACS) with its HTTP servers on; the status page is loaded in headless Chromium.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from service_harness import MODALITY_AE, SERVICE_AE, Service, wait_until
+
+from onfh_dlr.broker import free_port
+from onfh_dlr.scu import store_files
+from phantom.cohort import generate_cohort
+
+TOKEN = "test-admin-token"
+FINISHED = {"done", "failed", "dead_letter"}
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise RuntimeError("headless Chromium is required (Debian package chromium): make system-deps")
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    svc = Service(
+        tmp_path_factory.mktemp("observed"),
+        metrics_port=str(free_port()),
+        worker_metrics_port=str(free_port()),
+        admin_token=TOKEN,
+        log_json="true",
+        delivery_retries="1",
+    )
+    svc.start()
+    wait_until(lambda: get(svc, "worker", "/readyz")[0] == 200, 60, "the worker's readiness")
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_cohort(tmp_path_factory.mktemp("phantom"), cases=3, seed=41)
+
+
+def study(cohort: Path, index: int) -> tuple[list[Path], pydicom.Dataset]:
+    rows = list(csv.DictReader(cohort.open(encoding="utf-8")))
+    images = sorted({row["Image"] for row in rows})
+    files = sorted((cohort.parent / images[index]).glob("*.dcm"))
+    return files, pydicom.dcmread(files[0], stop_before_pixels=True)
+
+
+def port_of(service: Service, role: str) -> int:
+    key = "ONFH_METRICS_PORT" if role == "listener" else "ONFH_WORKER_METRICS_PORT"
+    return int(service.env[key])
+
+
+def get(service: Service, role: str, path: str) -> tuple[int, str]:
+    url = f"http://127.0.0.1:{port_of(service, role)}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return 0, str(exc)
+
+
+def post(service: Service, path: str, form: dict[str, str]) -> tuple[int, str]:
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: object, **kwargs: object) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    data = urllib.parse.urlencode(form).encode()
+    url = f"http://127.0.0.1:{port_of(service, 'listener')}{path}"
+    try:
+        with opener.open(url, data=data, timeout=10) as response:
+            return response.status, response.headers.get("Location", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Location", "") or exc.read().decode()
+
+
+def samples(service: Service, role: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    status, text = get(service, role, "/metrics")
+    assert status == 200, text
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def value(
+    metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> float:
+    return metrics.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_of_listener_and_worker_move_with_a_study(service: Service, phantom: Path) -> None:
+    files, header = study(phantom, 0)
+    before_l, before_w = samples(service, "listener"), samples(service, "worker")
+    assert set(
+        store_files(
+            files, host="127.0.0.1", port=service.port, called_ae=SERVICE_AE, calling_ae=MODALITY_AE
+        )
+    ) == {0}
+    job = service.wait_for_job(str(header.SeriesInstanceUID), FINISHED)
+    assert job.state == "done", job.reason
+    after_l, after_w = samples(service, "listener"), samples(service, "worker")
+
+    def moved(before: dict, after: dict, name: str, **labels: str) -> float:  # type: ignore[type-arg]
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved(before_l, after_l, "onfh_instances_received_total", outcome="stored") == len(files)
+    assert moved(before_l, after_l, "onfh_associations_total", outcome="accepted") >= 1
+    assert moved(before_l, after_l, "onfh_series_closed_total", trigger="release") == 1
+    assert moved(before_l, after_l, "onfh_series_admitted_total") == 1
+    assert moved(before_l, after_l, "onfh_stage_seconds_count", stage="receive") == 1
+    assert moved(before_l, after_l, "onfh_jobs", state="done") == 1
+    assert value(after_l, "onfh_queue_depth") == 0
+    for stage in ("queue", "score", "deliver", "total"):
+        assert moved(before_w, after_w, "onfh_stage_seconds_count", stage=stage) == 1, stage
+    destination = service.env["ONFH_DESTINATIONS"]
+    assert (
+        moved(
+            before_w, after_w, "onfh_deliveries_total", destination=destination, outcome="delivered"
+        )
+        == 1
+    )
+    assert moved(before_w, after_w, "onfh_jobs_finished_total", state="done") == 1
+    bundles = [k for k in after_w if k[0] == "onfh_bundle_info"]
+    assert len(bundles) == 1 and dict(bundles[0][1])["name"] == "onfh-dlr-demo"
+
+
+def test_worker_readiness_fails_while_the_broker_is_stopped(service: Service) -> None:
+    assert get(service, "worker", "/readyz")[0] == 200
+    service.redis.stop()
+    try:
+        status, body = get(service, "worker", "/readyz")
+        assert status == 503
+        assert json.loads(body)["checks"]["broker"].startswith("failed")
+        assert get(service, "worker", "/healthz")[0] == 200  # alive, just not ready
+    finally:
+        service.redis.start()
+    wait_until(lambda: get(service, "worker", "/readyz")[0] == 200, 30, "readiness to return")
+
+
+def test_listener_readiness_fails_while_its_spool_cannot_be_written(service: Service) -> None:
+    assert get(service, "listener", "/readyz")[0] == 200
+    tmp_dir = service.data_dir / "spool" / ".tmp"
+    moved = tmp_dir.with_name(".tmp-away")
+    tmp_dir.rename(moved)
+    tmp_dir.write_text("not a directory")  # as a full or read-only volume would fail
+    try:
+        status, body = get(service, "listener", "/readyz")
+        assert status == 503
+        checks = json.loads(body)["checks"]
+        assert checks["spool_writable"].startswith("failed") and checks["database"] == "ok"
+    finally:
+        tmp_dir.unlink()
+        moved.rename(tmp_dir)
+    assert get(service, "listener", "/readyz")[0] == 200
+
+
+def test_a_dead_letter_is_retried_from_the_status_page_with_the_admin_token(
+    service: Service, phantom: Path
+) -> None:
+    files, header = study(phantom, 1)
+    service.pacs.stop()
+    try:
+        store_files(
+            files, host="127.0.0.1", port=service.port, called_ae=SERVICE_AE, calling_ae=MODALITY_AE
+        )
+        job = service.wait_for_job(str(header.SeriesInstanceUID), FINISHED)
+        assert job.state == "dead_letter"
+    finally:
+        service.pacs.start()
+    status, page = get(service, "listener", "/dead-letters")
+    assert status == 200 and job.id in page
+    assert post(service, f"/jobs/{job.id}/retry", {"token": "wrong"})[0] == 403
+    status, location = post(service, f"/jobs/{job.id}/retry", {"token": TOKEN})
+    assert status == 303 and "queued" in location
+    assert service.wait_for_job(str(header.SeriesInstanceUID), {"done"}).state == "done"
+
+
+def test_the_status_page_renders_in_headless_chromium_without_patient_names(
+    service: Service, phantom: Path, tmp_path: Path
+) -> None:
+    url = f"http://127.0.0.1:{port_of(service, 'listener')}/"
+    common = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    dom = subprocess.run(
+        [*common, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    screenshot = tmp_path / "status.png"
+    subprocess.run(
+        [*common, f"--screenshot={screenshot}", "--window-size=1600,900", url],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert screenshot.stat().st_size > 10_000
+    _, first = study(phantom, 0)
+    assert "Recent studies" in dom
+    assert str(first.SeriesInstanceUID) in dom  # in the link to its timeline
+    assert re.search(r"class=\"s-done\"", dom)
+    for index in range(2):
+        _, header = study(phantom, index)
+        assert str(header.PatientName) not in dom and str(header.PatientID) not in dom
+    timeline = subprocess.run(
+        [*common, "--dump-dom", f"{url}series/{first.SeriesInstanceUID}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    for stage in ("first instance", "closed", "started", "scored", "delivered", "done"):
+        assert stage in timeline, stage
+
+
+def test_logs_are_json_lines_with_uids_and_no_patient_names(
+    service: Service, phantom: Path
+) -> None:
+    names = []
+    for index in range(2):
+        _, header = study(phantom, index)
+        names += [str(header.PatientName), str(header.PatientID)]
+    for role in ("listener", "worker"):
+        text = (service.root / f"{role}.log").read_text(errors="replace")
+        for name in names:
+            assert name not in text, f"{role} log holds {name!r}"
+        records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        assert records and all({"time", "level", "role", "message"} <= set(r) for r in records)
+    listener_log = (service.root / "listener.log").read_text()
+    _, header = study(phantom, 0)
+    assert str(header.SeriesInstanceUID) in listener_log
