@@ -21,12 +21,15 @@ from listener.telemetry import StateCollector, check_writable
 from listener.tracker import SeriesTracker
 from onfh_dlr.errors import StateDBError
 from onfh_dlr.queue import DELIVER_TASK, SCORE_TASK, make_celery, send
+from onfh_dlr.retention import purge_expired
 from onfh_dlr.settings import Settings
 from onfh_dlr.state import StateDB
 from onfh_dlr.status_page import StatusPage
 from onfh_dlr.web import HttpServer
 
 log = logging.getLogger(__name__)
+
+RETENTION_INTERVAL = 3600.0  # seconds between two retention purges
 
 
 @dataclass
@@ -36,6 +39,7 @@ class ListenerProcess:
     listener: Listener
     tracker: SeriesTracker
     http: HttpServer | None
+    db: StateDB
 
 
 def build_listener(settings: Settings, broker_url: str) -> ListenerProcess:
@@ -75,7 +79,19 @@ def build_listener(settings: Settings, broker_url: str) -> ListenerProcess:
             },
             routes=page.routes,
         )
-    return ListenerProcess(listener, tracker, http)
+    return ListenerProcess(listener, tracker, http, db)
+
+
+def _retention_loop(stop: threading.Event, settings: Settings, db: StateDB) -> None:
+    assert settings.retention_days is not None
+    max_age = settings.retention_days * 86400
+    while True:
+        try:
+            purge_expired(db, settings.data_dir, max_age=max_age)
+        except Exception:  # retention must never take the listener down
+            log.exception("retention purge failed")
+        if stop.wait(RETENTION_INTERVAL):
+            return
 
 
 def run_listener(settings: Settings, broker_url: str) -> None:
@@ -90,6 +106,13 @@ def run_listener(settings: Settings, broker_url: str) -> None:
         daemon=True,
     )
     ticker.start()
+    if settings.retention_days is not None:
+        threading.Thread(
+            target=_retention_loop,
+            args=(stop, settings, process.db),
+            name="retention",
+            daemon=True,
+        ).start()
     if process.http is not None:
         process.http.start()
 

@@ -86,6 +86,7 @@ class SeriesRow(Base):
     first_received: Mapped[float] = mapped_column(Float)
     last_received: Mapped[float] = mapped_column(Float)
     closed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    purged_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class JobRow(Base):
@@ -573,6 +574,44 @@ class StateDB:
                 EventRow(at=now, series_uid=row.series_uid, job_id=job_id, stage="operator_retry")
             )
             return True
+
+    # --- retention ----------------------------------------------------------------
+
+    def expired_series(self, cutoff: float) -> list[tuple[SeriesRow, list[Job]]]:
+        """Closed series, quiet since before ``cutoff``, whose data may be purged.
+
+        A series qualifies when it was skipped, or when every job of it is finished (done,
+        failed or superseded): a dead-lettered or unfinished job keeps its data.
+        """
+        with self.session() as s:
+            rows = list(
+                s.scalars(
+                    select(SeriesRow).where(
+                        SeriesRow.state.in_(("admitted", "skipped")),
+                        SeriesRow.purged_at.is_(None),
+                        SeriesRow.closed_at < cutoff,
+                        SeriesRow.last_received < cutoff,
+                    )
+                )
+            )
+            out = []
+            for row in rows:
+                jobs = [
+                    Job.from_row(j)
+                    for j in s.scalars(select(JobRow).where(JobRow.series_uid == row.series_uid))
+                ]
+                if all(j.state in FINAL_JOB_STATES for j in jobs):
+                    out.append((row, jobs))
+            return out
+
+    def mark_purged(self, series_uid: str, detail: str) -> None:
+        now = time.time()
+        with self.session() as s:
+            row = s.get(SeriesRow, series_uid)
+            if row is None:
+                return
+            row.purged_at = now
+            s.add(EventRow(at=now, series_uid=series_uid, stage="purged", detail=detail))
 
     # --- overview -----------------------------------------------------------------
 
