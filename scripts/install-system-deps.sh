@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use as real peers (DCMTK, dicom3tools,
-# headless Chromium for the status page, Prometheus for the dashboard queries), only
+# headless Chromium for the status page, Prometheus for the dashboard queries, Orthanc
+# as a stand-in PACS), only
 # when they are missing. Needs root or sudo on a fresh machine.
 set -euo pipefail
 need=()
@@ -8,6 +9,7 @@ command -v storescu >/dev/null 2>&1 || need+=(dcmtk)
 command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v Orthanc >/dev/null 2>&1 || need+=(orthanc)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi

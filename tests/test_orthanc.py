@@ -1,0 +1,143 @@
+"""The stack as compose wires it, minus containers: Orthanc routes a study to the service.
+
+Orthanc (Debian package) runs with ``deploy/orthanc/orthanc.json``, its paths, ports and
+the listener's address adjusted for localhost. A phantom study is uploaded to Orthanc's
+REST API and sent to the listener as a PACS routes it (Orthanc's C-STORE SCU, calling AE
+ORTHANC); the service's SR and SEG come back to Orthanc's C-STORE SCP and are read
+through its REST API.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import shutil
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from service_harness import Service, wait_until
+
+from onfh_dlr.broker import free_port
+from phantom.cohort import generate_cohort
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+
+
+def orthanc_binary() -> str:
+    found = shutil.which("Orthanc")
+    if found is None:
+        raise RuntimeError("Orthanc (Debian package orthanc) is required: make system-deps")
+    return found
+
+
+class Orthanc:
+    """An Orthanc process configured from the deploy file."""
+
+    def __init__(self, root: Path, listener_port: int) -> None:
+        config = json.loads((DEPLOY / "orthanc" / "orthanc.json").read_text())
+        self.http_port, self.dicom_port = free_port(), free_port()
+        config.update(
+            StorageDirectory=str(root / "db"),
+            IndexDirectory=str(root / "db"),
+            HttpPort=self.http_port,
+            DicomPort=self.dicom_port,
+            RemoteAccessAllowed=False,
+            Plugins=[],
+        )
+        ae, _host, _port = config["DicomModalities"]["ONFH"]
+        config["DicomModalities"]["ONFH"] = [ae, "127.0.0.1", listener_port]
+        self.user, self.password = next(iter(config["RegisteredUsers"].items()))
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "orthanc.json").write_text(json.dumps(config, indent=2))
+        self.log = (root / "orthanc.log").open("wb")
+        self.process = subprocess.Popen(
+            [orthanc_binary(), str(root / "orthanc.json")], stdout=self.log, stderr=self.log
+        )
+        wait_until(self._up, 60, "Orthanc's REST API")
+
+    def _up(self) -> bool:
+        try:
+            self.get("/system")
+        except OSError:
+            return False
+        return True
+
+    def _request(self, path: str, data: bytes | None = None) -> Any:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data)
+        token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read() or b"null")
+
+    def get(self, path: str) -> Any:
+        return self._request(path)
+
+    def post(self, path: str, body: bytes) -> Any:
+        return self._request(path, body)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[tuple[Service, Orthanc]]:
+    # Listener and Orthanc know each other as in deploy/compose.yaml: the listener
+    # accepts only ORTHANC and sends its results to ORTHANC.
+    compose = (DEPLOY / "compose.yaml").read_text()
+    assert "ONFH_ALLOWED_CALLING_AES" in compose and "ORTHANC@orthanc:4242" in compose
+    listener_port = free_port()
+    orthanc = Orthanc(tmp_path / "orthanc", listener_port)
+    service = Service(
+        tmp_path / "service",
+        port=str(listener_port),
+        allowed_calling_aes="ORTHANC,TEST_MR",
+        destinations=f"ORTHANC@127.0.0.1:{orthanc.dicom_port}",
+    )
+    service.port = listener_port
+    try:
+        service.start()
+        yield service, orthanc
+    finally:
+        service.stop()
+        orthanc.stop()
+
+
+def test_orthanc_routes_a_study_to_the_listener_and_receives_the_sr_and_seg(
+    stack: tuple[Service, Orthanc], tmp_path: Path
+) -> None:
+    service, orthanc = stack
+    cohort = generate_cohort(tmp_path / "phantom", cases=1, seed=2024, onfh_fraction=1.0)
+    row = next(csv.DictReader(cohort.open(encoding="utf-8")))
+    for path in sorted((cohort.parent / row["Image"]).glob("*.dcm")):
+        orthanc.post("/instances", path.read_bytes())
+    (study_id,) = orthanc.get("/studies")
+    answer = orthanc.post("/modalities/ONFH/store", json.dumps([study_id]).encode())
+    assert answer.get("FailedInstancesCount", 0) == 0, answer
+
+    def modalities() -> list[str]:
+        series = orthanc.get(f"/studies/{study_id}/series")
+        return sorted(s["MainDicomTags"].get("Modality", "") for s in series)
+
+    wait_until(lambda: modalities() == ["MR", "SEG", "SR"], 120, "the SR and SEG in Orthanc")
+    (job,) = service.db.jobs(limit=10)
+    assert job.state == "done" and job.result["hips"]["R"]["call"] == 1
+    sr_series = next(
+        s
+        for s in orthanc.get(f"/studies/{study_id}/series")
+        if s["MainDicomTags"]["Modality"] == "SR"
+    )
+    (instance,) = sr_series["Instances"]
+    tags = orthanc.get(f"/instances/{instance}/simplified-tags")
+    assert tags["SOPInstanceUID"] == job.sr_uid
+    assert "NOT FOR CLINICAL USE" in tags["SeriesDescription"]
