@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use as real peers (DCMTK, dicom3tools,
 # headless Chromium for the status page, Prometheus for the dashboard queries, Orthanc
-# as a stand-in PACS), only
-# when they are missing. Needs root or sudo on a fresh machine.
+# as a stand-in PACS), only when they are missing. Needs root or sudo on a fresh machine.
 set -euo pipefail
 need=()
 command -v storescu >/dev/null 2>&1 || need+=(dcmtk)
