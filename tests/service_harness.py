@@ -81,15 +81,20 @@ class Service:
         return process
 
     def start(self) -> Service:
+        """Start everything; on failure stop what did start (no stray processes)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        self.redis.start()
-        self.pacs.start()
-        self.start_process("worker")
-        self.start_process("listener")
-        if not wait_for_echo(
-            "127.0.0.1", self.port, SERVICE_AE, timeout=30, calling_ae=MODALITY_AE
-        ):
-            raise AssertionError(f"listener did not start: {self.log('listener')}")
+        try:
+            self.redis.start()
+            self.pacs.start()
+            self.start_process("worker")
+            self.start_process("listener")
+            if not wait_for_echo(
+                "127.0.0.1", self.port, SERVICE_AE, timeout=30, calling_ae=MODALITY_AE
+            ):
+                raise AssertionError(f"listener did not start: {self.log('listener')}")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop_process(self, role: str, sig: int = signal.SIGTERM) -> None:
