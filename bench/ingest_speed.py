@@ -1,0 +1,389 @@
+"""Ingest of 400 MR instances: our listener vs DCMTK ``storescp``, on the same push.
+
+Run: ``.venv/bin/python bench/ingest_speed.py [--repeats 3] [--work DIR]``. Writes phantom
+studies until there are 400 MR instances (cached under ``--work``; default a temporary
+directory), then pushes the same 400 files over one association to
+
+* ``storescp`` (DCMTK, single process, writes every object to a directory), and
+* ``python -m onfh_dlr listener`` as deployed (real Redis, SQLite state DB, spool that
+  fsyncs each file and its directory before answering; series that look complete are
+  closed into jobs at release, which is part of the push),
+
+with two senders in turn: DCMTK ``storescu`` and pynetdicom (``onfh_dlr.scu.store_files``).
+``--pynetdicom-floor`` adds a bare pynetdicom Storage SCP (no fsync, no tracker): the part of
+the listener's time that is pynetdicom's.
+
+DCMTK >= 3.6.2 leaves Nagle's algorithm on unless ``TCP_NODELAY=1`` is in the environment;
+on loopback that stalls every C-STORE on a delayed ACK (~40 ms, ~20 s for the 400), in
+storescp's answers and in storescu's requests. The reference storescp and storescu both run
+with ``TCP_NODELAY=1`` (DCMTK at its best); ``--dcmtk-default`` adds a storescp with
+DCMTK's defaults as a second, slower reference. pynetdicom never sets TCP_NODELAY: its
+sender stalls the same way, erratically (5-16 s for the 400 to the same storescp), so the
+bench sets it on the pynetdicom sender's socket (``--pynetdicom-nagle``: as shipped). The
+listener only answers (one small PDU per C-STORE, nothing unacknowledged in flight), so
+Nagle does not delay it.
+
+Each SCP is started fresh, on an empty directory, before the clock starts; a push lasts
+until the sender returns (every C-STORE answered, association released). Prints, per
+sender, the median seconds of ``--repeats`` runs (order alternated), instances/s and the
+ratio ours / storescp (the issue's aim: <= 1.25x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from onfh_dlr.broker import free_port
+from onfh_dlr.demo import wait_for_echo
+from onfh_dlr.scu import STORED_STATUSES, store_files
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from service_harness import MODALITY_AE, SERVICE_AE, Service
+
+INSTANCES = 400
+STORESCP_AE = "STORESCP"
+#: DCMTK reads this at run time; "1" disables Nagle's algorithm on its sockets.
+NODELAY = {"TCP_NODELAY": "1"}
+
+
+@dataclass
+class Push:
+    """One timed push: whole sender run, and (pynetdicom) first-to-last answered C-STORE."""
+
+    seconds: float
+    stores_window: float | None = None
+
+
+@dataclass
+class Results:
+    """Pushes per (sender, SCP)."""
+
+    runs: dict[tuple[str, str], list[Push]] = field(default_factory=dict)
+
+    def add(self, sender: str, scp: str, push: Push) -> None:
+        self.runs.setdefault((sender, scp), []).append(push)
+
+
+def make_instances(work: Path, count: int, seed: int) -> list[Path]:
+    """``count`` phantom MR files in ``work/push<count>`` (made once, then reused)."""
+    push_dir = work / f"push{count}"
+    files = sorted(push_dir.glob("*.dcm")) if push_dir.is_dir() else []
+    if len(files) == count:
+        return files
+    from phantom.cohort import generate_cohort
+
+    shutil.rmtree(push_dir, ignore_errors=True)
+    cases, sources = 18, list[Path]()
+    while len(sources) < count:
+        cohort_dir = work / f"cohort-{seed}-{cases}"
+        csv_path = cohort_dir / "cohort.csv"
+        if not csv_path.exists():
+            print(f"writing {cases} phantom studies to {cohort_dir} ...", flush=True)
+            generate_cohort(cohort_dir, cases=cases, seed=seed, workers=os.cpu_count() or 1)
+        rows = csv.DictReader(csv_path.read_text(encoding="utf-8").splitlines())
+        series_dirs = dict.fromkeys(r["Image"] for r in rows)
+        sources = [p for s in series_dirs for p in sorted((cohort_dir / s).glob("*.dcm"))]
+        cases += 4
+    push_dir.mkdir(parents=True)
+    for i, source in enumerate(sources[:count]):
+        target = push_dir / f"{i:04d}.dcm"
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+    return sorted(push_dir.glob("*.dcm"))
+
+
+def file_system_of(path: Path) -> str:
+    """The type of the file system ``path`` lives on (from /proc/mounts), or "?"."""
+    best, kind = "", "?"
+    resolved = str(path.resolve())
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return kind
+    for line in mounts:
+        parts = line.split()
+        if len(parts) >= 3 and resolved.startswith(parts[1]) and len(parts[1]) > len(best):
+            best, kind = parts[1], parts[2]
+    return kind
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate a child process and reap it."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+#: What a started SCP offers: its port, its AE title, how many instances it holds.
+ScpTarget = tuple[int, str, Callable[[], int]]
+ScpRun = Iterator[ScpTarget]
+
+
+def dcmtk_env(nodelay: bool) -> dict[str, str]:
+    """The environment of a DCMTK tool, with or without ``TCP_NODELAY=1``."""
+    env = {k: v for k, v in os.environ.items() if k != "TCP_NODELAY"}
+    return {**env, **NODELAY} if nodelay else env
+
+
+@contextmanager
+def storescp(root: Path, nodelay: bool) -> ScpRun:
+    """A fresh ``storescp`` on a free port writing to ``root/out``: (port, AE, count)."""
+    out = root / "out"
+    out.mkdir(parents=True)
+    port = free_port()
+    with (root / "storescp.log").open("wb") as log:
+        process = subprocess.Popen(
+            ["storescp", "-dhl", "-aet", STORESCP_AE, "-od", str(out), str(port)],
+            stdout=log,
+            stderr=log,
+            env=dcmtk_env(nodelay),
+        )
+        try:
+            if not wait_for_echo("127.0.0.1", port, STORESCP_AE, timeout=15):
+                raise RuntimeError(f"storescp did not answer C-ECHO; see {root / 'storescp.log'}")
+            yield port, STORESCP_AE, lambda: sum(1 for _ in out.iterdir())
+        finally:
+            stop(process)
+
+
+#: A bare pynetdicom Storage SCP (the stand-in PACS: decodes, ``save_as``, no fsync).
+_FLOOR_SCP = """
+import sys, time
+from pathlib import Path
+from onfh_dlr.receiver import Receiver
+Receiver(Path(sys.argv[1]), int(sys.argv[2]), ae_title=sys.argv[3]).start()
+while True:
+    time.sleep(3600)
+"""
+
+
+@contextmanager
+def pynetdicom_floor(root: Path) -> ScpRun:
+    """``onfh_dlr.receiver.Receiver`` in its own process: what pynetdicom alone costs."""
+    out, port, ae = root / "out", free_port(), "FLOOR"
+    root.mkdir(parents=True)
+    with (root / "floor.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _FLOOR_SCP, str(out), str(port), ae], stdout=log, stderr=log
+        )
+        try:
+            if not wait_for_echo("127.0.0.1", port, ae, timeout=30):
+                raise RuntimeError(f"pynetdicom SCP did not answer C-ECHO; see {root}/floor.log")
+            yield port, ae, lambda: sum(1 for _ in out.glob("*.dcm"))
+        finally:
+            stop(process)
+
+
+@contextmanager
+def our_listener(root: Path) -> ScpRun:
+    """A fresh listener process (and its Redis) on an empty data dir: (port, AE, count)."""
+    # No timeout close during a push: series close at release (complete) or stay open.
+    service = Service(root, series_timeout="600")
+    root.mkdir(parents=True)
+    try:
+        service.redis.start()
+        service.start_process("listener")
+        if not wait_for_echo("127.0.0.1", service.port, SERVICE_AE, timeout=30):
+            raise RuntimeError(f"listener did not start: {service.log('listener')}")
+        spool = service.data_dir / "spool"
+        yield service.port, SERVICE_AE, lambda: sum(1 for _ in spool.glob("*/*/*.dcm"))
+    finally:
+        service.stop()
+
+
+def push_storescu(files: list[Path], port: int, called_ae: str) -> Push:
+    """Push the directory of ``files`` with DCMTK storescu (one association)."""
+    args = ["storescu", "-aet", MODALITY_AE, "-aec", called_ae, "+sd", "127.0.0.1", str(port)]
+    run = [*args, str(files[0].parent)]
+    start = time.perf_counter()
+    done = subprocess.run(run, capture_output=True, check=False, env=dcmtk_env(True))
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"storescu failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
+    return Push(seconds)
+
+
+@contextmanager
+def requestor_nodelay(enabled: bool) -> Iterator[None]:
+    """While active, pynetdicom sockets made in this process have TCP_NODELAY set."""
+    if not enabled:
+        yield
+        return
+    from pynetdicom.transport import AssociationSocket
+
+    original = AssociationSocket._create_socket
+
+    def create_socket(self: Any, address: Any) -> socket.socket:
+        sock: socket.socket = original(self, address)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    AssociationSocket._create_socket = create_socket  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        AssociationSocket._create_socket = original  # type: ignore[method-assign]
+
+
+def push_pynetdicom(files: list[Path], port: int, called_ae: str, *, nodelay: bool) -> Push:
+    """Push ``files`` with ``store_files`` (reads them all, then one association)."""
+    answered: list[float] = []
+    start = time.perf_counter()
+    with requestor_nodelay(nodelay):
+        statuses = store_files(
+            files,
+            host="127.0.0.1",
+            port=port,
+            called_ae=called_ae,
+            calling_ae=MODALITY_AE,
+            on_file=lambda _p, _s: answered.append(time.perf_counter()),
+        )
+    seconds = time.perf_counter() - start
+    refused = [s for s in statuses if s not in STORED_STATUSES]
+    if refused:
+        raise RuntimeError(f"{len(refused)} instances refused (status 0x{refused[0]:04X})")
+    return Push(seconds, answered[-1] - answered[0])
+
+
+Sender = Callable[[list[Path], int, str], Push]
+
+
+def senders(pynetdicom_nodelay: bool) -> dict[str, Sender]:
+    """The two senders, by name."""
+    return {
+        "DCMTK storescu": push_storescu,
+        "pynetdicom store_files": partial(push_pynetdicom, nodelay=pynetdicom_nodelay),
+    }
+
+
+#: The SCPs: name -> (label, how to start one fresh under a directory).
+SCPS: dict[str, tuple[str, Callable[[Path], AbstractContextManager[ScpTarget]]]] = {
+    "storescp": ("DCMTK storescp, TCP_NODELAY=1", lambda root: storescp(root, nodelay=True)),
+    "ours": ("onfh-dlr listener", our_listener),
+    "storescp-default": ("DCMTK storescp, defaults", lambda root: storescp(root, nodelay=False)),
+    "pynetdicom": ("bare pynetdicom SCP, no fsync", pynetdicom_floor),
+}
+
+
+def run_once(files: list[Path], root: Path, sender: Sender, scp: str) -> Push:
+    """Start ``scp`` fresh under ``root``, push ``files`` with ``sender``, check, stop."""
+    with SCPS[scp][1](root) as (port, ae, stored):
+        push = sender(files, port, ae)
+        if stored() != len(files):
+            raise RuntimeError(f"{scp} holds {stored()} of {len(files)} instances after the push")
+    return push
+
+
+def report(
+    results: Results, sender_names: list[str], scps: list[str], count: int, megabytes: float
+) -> None:
+    """Print medians, instances/s and ratios per sender."""
+    for sender in sender_names:
+        runs = {scp: results.runs.get((sender, scp), []) for scp in scps}
+        med = {scp: statistics.median(p.seconds for p in runs[scp]) for scp in scps}
+        print(f"\nsender: {sender}")
+        for scp in scps:
+            each = ", ".join(f"{p.seconds:.2f}" for p in runs[scp])
+            print(
+                f"  {SCPS[scp][0]:30} {med[scp]:6.2f} s  {count / med[scp]:5.0f} inst/s"
+                f"  {megabytes / med[scp]:6.1f} MB/s  (runs: {each})"
+            )
+        for ref in scps:
+            if ref != "ours":
+                ratio = med["ours"] / med[ref]
+                aim = "  (aim <= 1.25x)" if ref == "storescp" else ""
+                print(f"  ratio ours / {SCPS[ref][0]}: {ratio:.2f}x{aim}")
+        windows = {scp: [p.stores_window for p in runs[scp] if p.stores_window] for scp in scps}
+        if all(windows.values()):
+            w = {scp: statistics.median(v) for scp, v in windows.items() if v}
+            print(
+                f"  C-STORE answers 1 -> {count} only (no file reading, association set-up or"
+                " release): "
+                + ", ".join(f"{scp} {w[scp]:.2f} s" for scp in scps)
+                + f"; ratio ours / storescp {w['ours'] / w['storescp']:.2f}x"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--work", type=Path, default=None, help="cache of the phantom files")
+    parser.add_argument("--seed", type=int, default=400)
+    parser.add_argument(
+        "--dcmtk-default",
+        action="store_true",
+        help="also time storescp with DCMTK's defaults (Nagle on; ~20 s a push)",
+    )
+    parser.add_argument(
+        "--pynetdicom-nagle",
+        action="store_true",
+        help="run the pynetdicom sender as shipped (Nagle on: ~40 ms stalls, erratic)",
+    )
+    parser.add_argument(
+        "--pynetdicom-floor",
+        action="store_true",
+        help="also time a bare pynetdicom Storage SCP (onfh_dlr.receiver, no fsync)",
+    )
+    args = parser.parse_args()
+    for tool in ("storescp", "storescu"):
+        if shutil.which(tool) is None:
+            sys.exit(f"DCMTK {tool} is required")
+    push_with = senders(pynetdicom_nodelay=not args.pynetdicom_nagle)
+    scps = ["storescp", "ours"]
+    scps += ["storescp-default"] if args.dcmtk_default else []
+    scps += ["pynetdicom"] if args.pynetdicom_floor else []
+    with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
+        work = args.work or Path(tmp) / "work"
+        files = make_instances(work, INSTANCES, args.seed)
+        megabytes = sum(f.stat().st_size for f in files) / 1e6
+        runs_dir = Path(tmp) / "runs"
+        results = Results()
+        n = 0
+        for repeat in range(args.repeats):
+            order = scps if repeat % 2 == 0 else scps[::-1]
+            for sender, send in push_with.items():
+                for scp in order:
+                    n += 1
+                    push = run_once(files, runs_dir / f"{n:03d}-{scp}", send, scp)
+                    results.add(sender, scp, push)
+                    print(
+                        f"  run {n:2d}: {sender:22} -> {scp:16} {push.seconds:6.2f} s", flush=True
+                    )
+        print(
+            f"\ningest of {len(files)} MR instances ({megabytes:.1f} MB, phantom coronal T2-FS)"
+            f" over one association on 127.0.0.1, median of {args.repeats}; {os.cpu_count()} CPUs"
+        )
+        print(
+            f"output directories on {file_system_of(runs_dir)}. storescp writes each object and"
+            " answers (no fsync); our listener fsyncs each file and its directory before"
+            " answering, records the series in SQLite and, at release, closes complete series"
+            " into jobs on Redis. storescu runs with TCP_NODELAY=1, the pynetdicom sender"
+            f" {'WITHOUT' if args.pynetdicom_nagle else 'with'} TCP_NODELAY; the listener"
+            " (pynetdicom) leaves Nagle on (harmless there: it only answers)."
+        )
+        report(results, list(push_with), scps, len(files), megabytes)
+
+
+if __name__ == "__main__":
+    main()
