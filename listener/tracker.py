@@ -136,7 +136,7 @@ class SeriesTracker:
                     continue
                 verdict = assess(list(series.headers.values()))
                 if verdict.complete:
-                    self._close(series, f"complete at release ({verdict.reason})", "release")
+                    self._try_close(series, f"complete at release ({verdict.reason})", "release")
                 else:
                     log.info("series %s still open at release: %s", uid, verdict.reason)
 
@@ -152,7 +152,7 @@ class SeriesTracker:
                 note = "quiet for %.0f s" % (now - series.last_received)
                 if not verdict.complete:
                     note += f"; looks incomplete: {verdict.reason}"
-                self._close(series, note, "timeout")
+                self._try_close(series, note, "timeout")
         if now - self._last_sweep >= self.sweep_interval:
             self._last_sweep = now
             self.sweep()
@@ -269,22 +269,36 @@ class SeriesTracker:
         spool_root = seg_path.parent.parent.parent
         return spool_root / study_uid / series_uid
 
+    def _try_close(self, series: _OpenSeries, note: str, trigger: str) -> None:
+        # A state DB that is down (restarting) leaves the series open: the next tick
+        # closes it once the database answers again; nothing is lost meanwhile.
+        try:
+            self._close(series, note, trigger)
+        except StateDBError as exc:
+            log.warning("series %s stays open, state DB unavailable: %s", series.series_uid, exc)
+
     def _close(self, series: _OpenSeries, note: str, trigger: str) -> None:
+        if not series.recorded:
+            self._record(series)
+        headers = list(series.headers.values())
+        decision = self.rules.evaluate(headers)
+        if not decision.admitted:
+            self.db.skip_series(series.series_uid, decision.reason, instances=len(headers))
+            job_id = None
+        else:
+            job_id = self.db.admit_series(
+                series.series_uid, series.directory, note, instances=len(headers)
+            )
+        # Only now, with the outcome durable, does the series stop being open.
         del self._open[series.series_uid]
         SERIES_CLOSED.labels(trigger).inc()
         if series.first_received <= series.last_received:
             STAGE_SECONDS.labels("receive").observe(self.clock() - series.first_received)
-        headers = list(series.headers.values())
-        decision = self.rules.evaluate(headers)
-        if not decision.admitted:
+        if job_id is None:
             SERIES_SKIPPED.labels(skip_reason_label(decision.reason)).inc()
-            self.db.skip_series(series.series_uid, decision.reason, instances=len(headers))
             log.info("series %s skipped: %s", series.series_uid, decision.reason)
             return
         SERIES_ADMITTED.inc()
-        job_id = self.db.admit_series(
-            series.series_uid, series.directory, note, instances=len(headers)
-        )
         log.info("series %s closed (%s): job %s", series.series_uid, note, job_id)
         self._send(job_id)
 
@@ -294,7 +308,12 @@ class SeriesTracker:
         except BrokerError as exc:
             log.warning("job %s stays pending: %s", job_id, exc)
             return False
-        self.db.mark_enqueued(job_id)
+        try:
+            self.db.mark_enqueued(job_id)
+        except StateDBError as exc:
+            # Sent but still "pending" in the DB: the sweeper sends it again, and the
+            # worker's start_job makes the duplicate harmless.
+            log.warning("job %s sent, but not marked queued: %s", job_id, exc)
         return True
 
 
