@@ -409,14 +409,18 @@ class StateDB:
 
         ``pending`` jobs never reached it; ``queued`` jobs not started ``requeue_after``
         seconds after they were sent lost their message (a broker restarted without its
-        data). Tasks are idempotent, so a rare duplicate costs time, not correctness.
+        data); ``running`` jobs started that long ago lost their worker and their message
+        (a whole worker killed, its message not redelivered). Tasks are idempotent, so a
+        rare duplicate costs time, not correctness.
         """
         now = time.time() if now is None else now
+        stale = now - requeue_after
         with self.session() as s:
             rows = s.scalars(
                 select(JobRow.id).where(
                     (JobRow.state == "pending")
-                    | ((JobRow.state == "queued") & (JobRow.enqueued_at < now - requeue_after))
+                    | ((JobRow.state == "queued") & (JobRow.enqueued_at < stale))
+                    | ((JobRow.state == "running") & (JobRow.started_at < stale))
                 )
             )
             return list(rows)
