@@ -1,0 +1,137 @@
+"""Broker and destination outages while studies keep arriving: delayed, never lost.
+
+Redis is stopped while studies arrive (the listener keeps answering, the jobs wait in the
+state DB as ``pending``, the sweeper sends them once Redis is back); the destination PACS
+is stopped while results are ready (deliveries back off and retry, and arrive once it is
+back). The dead-letter path and the operator's retry are in tests/test_service.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from conftest import Scale
+from service_harness import MODALITY_AE, SERVICE_AE, Service, wait_until
+
+from onfh_dlr.scu import store_files
+from phantom.cohort import generate_cohort
+
+FINISHED = {"done", "failed", "dead_letter"}
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    # Enough delivery retries (backoff capped at 5 s) to outlast the longest outage.
+    svc = Service(
+        tmp_path_factory.mktemp("outages"),
+        delivery_retries="200",
+        delivery_backoff="1",
+        delivery_backoff_max="5",
+        sweep_interval="2",
+    )
+    svc.start()
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+def studies(root: Path, count: int, seed: int) -> list[tuple[list[Path], str, str]]:
+    generate_cohort(root, cases=count, seed=seed, onfh_fraction=0.5)
+    out = []
+    for directory in sorted(root.glob("*/series")):
+        files = sorted(directory.glob("*.dcm"))
+        header = pydicom.dcmread(files[0], stop_before_pixels=True)
+        out.append((files, str(header.StudyInstanceUID), str(header.SeriesInstanceUID)))
+    return out
+
+
+def push(service: Service, files: list[Path]) -> set[int]:
+    return set(
+        store_files(
+            files, host="127.0.0.1", port=service.port, called_ae=SERVICE_AE, calling_ae=MODALITY_AE
+        )
+    )
+
+
+def delivered_srs(service: Service, study_uid: str) -> set[str]:
+    return {
+        r.sop_instance_uid
+        for r in service.pacs.received
+        if r.modality == "SR" and r.study_uid == study_uid
+    }
+
+
+def test_studies_arriving_while_redis_is_down_are_all_scored_after_it_returns(
+    service: Service, scale: Scale, tmp_path: Path
+) -> None:
+    batch = studies(tmp_path, scale.studies, seed=510)
+    service.redis.stop()
+    started = time.monotonic()
+    try:
+        for files, _study, _series in batch:
+            assert push(service, files) == {0}  # the listener needs no broker to receive
+        for _files, _study, series in batch:
+            service.wait_for_job(series, {"pending"}, timeout=60)
+        time.sleep(max(0.0, scale.broker_outage_s - (time.monotonic() - started)))
+    finally:
+        service.redis.start()
+    outage = time.monotonic() - started
+    lost = 0
+    for _files, study, series in batch:
+        job = service.wait_for_job(series, FINISHED, timeout=300)
+        assert job.state == "done", job.reason
+        lost += delivered_srs(service, study) != {job.sr_uid}
+    print(json.dumps({"broker_outage_s": round(outage, 1), "studies": len(batch), "lost": lost}))
+    assert lost == 0
+
+
+def test_results_wait_out_a_destination_outage_and_are_delivered_once(
+    service: Service, scale: Scale, tmp_path: Path
+) -> None:
+    batch = studies(tmp_path, scale.studies, seed=520)
+    service.pacs.stop()
+    started = time.monotonic()
+    try:
+        for files, _study, _series in batch:
+            assert push(service, files) == {0}
+        for _files, _study, series in batch:
+            job = service.wait_for_job(series, {"scored"}, timeout=300)
+            # Scored, and its destination already refused it at least once.
+            wait_until(
+                lambda job_id=job.id: service.db.deliveries(job_id)[0].attempts >= 1,  # type: ignore[misc]
+                60,
+                "a failed delivery attempt",
+            )
+        time.sleep(max(0.0, scale.destination_outage_s - (time.monotonic() - started)))
+        for _files, _study, series in batch:
+            (job,) = service.jobs_of(series)
+            assert job.state == "scored"
+            (delivery,) = service.db.deliveries(job.id)
+            assert delivery.state == "pending" and delivery.attempts >= 1
+    finally:
+        service.pacs.start()
+    outage = time.monotonic() - started
+    lost = doubled = 0
+    for _files, study, series in batch:
+        job = service.wait_for_job(series, FINISHED, timeout=120)
+        assert job.state == "done", job.reason
+        received = delivered_srs(service, study)
+        lost += not received
+        doubled += len(received) > 1
+    print(
+        json.dumps(
+            {
+                "destination_outage_s": round(outage, 1),
+                "studies": len(batch),
+                "lost": lost,
+                "doubled": doubled,
+            }
+        )
+    )
+    assert lost == 0 and doubled == 0
