@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest system-deps venv phantom bundle evaluate-demo clean
+.PHONY: demo test lint typecheck pytest reliability system-deps venv phantom bundle evaluate-demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ pytest: $(STAMP) system-deps
 	$(BIN)/pytest -m "not slow"
 
 test: lint typecheck pytest
+
+# The reliability suite at full size (20 worker kills, 10,000 fuzz cases, a 60 s broker
+# and a 5 min destination outage); `make test` runs it reduced.
+reliability: $(STAMP) system-deps
+	RELIABILITY_SCALE=full $(BIN)/pytest tests/reliability -s -p no:cacheprovider
 
 # A phantom cohort like the source paper's (80 healthy, 70 ONFH patients).
 phantom: data/phantom-150/cohort.csv
