@@ -9,6 +9,7 @@ from listener.completeness import Completeness, assess
 from listener.rules import Admission, AdmissionRules
 from listener.scp import Intake, Listener, StoreHandler, build_ae, build_ssl_context
 from listener.spool import Spool, StoredInstance, StoreResult
+from listener.tracker import SeriesTracker
 from listener.uids import check_uid, is_valid_uid
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "Completeness",
     "Intake",
     "Listener",
+    "SeriesTracker",
     "Spool",
     "StoreHandler",
     "StoreResult",

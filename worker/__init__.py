@@ -24,9 +24,25 @@ _EXPORTS: dict[str, str] = {
     "ReportedHip": "sr_output",
     "build_report": "sr_output",
     "read_report": "sr_output",
+    "DeliveryRound": "jobs",
+    "WorkerContext": "jobs",
+    "deliver_job": "jobs",
+    "score_job": "jobs",
+    "backoff_delay": "delivery",
+    "send_files": "delivery",
+    "build_worker_app": "main",
+    "run_worker": "main",
 }
 
 if TYPE_CHECKING:
+    from worker.delivery import backoff_delay as backoff_delay
+    from worker.delivery import send_files as send_files
+    from worker.jobs import DeliveryRound as DeliveryRound
+    from worker.jobs import WorkerContext as WorkerContext
+    from worker.jobs import deliver_job as deliver_job
+    from worker.jobs import score_job as score_job
+    from worker.main import build_worker_app as build_worker_app
+    from worker.main import run_worker as run_worker
     from worker.pipeline import (
         DEFAULT_SERIES_NUMBER_BASE as DEFAULT_SERIES_NUMBER_BASE,
     )
