@@ -49,6 +49,7 @@ from typing import Any, Protocol, cast
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
+from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import (
     JPEG2000,
     UID,
@@ -69,8 +70,11 @@ from pydicom.uid import (
     SegmentationStorage,
 )
 from pynetdicom import AE, evt
+from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.events import EventHandlerType
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from listener.spool import Spool, StoredInstance
 from listener.uids import is_valid_uid
@@ -176,6 +180,7 @@ class StoreHandler:
         return [
             (evt.EVT_C_STORE, self.handle_store),
             (evt.EVT_C_ECHO, self.handle_echo),
+            (evt.EVT_DIMSE_RECV, self.handle_dimse_received),
             (evt.EVT_ESTABLISHED, self.handle_established),
             (evt.EVT_REJECTED, self.handle_rejected),
             (evt.EVT_RELEASED, self.handle_finished),
@@ -188,6 +193,28 @@ class StoreHandler:
         """C-ECHO: always Success."""
         log.debug("C-ECHO from %s", _calling_ae(event))
         return SUCCESS
+
+    def handle_dimse_received(self, event: Any) -> None:
+        """Abort on a request that lacks a required command element.
+
+        pynetdicom drops such a request (e.g. a C-STORE-RQ with an empty Affected SOP
+        Instance UID) without any answer, so the peer would wait for its own timeout;
+        an A-ABORT tells it at once.
+        """
+        message = event.message
+        if not type(message).__name__.endswith("_RQ"):
+            return
+        try:
+            valid = message.message_to_primitive().is_valid_request
+        except Exception:
+            return  # pynetdicom aborts the association on this one itself
+        if not valid:
+            log.warning(
+                "%s from %s lacks a required command element: aborting the association",
+                type(message).__name__.replace("_", "-"),
+                _calling_ae(event),
+            )
+            event.assoc.dul.event_queue.put("Evt19")  # "invalid PDU": A-ABORT, as pynetdicom
 
     def handle_rejected(self, event: Any) -> None:
         """Count an association rejected at negotiation (calling AE not allowed)."""
@@ -241,6 +268,7 @@ class StoreHandler:
         try:
             dataset: Dataset = event.dataset
             has_pixels = any(k in dataset for k in _PIXEL_KEYWORDS)
+            pixel_problem = _pixel_data_problem(dataset, UID(event.context.transfer_syntax[0]))
             for keyword in _PIXEL_KEYWORDS:
                 if keyword in dataset:
                     del dataset[keyword]
@@ -286,6 +314,9 @@ class StoreHandler:
             if not has_pixels:
                 log.warning("%s: MR image without pixel data", where)
                 return NO_PIXEL_DATA
+        if pixel_problem is not None:
+            log.warning("%s: pixel data cannot be decoded: %s", where, pixel_problem)
+            return CANNOT_UNDERSTAND
 
         meta = event.file_meta
         if calling_ae:
@@ -339,6 +370,30 @@ def _calling_ae(event: Any) -> str:
         return "?"
 
 
+def _pixel_data_problem(dataset: Dataset, transfer_syntax: UID) -> str | None:
+    """Why the Pixel Data cannot be decoded as its transfer syntax says, or None.
+
+    Native (uncompressed) pixel data must be as long as Rows x Columns x Samples per
+    Pixel x Bits Allocated x Number of Frames says (plus the padding byte of an odd
+    length); compressed pixel data must be encapsulated. Frames are not decoded.
+    """
+    if "PixelData" not in dataset:
+        return None
+    element = dataset["PixelData"]
+    if transfer_syntax.is_compressed:
+        return None if element.is_undefined_length else "compressed but not encapsulated"
+    if element.is_undefined_length:
+        return "encapsulated in an uncompressed transfer syntax"
+    try:
+        expected = get_expected_length(dataset, "bytes")
+    except Exception as exc:  # Rows, Columns... missing or not numbers
+        return f"image pixel attributes unusable ({type(exc).__name__})"
+    length = len(element.value or b"")
+    if expected <= 0 or length not in (expected, expected + expected % 2):
+        return f"{length} bytes where the image pixel attributes say {expected}"
+    return None
+
+
 def _encode_meta(meta: FileMetaDataset) -> bytes:
     buffer = DicomBytesIO()
     buffer.is_little_endian = True
@@ -352,6 +407,7 @@ def _encode_meta(meta: FileMetaDataset) -> bytes:
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _POLL_INTERVAL = 0.2  # s; how soon stop() is noticed by the accepting loop
+_READ_TIMEOUT = 60.0  # s; longest silence inside a PDU when the AE has no network timeout
 
 
 def parse_allowed_hosts(hosts: Sequence[str]) -> tuple[_Network, ...]:
@@ -426,6 +482,37 @@ def build_ae(settings: Settings) -> AE:
     return ae
 
 
+class _GuardedDIMSE(DIMSEServiceProvider):
+    """pynetdicom's DIMSE provider, except that a message it cannot decode aborts the
+    association instead of killing its reactor thread.
+
+    pynetdicom aborts on a command set it cannot convert, but one without a Command
+    Field, with an unknown one, or an empty PDV raises in the reactor thread: the thread
+    dies with a traceback and the connection is left to the timers.
+    """
+
+    def receive_primitive(self, primitive: P_DATA) -> None:
+        try:
+            super().receive_primitive(primitive)
+        except Exception as exc:
+            log.warning(
+                "invalid DIMSE message from %s (%s): aborting the association",
+                self.assoc.requestor.address,
+                type(exc).__name__,
+            )
+            self.message = None
+            self.dul.event_queue.put("Evt19")  # what pynetdicom does for invalid messages
+
+
+class _RequestHandler(RequestHandler):
+    """Creates associations with the guarded DIMSE provider."""
+
+    def _create_association(self) -> Association:
+        assoc = super()._create_association()
+        assoc.dimse = _GuardedDIMSE(assoc)
+        return assoc
+
+
 class _AssociationServer(ThreadedAssociationServer):
     """pynetdicom's threaded server with a peer-address check and a deferred TLS handshake."""
 
@@ -449,6 +536,10 @@ class _AssociationServer(ThreadedAssociationServer):
         # thread: one silent client would block every other. Deferring the handshake to
         # the first read moves it onto that association's own thread.
         client, address = cast(socket.socket, self.socket).accept()
+        # Accepted sockets block without a timeout: a peer that sends part of a PDU and
+        # then nothing would hold its thread and socket forever (pynetdicom reads a whole
+        # PDU in one blocking call, where neither ARTIM nor the idle timer can fire).
+        client.settimeout(self.ae.network_timeout or _READ_TIMEOUT)
         if self.ssl_context:
             client = self.ssl_context.wrap_socket(
                 client, server_side=True, do_handshake_on_connect=False
@@ -510,6 +601,7 @@ class Listener:
                 ssl_context=self.ssl_context,
                 evt_handlers=self.handler.handlers,
                 server_class=_AssociationServer,
+                request_handler=_RequestHandler,
             ),
         )
         server.allowed_networks = self.networks

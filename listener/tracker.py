@@ -125,7 +125,16 @@ class SeriesTracker:
             series.last_received = max(series.last_received, instance.received_at)
             series.calling_ae = instance.calling_ae
             if not series.recorded:
-                self._record(series)
+                try:
+                    self._record(series)
+                except StateDBError as exc:
+                    # The instance is durable in the spool; the next instance or the
+                    # close records the series once the database is back.
+                    log.warning(
+                        "series %s not recorded yet, state DB unavailable: %s",
+                        series.series_uid,
+                        exc,
+                    )
 
     def association_released(self, calling_ae: str, series_uids: frozenset[str]) -> None:
         """Close each series the association sent that now looks complete."""
@@ -241,6 +250,14 @@ class SeriesTracker:
             self.db.link_seg(series.series_uid, pending_seg)
 
     def _seg_stored(self, path: Path, header: Dataset, at: float) -> None:
+        try:
+            self._link_seg(path, header, at)
+        except StateDBError as exc:
+            # Kept in the spool; linked when the listener recovers the spool at start-up
+            # or when the SEG is sent again.
+            log.warning("SEG %s not linked, state DB unavailable: %s", path.name, exc)
+
+    def _link_seg(self, path: Path, header: Dataset, at: float) -> None:
         for uid in _referenced_series(header):
             with self._lock:
                 series = self._open.get(uid)
@@ -252,7 +269,9 @@ class SeriesTracker:
                 if row is None:
                     self._pending_segs[uid] = path  # the series may follow
                     continue
-                # A SEG for a series that is already closed: link it and score again.
+                if row.seg_path == str(path):
+                    continue  # already linked (a re-sent SEG, or the spool read at start-up)
+                # A new SEG for a series that is already closed: link it and score again.
                 self.db.link_seg(uid, path)
                 if row.state != "receiving":
                     reopened = _OpenSeries(

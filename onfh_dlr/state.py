@@ -42,8 +42,8 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from onfh_dlr.errors import StateDBError
@@ -205,6 +205,14 @@ def default_database_url(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / 'state.db').resolve()}"
 
 
+def redacted_url(url: str) -> str:
+    """``url`` with its password masked (``***``), for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "<unparsable database URL>"
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the listener write while workers read; a busy timeout instead of
     # "database is locked" when two processes commit at once.
@@ -229,7 +237,11 @@ class StateDB:
         try:
             self.engine: Engine = create_engine(url, pool_pre_ping=True, future=True)
         except (SQLAlchemyError, ImportError) as exc:
-            raise StateDBError(f"cannot open state database {url!r}: {exc}") from exc
+            # Never the URL itself in a message: it may carry the database password.
+            problem = str(exc).replace(url, redacted_url(url))
+            raise StateDBError(
+                f"cannot open state database {redacted_url(url)!r}: {problem}"
+            ) from exc
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -253,7 +265,9 @@ class StateDB:
                 # Another process created a table between our check and our CREATE:
                 # the next pass sees it and skips it.
                 if attempt == 2:
-                    raise StateDBError(f"cannot create the schema in {self.url!r}: {exc}") from exc
+                    raise StateDBError(
+                        f"cannot create the schema in {redacted_url(self.url)!r}: {exc}"
+                    ) from exc
                 time.sleep(0.2)
 
     def dispose(self) -> None:
@@ -675,4 +689,5 @@ __all__ = [
     "SeriesRow",
     "StateDB",
     "default_database_url",
+    "redacted_url",
 ]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use as real peers (DCMTK, dicom3tools,
 # headless Chromium for the status page, Prometheus for the dashboard queries, Orthanc
-# as a stand-in PACS), only when they are missing. Needs root or sudo on a fresh machine.
+# as a stand-in PACS, PostgreSQL as a state DB), only when they are missing. Needs root
+# or sudo on a fresh machine.
 set -euo pipefail
 need=()
 command -v storescu >/dev/null 2>&1 || need+=(dcmtk)
@@ -10,6 +11,8 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v Orthanc >/dev/null 2>&1 || need+=(orthanc)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# PostgreSQL server (tests/reliability/test_storage_faults.py runs a private cluster).
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi

@@ -69,7 +69,7 @@ class Service:
     @property
     def db(self) -> StateDB:
         if self._db is None:
-            self._db = StateDB.for_settings(None, self.data_dir)
+            self._db = StateDB.for_settings(self.env.get("ONFH_DATABASE_URL"), self.data_dir)
         return self._db
 
     def start_process(self, role: str) -> subprocess.Popen[bytes]:
