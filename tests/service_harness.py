@@ -6,18 +6,24 @@ listener|worker`` with ``ONFH_*`` variables), so the tests exercise the same ent
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+import pydicom
 
 from onfh_dlr.broker import EmbeddedRedis, free_port
 from onfh_dlr.demo import wait_for_echo
 from onfh_dlr.receiver import Receiver
+from onfh_dlr.scu import store_files
 from onfh_dlr.state import Job, StateDB
+from phantom.cohort import generate_cohort
 
 SERVICE_AE = "ONFH_DLR"
 PACS_AE = "TEST_PACS"
@@ -34,6 +40,48 @@ def wait_until(
             return
         time.sleep(poll)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@dataclass(frozen=True)
+class PhantomStudy:
+    """One phantom patient: its coronal T2-FS series, ground-truth SEG and identity."""
+
+    slices: list[Path]
+    seg: Path
+    study_uid: str
+    series_uid: str
+    patient_name: str
+    patient_id: str
+    labels: dict[str, int]  # side -> 1 for early ONFH
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.stat().st_size for p in self.slices)
+
+
+def phantom_studies(
+    root: Path, count: int, seed: int, onfh_fraction: float = 0.5
+) -> list[PhantomStudy]:
+    """``count`` phantom patients generated in one go under ``root``."""
+    cohort = generate_cohort(root, cases=count, seed=seed, onfh_fraction=onfh_fraction)
+    rows = list(csv.DictReader(cohort.open(encoding="utf-8")))
+    studies = []
+    for patient in sorted({row["PatientID"] for row in rows}):
+        mine = [row for row in rows if row["PatientID"] == patient]
+        slices = sorted((cohort.parent / mine[0]["Image"]).glob("*.dcm"))
+        first = pydicom.dcmread(slices[0], stop_before_pixels=True)
+        studies.append(
+            PhantomStudy(
+                slices,
+                cohort.parent / mine[0]["Mask"],
+                str(first.StudyInstanceUID),
+                str(first.SeriesInstanceUID),
+                str(first.PatientName),
+                str(first.PatientID),
+                {row["Side"]: int(row["Label"]) for row in mine},
+            )
+        )
+    return studies
 
 
 class Service:
@@ -71,6 +119,35 @@ class Service:
         if self._db is None:
             self._db = StateDB.for_settings(self.env.get("ONFH_DATABASE_URL"), self.data_dir)
         return self._db
+
+    def push(
+        self,
+        paths: list[Path],
+        *,
+        calling_ae: str = MODALITY_AE,
+        on_file: Callable[[Path, int], None] | None = None,
+    ) -> list[int]:
+        """C-STORE ``paths`` to the listener over one association; the statuses."""
+        return store_files(
+            paths,
+            host="127.0.0.1",
+            port=self.port,
+            called_ae=SERVICE_AE,
+            calling_ae=calling_ae,
+            on_file=on_file,
+        )
+
+    def srs_at_pacs(self, study_uid: str) -> set[str]:
+        """The distinct SR SOP Instance UIDs the PACS received for a study."""
+        return {
+            r.sop_instance_uid
+            for r in self.pacs.received
+            if r.modality == "SR" and r.study_uid == study_uid
+        }
+
+    def full_log(self, role: str) -> str:
+        path = self.root / f"{role}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def start_process(self, role: str) -> subprocess.Popen[bytes]:
         log = (self.root / f"{role}.log").open("ab")
@@ -144,4 +221,12 @@ class Service:
         return found[0]
 
 
-__all__ = ["MODALITY_AE", "PACS_AE", "SERVICE_AE", "Service", "wait_until"]
+__all__ = [
+    "MODALITY_AE",
+    "PACS_AE",
+    "SERVICE_AE",
+    "PhantomStudy",
+    "Service",
+    "phantom_studies",
+    "wait_until",
+]

@@ -22,12 +22,10 @@ import psutil
 import pydicom
 import pytest
 from conftest import Scale
-from service_harness import MODALITY_AE, SERVICE_AE, Service, wait_until
+from service_harness import MODALITY_AE, SERVICE_AE, Service, phantom_studies, wait_until
 
 from onfh_dlr.demo import wait_for_echo
 from onfh_dlr.errors import DeliveryError
-from onfh_dlr.scu import store_files
-from phantom.cohort import generate_cohort
 
 FINISHED = {"done", "failed", "dead_letter"}
 StudyMaker = Callable[[int], tuple[list[Path], str, str]]
@@ -38,10 +36,8 @@ def make_study(tmp_path_factory: pytest.TempPathFactory) -> StudyMaker:
     root = tmp_path_factory.mktemp("studies")
 
     def make(seed: int) -> tuple[list[Path], str, str]:
-        generate_cohort(root / str(seed), cases=1, seed=seed, onfh_fraction=0.5)
-        files = sorted((root / str(seed)).glob("*/series/*.dcm"))
-        header = pydicom.dcmread(files[0], stop_before_pixels=True)
-        return files, str(header.StudyInstanceUID), str(header.SeriesInstanceUID)
+        (study,) = phantom_studies(root / str(seed), 1, seed)
+        return study.slices, study.study_uid, study.series_uid
 
     return make
 
@@ -59,20 +55,6 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         yield svc
     finally:
         svc.stop()
-
-
-def push(service: Service, files: list[Path]) -> list[int]:
-    return store_files(
-        files, host="127.0.0.1", port=service.port, called_ae=SERVICE_AE, calling_ae=MODALITY_AE
-    )
-
-
-def sr_uids(service: Service, study_uid: str) -> set[str]:
-    return {
-        r.sop_instance_uid
-        for r in service.pacs.received
-        if r.modality == "SR" and r.study_uid == study_uid
-    }
 
 
 def _kill_worker(service: Service, whole: bool) -> int:
@@ -94,7 +76,7 @@ def test_worker_killed_mid_task_still_yields_exactly_one_sr_per_study(
     summary = []
     for kill in range(scale.worker_kills):
         files, study_uid, series_uid = make_study(300 + kill)
-        assert set(push(service, files)) == {0}
+        assert set(service.push(files)) == {0}
         service.wait_for_job(series_uid, {"running", *FINISHED}, timeout=240)
         # Scoring takes seconds: a kill within the first second or two lands mid-task.
         time.sleep(rng.uniform(0.1, 1.5))
@@ -117,7 +99,7 @@ def test_worker_killed_mid_task_still_yields_exactly_one_sr_per_study(
     for kill in range(scale.worker_kills):
         files, study_uid, series_uid = make_study(300 + kill)
         (job,) = service.jobs_of(series_uid)
-        received = sr_uids(service, study_uid)
+        received = service.srs_at_pacs(study_uid)
         lost += not received
         doubled += len(received) > 1
         assert received == {job.sr_uid}
@@ -136,14 +118,7 @@ def test_listener_killed_mid_push_keeps_every_acknowledged_instance(
     def sender() -> None:
         # The association dies with the listener, as it should.
         with contextlib.suppress(DeliveryError):
-            store_files(
-                files,
-                host="127.0.0.1",
-                port=service.port,
-                called_ae=SERVICE_AE,
-                calling_ae=MODALITY_AE,
-                on_file=lambda path, status: answered.__setitem__(path, status),
-            )
+            service.push(files, on_file=lambda path, status: answered.__setitem__(path, status))
 
     thread = threading.Thread(target=sender)
     thread.start()
@@ -172,10 +147,10 @@ def test_listener_killed_mid_push_keeps_every_acknowledged_instance(
 
     service.start_process("listener")
     assert wait_for_echo("127.0.0.1", service.port, SERVICE_AE, 30, calling_ae=MODALITY_AE)
-    assert set(push(service, files)) == {0}  # the sender's retry of the whole study
+    assert set(service.push(files)) == {0}  # the sender's retry of the whole study
     job = service.wait_for_job(series_uid, FINISHED, timeout=240)
     assert job.state == "done", job.reason
-    assert len(sr_uids(service, study_uid)) == 1
+    assert len(service.srs_at_pacs(study_uid)) == 1
     print(json.dumps({"listener_kill": {"acknowledged": len(acknowledged), "lost": len(lost)}}))
 
 
@@ -186,16 +161,16 @@ def test_a_series_open_when_the_listener_dies_is_recovered_from_the_spool(
     spool is the record, the series is open again, and the missing slice completes it."""
     files, study_uid, series_uid = make_study(401)
     middle = len(files) // 2
-    assert set(push(service, files[:middle] + files[middle + 1 :])) == {0}
+    assert set(service.push(files[:middle] + files[middle + 1 :])) == {0}
     time.sleep(1)  # the release is handled; the series stays open (gap at the middle)
     assert service.jobs_of(series_uid) == []
     service.processes["listener"].send_signal(signal.SIGKILL)
     service.processes["listener"].wait(10)
     service.start_process("listener")
     assert wait_for_echo("127.0.0.1", service.port, SERVICE_AE, 30, calling_ae=MODALITY_AE)
-    assert set(push(service, [files[middle]])) == {0}
+    assert set(service.push([files[middle]])) == {0}
     job = service.wait_for_job(series_uid, FINISHED, timeout=240)
     assert job.state == "done", job.reason
     row = service.db.series(series_uid)
     assert row is not None and row.instances == len(files)
-    assert len(sr_uids(service, study_uid)) == 1
+    assert len(service.srs_at_pacs(study_uid)) == 1

@@ -13,13 +13,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pydicom
 import pytest
 from conftest import Scale
-from service_harness import MODALITY_AE, SERVICE_AE, Service, wait_until
-
-from onfh_dlr.scu import store_files
-from phantom.cohort import generate_cohort
+from service_harness import Service, phantom_studies, wait_until
 
 FINISHED = {"done", "failed", "dead_letter"}
 
@@ -42,29 +38,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 
 def studies(root: Path, count: int, seed: int) -> list[tuple[list[Path], str, str]]:
-    generate_cohort(root, cases=count, seed=seed, onfh_fraction=0.5)
-    out = []
-    for directory in sorted(root.glob("*/series")):
-        files = sorted(directory.glob("*.dcm"))
-        header = pydicom.dcmread(files[0], stop_before_pixels=True)
-        out.append((files, str(header.StudyInstanceUID), str(header.SeriesInstanceUID)))
-    return out
-
-
-def push(service: Service, files: list[Path]) -> set[int]:
-    return set(
-        store_files(
-            files, host="127.0.0.1", port=service.port, called_ae=SERVICE_AE, calling_ae=MODALITY_AE
-        )
-    )
-
-
-def delivered_srs(service: Service, study_uid: str) -> set[str]:
-    return {
-        r.sop_instance_uid
-        for r in service.pacs.received
-        if r.modality == "SR" and r.study_uid == study_uid
-    }
+    return [(s.slices, s.study_uid, s.series_uid) for s in phantom_studies(root, count, seed)]
 
 
 def test_studies_arriving_while_redis_is_down_are_all_scored_after_it_returns(
@@ -75,7 +49,7 @@ def test_studies_arriving_while_redis_is_down_are_all_scored_after_it_returns(
     started = time.monotonic()
     try:
         for files, _study, _series in batch:
-            assert push(service, files) == {0}  # the listener needs no broker to receive
+            assert set(service.push(files)) == {0}  # the listener needs no broker to receive
         for _files, _study, series in batch:
             service.wait_for_job(series, {"pending"}, timeout=60)
         time.sleep(max(0.0, scale.broker_outage_s - (time.monotonic() - started)))
@@ -86,7 +60,7 @@ def test_studies_arriving_while_redis_is_down_are_all_scored_after_it_returns(
     for _files, study, series in batch:
         job = service.wait_for_job(series, FINISHED, timeout=300)
         assert job.state == "done", job.reason
-        lost += delivered_srs(service, study) != {job.sr_uid}
+        lost += service.srs_at_pacs(study) != {job.sr_uid}
     print(json.dumps({"broker_outage_s": round(outage, 1), "studies": len(batch), "lost": lost}))
     assert lost == 0
 
@@ -99,7 +73,7 @@ def test_results_wait_out_a_destination_outage_and_are_delivered_once(
     started = time.monotonic()
     try:
         for files, _study, _series in batch:
-            assert push(service, files) == {0}
+            assert set(service.push(files)) == {0}
         for _files, _study, series in batch:
             job = service.wait_for_job(series, {"scored"}, timeout=300)
             # Scored, and its destination already refused it at least once.
@@ -121,7 +95,7 @@ def test_results_wait_out_a_destination_outage_and_are_delivered_once(
     for _files, study, series in batch:
         job = service.wait_for_job(series, FINISHED, timeout=120)
         assert job.state == "done", job.reason
-        received = delivered_srs(service, study)
+        received = service.srs_at_pacs(study)
         lost += not received
         doubled += len(received) > 1
     print(

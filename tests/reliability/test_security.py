@@ -10,7 +10,6 @@ how many cases it ran and how many studies were lost (none).
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -27,11 +26,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from service_harness import SERVICE_AE, Service, wait_until
+from service_harness import SERVICE_AE, PhantomStudy, Service, phantom_studies, wait_until
 
 from onfh_dlr.broker import free_port
 from onfh_dlr.queue import QUEUE, SCORE_TASK, make_celery, send
-from phantom.cohort import generate_cohort
 
 REPO = Path(__file__).resolve().parents[2]
 CALLING_AE = "STORESCU"
@@ -115,40 +113,9 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 # --- studies and the service --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Study:
-    slices: list[Path]
-    study_uid: str
-    series_uid: str
-    patient_name: str
-    patient_id: str
-
-
 @pytest.fixture(scope="module")
-def studies(tmp_path_factory: pytest.TempPathFactory) -> list[Study]:
-    cohort = generate_cohort(
-        tmp_path_factory.mktemp("studies"), cases=5, seed=5100, onfh_fraction=0.5
-    )
-    cases = sorted({row["PatientID"] for row in csv.DictReader(cohort.open(encoding="utf-8"))})
-    out = []
-    for case in cases:
-        slices = sorted((cohort.parent / case / "series").glob("*.dcm"))
-        first = pydicom.dcmread(slices[0], stop_before_pixels=True)
-        out.append(
-            Study(
-                slices,
-                str(first.StudyInstanceUID),
-                str(first.SeriesInstanceUID),
-                str(first.PatientName),
-                str(first.PatientID),
-            )
-        )
-    return out
-
-
-def full_log(svc: Service, role: str) -> str:
-    path = svc.root / f"{role}.log"
-    return path.read_text(errors="replace") if path.exists() else ""
+def studies(tmp_path_factory: pytest.TempPathFactory) -> list[PhantomStudy]:
+    return phantom_studies(tmp_path_factory.mktemp("studies"), 5, seed=5100)
 
 
 def start_listener(svc: Service, **changes: str | None) -> None:
@@ -161,12 +128,12 @@ def start_listener(svc: Service, **changes: str | None) -> None:
             svc.env.pop(name, None)
         else:
             svc.env[name] = value
-    before = full_log(svc, "listener").count("DICOM listener: AE title")
+    before = svc.full_log("listener").count("DICOM listener: AE title")
     process = svc.start_process("listener")
     wait_until(
         lambda: (
             process.poll() is not None
-            or full_log(svc, "listener").count("DICOM listener: AE title") > before
+            or svc.full_log("listener").count("DICOM listener: AE title") > before
         ),
         30,
         "the listener to bind its port",
@@ -178,10 +145,10 @@ def start_worker(svc: Service, **changes: str) -> None:
     """(Re)start the worker with changed settings; wait until Celery says it is ready."""
     svc.stop_process("worker")
     svc.env.update({f"ONFH_{k.upper()}": v for k, v in changes.items()})
-    before = full_log(svc, "worker").count(" ready.")
+    before = svc.full_log("worker").count(" ready.")
     process = svc.start_process("worker")
     wait_until(
-        lambda: process.poll() is not None or full_log(svc, "worker").count(" ready.") > before,
+        lambda: process.poll() is not None or svc.full_log("worker").count(" ready.") > before,
         60,
         "the worker to be ready",
     )
@@ -239,15 +206,7 @@ def mutual_tls(certs: Certs) -> list[str]:
     return ["+tls", str(certs.client_key), str(certs.client_cert), "+cf", str(certs.ca)]
 
 
-def srs_at_pacs(svc: Service, study_uid: str) -> set[str]:
-    return {
-        r.sop_instance_uid
-        for r in svc.pacs.received
-        if r.modality == "SR" and r.study_uid == study_uid
-    }
-
-
-def in_spool(svc: Service, study: Study) -> int:
+def in_spool(svc: Service, study: PhantomStudy) -> int:
     return len(list((svc.data_dir / "spool" / study.study_uid).rglob("*.dcm")))
 
 
@@ -255,7 +214,7 @@ def in_spool(svc: Service, study: Study) -> int:
 
 
 def test_tls_push_is_scored_and_plain_certless_and_foreign_clients_are_refused(
-    service: Service, certs: Certs, studies: list[Study]
+    service: Service, certs: Certs, studies: list[PhantomStudy]
 ) -> None:
     study, other = studies[0], studies[4]
     one = other.slices[:1]
@@ -278,20 +237,20 @@ def test_tls_push_is_scored_and_plain_certless_and_foreign_clients_are_refused(
     assert run.returncode == 0, run.stdout + run.stderr
     job = service.wait_for_job(study.series_uid, FINISHED)
     assert job.state == "done", job.reason
-    lost = 0 if srs_at_pacs(service, study.study_uid) == {job.sr_uid} else 1
+    lost = 0 if service.srs_at_pacs(study.study_uid) == {job.sr_uid} else 1
     print(
         f"TLS: {len(refused) + 1} cases ({len(refused)} refused as they must be, 1 mutual-TLS "
         f"push of {len(study.slices)} instances scored), {lost} studies lost"
     )
     assert lost == 0
-    assert "TLS on, client certificates required" in full_log(service, "listener")
+    assert "TLS on, client certificates required" in service.full_log("listener")
 
 
 # --- address allow-list -------------------------------------------------------------------------
 
 
 def test_the_address_allow_list_refuses_other_peers_and_accepts_listed_networks(
-    service: Service, certs: Certs, studies: list[Study]
+    service: Service, certs: Certs, studies: list[PhantomStudy]
 ) -> None:
     probe = studies[4].slices[:1]  # one slice: it closes into a job that fails, unused
     probe_name = pydicom.dcmread(probe[0], stop_before_pixels=True).SOPInstanceUID + ".dcm"
@@ -300,8 +259,8 @@ def test_the_address_allow_list_refuses_other_peers_and_accepts_listed_networks(
         refused = storescu(service, probe, mutual_tls(certs))
         assert refused.returncode != 0, refused.stdout + refused.stderr
         assert not list(service.data_dir.glob(f"spool/*/*/{probe_name}"))
-        assert "refused connection from 127.0.0.1: not in allowed_hosts" in full_log(
-            service, "listener"
+        assert "refused connection from 127.0.0.1: not in allowed_hosts" in service.full_log(
+            "listener"
         )
         start_listener(service, allowed_hosts="192.0.2.0/24,127.0.0.0/8")
         accepted = storescu(service, probe, mutual_tls(certs))
@@ -326,7 +285,7 @@ class _Mkdir:
 
 
 def test_the_worker_refuses_pickled_task_messages(
-    service: Service, studies: list[Study], tmp_path: Path
+    service: Service, studies: list[PhantomStudy], tmp_path: Path
 ) -> None:
     study = studies[2]
     # No listener meanwhile: its sweeper would send the pending job itself (as JSON).
@@ -348,7 +307,7 @@ def test_the_worker_refuses_pickled_task_messages(
         for args in messages:
             sender.send_task(SCORE_TASK, args=args, queue=QUEUE, serializer="pickle")
         wait_until(
-            lambda: full_log(service, "worker").count("ContentDisallowed") >= len(messages),
+            lambda: service.full_log("worker").count("ContentDisallowed") >= len(messages),
             30,
             "the worker to refuse both pickled messages",
         )
@@ -357,7 +316,7 @@ def test_the_worker_refuses_pickled_task_messages(
         assert job is not None and job.state == "pending", job
         assert job.attempts == 0 and job.started_at is None
         assert not marker.exists(), "the worker unpickled a message"
-        assert "application/x-python-serialize" in full_log(service, "worker")
+        assert "application/x-python-serialize" in service.full_log("worker")
         assert service.processes["worker"].poll() is None
 
         # The same job sent as JSON, the only accepted content, runs (the worker was able to).
@@ -432,7 +391,7 @@ def test_a_worker_with_a_tampered_bundle_refuses_to_start(service: Service, tmp_
 
 
 def test_logs_of_full_runs_hold_no_token_and_no_patient_data(
-    service: Service, certs: Certs, studies: list[Study]
+    service: Service, certs: Certs, studies: list[PhantomStudy]
 ) -> None:
     plain, as_json = studies[3], studies[1]
     scored = 0
@@ -441,12 +400,12 @@ def test_logs_of_full_runs_hold_no_token_and_no_patient_data(
         if log_json == "true":
             start_worker(service, log_json="true")
             start_listener(service, log_json="true")
-        marks = {role: len(full_log(service, role)) for role in ("listener", "worker")}
+        marks = {role: len(service.full_log(role)) for role in ("listener", "worker")}
         run = storescu(service, study.slices, mutual_tls(certs))
         assert run.returncode == 0, run.stdout + run.stderr
         job = service.wait_for_job(study.series_uid, FINISHED)
         assert job.state == "done", job.reason
-        scored += srs_at_pacs(service, study.study_uid) == {job.sr_uid}
+        scored += service.srs_at_pacs(study.study_uid) == {job.sr_uid}
         # The status page's retry action with the admin token (the job is not
         # dead-lettered, so it is only redirected), and once with a wrong token.
         port = service.env["ONFH_METRICS_PORT"]
@@ -461,7 +420,7 @@ def test_logs_of_full_runs_hold_no_token_and_no_patient_data(
             assert status == expected
         if log_json == "true":
             for role in ("listener", "worker"):
-                new = full_log(service, role)[marks[role] :]
+                new = service.full_log(role)[marks[role] :]
                 records = [json.loads(line) for line in new.splitlines() if line.startswith("{")]
                 assert records and all(r["role"] == role for r in records), role
     secrets = {"admin token": ADMIN_TOKEN, "wrong token": ADMIN_TOKEN[::-1]}
@@ -475,7 +434,7 @@ def test_logs_of_full_runs_hold_no_token_and_no_patient_data(
         f"{role}: {what}"
         for role in ("listener", "worker")
         for what, value in secrets.items()
-        if value.lower() in full_log(service, role).lower()
+        if value.lower() in service.full_log(role).lower()
     ]
     print(
         f"logs: 2 full runs (plain, JSON), {len(secrets)} secrets x 2 logs searched, "

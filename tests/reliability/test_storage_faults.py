@@ -9,17 +9,14 @@ are being received and scored. Each test prints what it ran and what was lost (n
 from __future__ import annotations
 
 import contextlib
-import csv
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -27,13 +24,11 @@ import numpy as np
 import pydicom
 import pytest
 from conftest import Scale
-from service_harness import MODALITY_AE, SERVICE_AE, Service, wait_until
+from service_harness import MODALITY_AE, SERVICE_AE, Service, phantom_studies, wait_until
 
 from listener.spool import TMP_DIR
+from onfh_dlr.broker import free_port
 from onfh_dlr.demo import wait_for_echo
-from onfh_dlr.scu import store_files
-from onfh_dlr.state import StateDB
-from phantom.cohort import generate_cohort
 
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
@@ -43,52 +38,6 @@ FINISHED = {"done", "failed", "dead_letter"}
 # --- studies, pushes, the PACS -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Study:
-    slices: list[Path]
-    study_uid: str
-    series_uid: str
-    patient_name: str
-    patient_id: str
-
-    @property
-    def nbytes(self) -> int:
-        return sum(p.stat().st_size for p in self.slices)
-
-
-def make_studies(root: Path, count: int, seed: int) -> list[Study]:
-    """``count`` phantom patients (one coronal T2-FS series each), generated in one go."""
-    cohort = generate_cohort(root, cases=count, seed=seed, onfh_fraction=1.0)
-    cases = sorted({row["PatientID"] for row in csv.DictReader(cohort.open(encoding="utf-8"))})
-    studies = []
-    for case in cases:
-        slices = sorted((cohort.parent / case / "series").glob("*.dcm"))
-        first = pydicom.dcmread(slices[0], stop_before_pixels=True)
-        studies.append(
-            Study(
-                slices,
-                str(first.StudyInstanceUID),
-                str(first.SeriesInstanceUID),
-                str(first.PatientName),
-                str(first.PatientID),
-            )
-        )
-    return studies
-
-
-def push(
-    service: Service, paths: list[Path], on_file: Callable[[Path, int], None] | None = None
-) -> list[int]:
-    return store_files(
-        paths,
-        host="127.0.0.1",
-        port=service.port,
-        called_ae=SERVICE_AE,
-        calling_ae=MODALITY_AE,
-        on_file=on_file,
-    )
-
-
 def sr_uids_at_pacs(service: Service, study_uid: str) -> tuple[set[str], int]:
     """The distinct SR SOP Instance UIDs the PACS holds for a study, and how many stores."""
     srs = [r for r in service.pacs.received if r.modality == "SR" and r.study_uid == study_uid]
@@ -96,18 +45,7 @@ def sr_uids_at_pacs(service: Service, study_uid: str) -> tuple[set[str], int]:
 
 
 class UrlService(Service):
-    """The harness's service, with its ``db`` opened from ``ONFH_DATABASE_URL`` when set."""
-
-    @property
-    def db(self) -> StateDB:
-        if self._db is None:
-            url = self.env.get("ONFH_DATABASE_URL")
-            self._db = StateDB(url) if url else StateDB.for_settings(None, self.data_dir)
-        return self._db
-
-    def full_log(self, role: str) -> str:
-        path = self.root / f"{role}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+    """The harness's service, with a check that its processes are alive."""
 
     def assert_alive(self, *roles: str) -> None:
         for role in roles:
@@ -165,7 +103,7 @@ def interleaved(paths: list[Path]) -> list[Path]:
 def test_a_full_spool_disk_refuses_with_out_of_resources_keeps_every_stored_instance_and_recovers(
     tmp_path: Path,
 ) -> None:
-    (study,) = make_studies(tmp_path / "studies", 1, seed=4101)
+    (study,) = phantom_studies(tmp_path / "studies", 1, seed=4101, onfh_fraction=1.0)
     dbdir = tmp_path / "db"  # the state DB stays on the normal disk: only the spool fills
     dbdir.mkdir()
     size_mb = 48 + study.nbytes // (1 << 20) * 2
@@ -183,7 +121,7 @@ def test_a_full_spool_disk_refuses_with_out_of_resources_keeps_every_stored_inst
             fill(filler, leave=int(study.nbytes * 0.4))
             order = interleaved(study.slices)
             answers: dict[Path, int] = {}
-            statuses = push(svc, order, on_file=lambda path, code: answers.__setitem__(path, code))
+            statuses = svc.push(order, on_file=lambda path, code: answers.__setitem__(path, code))
             stored = [p for p in order if answers[p] == SUCCESS]
             refused = [p for p in order if answers[p] == OUT_OF_RESOURCES]
             others = {f"0x{c:04X}" for p, c in answers.items() if c not in (0, OUT_OF_RESOURCES)}
@@ -227,7 +165,7 @@ def test_a_full_spool_disk_refuses_with_out_of_resources_keeps_every_stored_inst
             # Space is freed: the modality sends the study again; everything is stored, the
             # series completes and is scored and delivered once.
             filler.unlink()
-            assert set(push(svc, study.slices)) == {SUCCESS}
+            assert set(svc.push(study.slices)) == {SUCCESS}
             job = svc.wait_for_job(study.series_uid, FINISHED, timeout=120)
             assert job.state == "done", job.reason
             assert len(list(series_dir.glob("*.dcm"))) == len(study.slices)
@@ -252,12 +190,6 @@ def postgres_bindir() -> Path:
     if not found:
         pytest.fail("PostgreSQL is required: run `make system-deps`")
     return found[-1].parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PrivateCluster:
@@ -351,7 +283,7 @@ def postgres() -> Iterator[PrivateCluster]:
 def test_postgres_restarted_while_studies_are_received_and_scored_loses_no_job(
     tmp_path: Path, postgres: PrivateCluster, scale: Scale
 ) -> None:
-    studies = make_studies(tmp_path / "studies", scale.studies, seed=4200)
+    studies = phantom_studies(tmp_path / "studies", scale.studies, seed=4200, onfh_fraction=1.0)
     svc = UrlService(tmp_path / "service", database_url=postgres.url, series_timeout="3")
     svc.start()
     restarts: list[str] = []
@@ -364,7 +296,7 @@ def test_postgres_restarted_while_studies_are_received_and_scored_loses_no_job(
         def pusher() -> None:
             try:
                 for study in studies:
-                    statuses[study.series_uid] = push(svc, study.slices)
+                    statuses[study.series_uid] = svc.push(study.slices)
             except BaseException as exc:  # reported by the main thread
                 errors.append(exc)
 
