@@ -70,10 +70,10 @@ from pydicom.uid import (
     SegmentationStorage,
 )
 from pynetdicom import AE, evt
+from pynetdicom.acse import ACSE
 from pynetdicom.association import Association
-from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.events import EventHandlerType
-from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.fsm import StateMachine
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from listener.spool import Spool, StoredInstance
@@ -186,7 +186,7 @@ class StoreHandler:
             (evt.EVT_RELEASED, self.handle_finished),
             (evt.EVT_ABORTED, self.handle_finished),
             # A peer that drops the connection without A-RELEASE or A-ABORT.
-            (evt.EVT_CONN_CLOSE, self.handle_finished),
+            (evt.EVT_CONN_CLOSE, self.handle_connection_closed),
         ]
 
     def handle_echo(self, event: Any) -> int:
@@ -241,6 +241,26 @@ class StoreHandler:
             INSTANCES.labels(_REFUSAL_OUTCOMES.get(status, "refused_other")).inc()
         return status
 
+    def handle_connection_closed(self, event: Any) -> None:
+        """The connection is gone: end the association now, then as :meth:`handle_finished`.
+
+        pynetdicom's acceptor waits ``acse_timeout`` (30 s) for an A-ASSOCIATE-RQ even
+        when the connection closed (or sent garbage) before one came, and the waiting
+        association counts towards ``maximum_associations`` (10): ten broken
+        connections would refuse every modality for 30 s. Nothing more can come, so
+        the wait is ended at once (an empty queue item, which it takes as its timeout).
+        """
+        with contextlib.suppress(Exception):
+            assoc = event.assoc
+            if (
+                assoc.is_acceptor
+                and not assoc.is_established
+                and assoc.requestor.primitive is None
+                and assoc.dul.to_user_queue.empty()
+            ):
+                assoc.dul.to_user_queue.put(None)
+        self.handle_finished(event)
+
     def handle_finished(self, event: Any) -> None:
         """End of an association: tell the intake which series it stored into (once)."""
         try:
@@ -268,7 +288,7 @@ class StoreHandler:
         try:
             dataset: Dataset = event.dataset
             has_pixels = any(k in dataset for k in _PIXEL_KEYWORDS)
-            pixel_problem = _pixel_data_problem(dataset, UID(event.context.transfer_syntax[0]))
+            pixel_problem = _pixel_data_problem(dataset, UID(event.context.transfer_syntax))
             for keyword in _PIXEL_KEYWORDS:
                 if keyword in dataset:
                     del dataset[keyword]
@@ -482,34 +502,77 @@ def build_ae(settings: Settings) -> AE:
     return ae
 
 
-class _GuardedDIMSE(DIMSEServiceProvider):
-    """pynetdicom's DIMSE provider, except that a message it cannot decode aborts the
-    association instead of killing its reactor thread.
+class _GuardedStateMachine(StateMachine):
+    """pynetdicom's upper-layer state machine, except that an action that raises is
+    treated as an invalid PDU (Evt19: A-ABORT) instead of killing the DUL thread.
 
-    pynetdicom aborts on a command set it cannot convert, but one without a Command
-    Field, with an unknown one, or an empty PDV raises in the reactor thread: the thread
-    dies with a traceback and the connection is left to the timers.
+    Actions raise on some malformed input, e.g. an A-ASSOCIATE-RQ with an even
+    presentation context ID or a command set without a Command Field; the reader
+    thread then died with a traceback and the connection was left open until a timer.
     """
 
-    def receive_primitive(self, primitive: P_DATA) -> None:
+    def do_action(self, event: str) -> None:
         try:
-            super().receive_primitive(primitive)
+            super().do_action(event)
+        except Exception as exc:
+            if event == "Evt19":
+                raise  # aborting itself failed: let pynetdicom's own handling run
+            log.warning(
+                "invalid data from %s (%s in %s): aborting the association",
+                self.dul.assoc.requestor.address,
+                type(exc).__name__,
+                self.current_state,
+            )
+            self.dul._kill_thread = False  # set by the failed action; the abort needs the DUL
+            super().do_action("Evt19")
+
+
+class _GuardedACSE(ACSE):
+    """pynetdicom's ACSE, except that an A-ASSOCIATE-RQ whose negotiation raises (e.g.
+    a presentation context without a transfer syntax) is rejected: otherwise the
+    association thread dies and the peer waits for an answer that never comes."""
+
+    def negotiate_association(self) -> None:
+        try:
+            super().negotiate_association()
         except Exception as exc:
             log.warning(
-                "invalid DIMSE message from %s (%s): aborting the association",
+                "A-ASSOCIATE-RQ from %s cannot be negotiated (%s): rejected",
                 self.assoc.requestor.address,
                 type(exc).__name__,
             )
-            self.message = None
-            self.dul.event_queue.put("Evt19")  # what pynetdicom does for invalid messages
+            with contextlib.suppress(Exception):
+                # rejected-permanent, by the service user, no reason given
+                self.send_reject(0x01, 0x01, 0x01)
+            self.assoc.is_rejected = True
+            self.assoc.kill()
+
+
+#: Events to which pynetdicom binds its own logging handlers (``LOG_HANDLER_LEVEL``).
+_LOGGING_EVENTS = (evt.EVT_DIMSE_RECV, evt.EVT_DIMSE_SENT, evt.EVT_PDU_RECV, evt.EVT_PDU_SENT)
 
 
 class _RequestHandler(RequestHandler):
-    """Creates associations with the guarded DIMSE provider."""
+    """Creates associations with the guarded state machine and ACSE, without
+    pynetdicom's logging handlers.
+
+    Those format every PDU and DIMSE message for DEBUG logs (which the service does not
+    write) and raise on malformed values (an empty or non-UID SOP Class UID): the
+    exception stops the remaining handlers of the event, so the listener's own check
+    of the request never ran and the peer got no answer.
+    """
 
     def _create_association(self) -> Association:
         assoc = super()._create_association()
-        assoc.dimse = _GuardedDIMSE(assoc)
+        for event in _LOGGING_EVENTS:
+            bound = cast(list[tuple[Callable[..., Any], Any]], assoc.get_handlers(event))
+            for handler, _ in list(bound):
+                if getattr(handler, "__module__", "") == "pynetdicom._handlers":
+                    assoc.unbind(event, handler)
+        machine = _GuardedStateMachine(assoc.dul)
+        machine.current_state = assoc.dul.state_machine.current_state
+        assoc.dul.state_machine = machine
+        assoc.acse = _GuardedACSE(assoc)
         return assoc
 
 
