@@ -131,6 +131,8 @@ def test_orthanc_routes_a_study_to_the_listener_and_receives_the_sr_and_seg(
 
     wait_until(lambda: modalities() == ["MR", "SEG", "SR"], 120, "the SR and SEG in Orthanc")
     (job,) = service.db.jobs(limit=10)
+    # Orthanc may show the SR a moment before the worker records the delivery.
+    job = service.wait_for_job(job.series_uid, {"done", "failed", "dead_letter"})
     assert job.state == "done" and job.result["hips"]["R"]["call"] == 1
     sr_series = next(
         s
