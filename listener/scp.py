@@ -16,14 +16,18 @@ C-STORE statuses (PS3.4 Table B.2-1, PS3.7 Annex C):
         dataset differ from the request's Affected SOP Instance/Class UID
 0xA901  Error: Data Set does not match SOP Class -- an MR image whose Modality is not MR
 0xA902  Error: Data Set does not match SOP Class -- an MR image without pixel data
-0xC210  Error: Cannot understand -- the dataset cannot be decoded
+0xC210  Error: Cannot understand -- the dataset cannot be decoded, or its pixel data
+        does not match Rows/Columns/... or the transfer syntax (native vs encapsulated)
 0xC211  Error: Cannot understand -- unexpected failure in the handler (logged)
 0xC212  Error: Cannot understand -- Study/Series/SOP Instance UID or SOP Class UID missing
 0xC213  Error: Cannot understand -- a UID is not a valid DICOM UID (e.g. ``../../etc``)
 ======  =====================================================================
 
 The handler never raises: whatever a peer sends, the listener answers with a status and
-keeps running. Failures are logged with UIDs and the calling AE only (no patient data).
+keeps running. Below the handler, malformed PDUs and DIMSE messages that make pynetdicom
+raise end in an A-ABORT or A-ASSOCIATE-RJ (see ``_RequestHandler``), never in a dead
+thread and a peer left waiting. Failures are logged with UIDs and the calling AE only
+(no patient data).
 
 Who may connect: a calling AE title outside a non-empty ``allowed_calling_aes`` gets
 A-ASSOCIATE-RJ (rejected-permanent, service-user, "calling AE title not recognised");
@@ -38,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import queue
 import socket
 import socketserver
 import ssl
@@ -502,28 +507,43 @@ def build_ae(settings: Settings) -> AE:
     return ae
 
 
+#: State machine events raised by a primitive from this side (PS3.8 9.2): the primitive
+#: waits in ``to_provider_queue`` until an action takes it.
+_LOCAL_EVENTS = frozenset({"Evt1", "Evt7", "Evt8", "Evt9", "Evt11", "Evt14", "Evt15"})
+
+
 class _GuardedStateMachine(StateMachine):
     """pynetdicom's upper-layer state machine, except that an action that raises is
     treated as an invalid PDU (Evt19: A-ABORT) instead of killing the DUL thread.
 
     Actions raise on some malformed input, e.g. an A-ASSOCIATE-RQ with an even
-    presentation context ID or a command set without a Command Field; the reader
-    thread then died with a traceback and the connection was left open until a timer.
+    presentation context ID or a command set without a Command Field, and an event the
+    current state has no transition for raises too (e.g. the A-RELEASE response of a
+    release the peer asked for just before sending garbage); the reader thread then
+    died with a traceback and the connection was left open until a timer.
     """
 
     def do_action(self, event: str) -> None:
+        killed = self.dul._kill_thread
         try:
             super().do_action(event)
         except Exception as exc:
             if event == "Evt19":
                 raise  # aborting itself failed: let pynetdicom's own handling run
+            self.dul._kill_thread = killed  # a failed action sets it; the abort needs the DUL
+            if event in _LOCAL_EVENTS:
+                # A primitive of ours that cannot be sent now: drop it, or it comes back
+                # on every turn of the reactor loop.
+                with contextlib.suppress(queue.Empty):
+                    self.dul.to_provider_queue.get_nowait()
+            if self.current_state == "Sta13":
+                return  # aborted already, waiting for the connection to close
             log.warning(
                 "invalid data from %s (%s in %s): aborting the association",
                 self.dul.assoc.requestor.address,
                 type(exc).__name__,
                 self.current_state,
             )
-            self.dul._kill_thread = False  # set by the failed action; the abort needs the DUL
             super().do_action("Evt19")
 
 
