@@ -46,6 +46,7 @@ import queue
 import socket
 import socketserver
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -77,9 +78,10 @@ from pydicom.uid import (
 from pynetdicom import AE, evt
 from pynetdicom.acse import ACSE
 from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
 from pynetdicom.events import EventHandlerType
 from pynetdicom.fsm import StateMachine
-from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from listener.spool import Spool, StoredInstance
 from listener.uids import is_valid_uid
@@ -568,6 +570,81 @@ class _GuardedACSE(ACSE):
             self.assoc.kill()
 
 
+#: The largest PDU the listener reads (its 6-byte header not counted). pynetdicom reads
+#: whatever length a header claims, up to 4 GiB, into memory; a peer that streams such a
+#: PDU (before association, too) could exhaust the listener's memory. Ours advertise
+#: ``maximum_pdu_size`` for P-DATA-TF; an A-ASSOCIATE-RQ with every storage context is
+#: tens of KB. Larger PDUs are a protocol violation and get an A-ABORT.
+MIN_PDU_LIMIT = 1024 * 1024
+
+
+def pdu_limit(maximum_pdu_size: int) -> int:
+    """The largest PDU length accepted by an AE that advertises ``maximum_pdu_size``.
+
+    Four times the advertised size (at least 1 MiB) leaves room for peers that round
+    up; an AE that advertises no limit (0) accepts what the header says.
+    """
+    if maximum_pdu_size <= 0:
+        return 0xFFFFFFFF
+    return max(MIN_PDU_LIMIT, 4 * maximum_pdu_size)
+
+
+def _bounded_pdu_reader(dul: DULServiceProvider, limit: int) -> Callable[[], None]:
+    """A replacement for ``dul._read_pdu_data`` that refuses PDUs longer than ``limit``.
+
+    Otherwise it does what pynetdicom's does: read one PDU, queue its event (Evt17 when
+    the connection closes mid-PDU, Evt19 for an unknown type or undecodable PDU) and
+    the decoded PDU. Malformed PDUs are logged as one warning, not as an ERROR with a
+    traceback for each.
+    """
+
+    def read() -> None:
+        sock = cast(AssociationSocket, dul.socket)
+        try:
+            header = sock.recv(6)
+        except OSError:  # includes TimeoutError
+            dul.event_queue.put("Evt17")
+            return
+        if len(header) < 6:
+            dul.event_queue.put("Evt17")
+            return
+        pdu_type, _, length = struct.unpack(">BBL", header)
+        address = dul.assoc.requestor.address
+        if pdu_type not in _PDU_TYPES:
+            log.warning("invalid data from %s: unknown PDU type 0x%02X", address, pdu_type)
+            dul.event_queue.put("Evt19")
+            return
+        if length > limit:
+            log.warning(
+                "invalid data from %s: a PDU of %d bytes (at most %d accepted)",
+                address,
+                length,
+                limit,
+            )
+            dul.event_queue.put("Evt19")
+            return
+        try:
+            body = sock.recv(length)
+        except OSError:
+            dul.event_queue.put("Evt17")
+            return
+        if len(body) != length:  # the connection closed mid-PDU
+            dul.event_queue.put("Evt17")
+            return
+        try:
+            pdu, event = dul._decode_pdu(bytearray(header) + body)
+        except Exception as exc:  # any malformed PDU; pynetdicom raises many kinds
+            log.warning("invalid data from %s: undecodable PDU (%s)", address, exc)
+            dul.event_queue.put("Evt19")
+            return
+        dul.event_queue.put(event)
+        dul._recv_pdu.put(pdu)
+
+    return read
+
+
+_PDU_TYPES = frozenset(range(0x01, 0x08))
+
 #: Events to which pynetdicom binds its own logging handlers (``LOG_HANDLER_LEVEL``).
 _LOGGING_EVENTS = (evt.EVT_DIMSE_RECV, evt.EVT_DIMSE_SENT, evt.EVT_PDU_RECV, evt.EVT_PDU_SENT)
 
@@ -589,6 +666,8 @@ class _RequestHandler(RequestHandler):
             for handler, _ in list(bound):
                 if getattr(handler, "__module__", "") == "pynetdicom._handlers":
                     assoc.unbind(event, handler)
+        limit = pdu_limit(self.ae.maximum_pdu_size)
+        assoc.dul._read_pdu_data = _bounded_pdu_reader(assoc.dul, limit)  # type: ignore[method-assign]
         machine = _GuardedStateMachine(assoc.dul)
         machine.current_state = assoc.dul.state_machine.current_state
         assoc.dul.state_machine = machine

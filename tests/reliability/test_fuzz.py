@@ -70,7 +70,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import split_dataset
 from service_harness import MODALITY_AE, SERVICE_AE, Service
 
-from listener.scp import Listener, Verification
+from listener.scp import Listener, Verification, pdu_limit
 from listener.spool import TMP_DIR
 from listener.uids import is_valid_uid
 from onfh_dlr.broker import free_port
@@ -1643,3 +1643,36 @@ def test_a_release_request_followed_by_garbage_ends_cleanly(listener: Listener) 
         outcome = run_pdu_case(listener.port, case)
         assert outcome.startswith("AC+") and outcome.endswith("closed"), outcome
         assert outcome.count("ABORT") <= 3, outcome
+
+
+@pytest.mark.parametrize("when", ["before_association", "after_association"])
+def test_a_pdu_longer_than_the_limit_is_aborted_before_it_is_read(
+    listener: Listener, when: str
+) -> None:
+    # Defect: pynetdicom reads whatever length a PDU header claims (up to 4 GiB) into
+    # memory, so one connection, even from a sender that is not allowed in, could
+    # exhaust the listener's memory. The header alone now gets an A-ABORT.
+    limit = pdu_limit(listener.ae.maximum_pdu_size)
+    assert limit < 64 * 1024 * 1024
+    conn = RawConnection(listener.port)
+    try:
+        if when == "after_association":
+            conn.send(AssociateRQ().encode())
+            accepted = conn.read_pdu(time.monotonic() + TIMEOUT)
+            assert accepted is not None and accepted[0] == 0x02
+            pdu_type = 0x04
+        else:
+            pdu_type = 0x01
+        conn.send(struct.pack(">BBL", pdu_type, 0, limit + 1) + b"\x00" * 4096)
+        answer = conn.read_pdu(time.monotonic() + 5)
+        assert answer is not None and answer[0] == 0x07, answer  # A-ABORT
+    finally:
+        conn.close()
+    # a PDU as large as the limit is still read (then refused as undecodable: aborted)
+    conn = RawConnection(listener.port)
+    try:
+        assert conn.send(struct.pack(">BBL", 0x01, 0, limit) + b"\x00" * limit)
+        answer = conn.read_pdu(time.monotonic() + TIMEOUT)
+        assert answer is not None and answer[0] == 0x07, answer
+    finally:
+        conn.close()
