@@ -9,14 +9,17 @@ production Redis. Append-only persistence is on: queued jobs survive a broker re
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
 from onfh_dlr.errors import BrokerError
+from onfh_dlr.logs import redacted_url
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _quoted(value: str) -> str:
+    """A redis.conf argument: double-quoted, with backslashes and quotes escaped."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable and writable by its owner only."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 class EmbeddedRedis:
     """A ``redis-server`` child process.
 
@@ -54,43 +70,50 @@ class EmbeddedRedis:
     port
         Listen on ``127.0.0.1:port``; ``None`` picks a free port. (Not a Unix socket:
         their paths are limited to 107 bytes, which deep data directories exceed.)
+    password
+        Require this password (Redis ``AUTH``), so that another local user cannot put
+        tasks in the queue. It is written to a configuration file only its owner can
+        read, never to the command line, where ``ps`` would show it.
     """
 
-    def __init__(self, directory: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, *, port: int | None = None, password: str | None = None
+    ) -> None:
         self.directory = directory
         self.port = port
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        """The Celery/redis-py URL of this server."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The Celery/redis-py URL of this server (with its password, if any)."""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 15.0) -> EmbeddedRedis:
         """Start the server and wait until it answers PING."""
         self.directory.mkdir(parents=True, exist_ok=True)
         if self.port is None:
             self.port = free_port()
-        args = [
-            redis_executable(),
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(self.directory),
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--save",
-            "",
-            "--logfile",
-            str(self.directory / "redis.log"),
-            "--daemonize",
-            "no",
-        ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        config = {
+            "port": str(self.port),
+            "bind": "127.0.0.1",
+            "dir": _quoted(str(self.directory)),
+            "appendonly": "yes",
+            "appendfsync": "everysec",
+            "save": '""',
+            "logfile": _quoted(str(self.directory / "redis.log")),
+            "daemonize": "no",
+        }
+        if self.password:
+            config["requirepass"] = _quoted(self.password)
+        config_path = self.directory / "redis.conf"
+        _write_private(config_path, "".join(f"{k} {v}\n" for k, v in config.items()))
+        self.process = subprocess.Popen(
+            [redis_executable(), str(config_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -102,8 +125,8 @@ class EmbeddedRedis:
                 raise BrokerError(f"redis-server exited at start-up: {err.strip()}")
             if self.ping():
                 # Written for `onfh-dlr status` and `retry`, which run outside `serve`.
-                (self.directory / "url").write_text(self.url + "\n", encoding="utf-8")
-                log.info("embedded redis at %s", self.url)
+                _write_private(self.directory / "url", self.url + "\n")
+                log.info("embedded redis at %s", redacted_url(self.url))
                 return self
             time.sleep(0.05)
         self.stop()

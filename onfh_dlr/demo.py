@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from onfh_dlr.broker import free_port
-from onfh_dlr.errors import OnfhError
+from onfh_dlr.errors import DemoError
 from onfh_dlr.receiver import Receiver
 from onfh_dlr.scu import STORED_STATUSES, store_files
 from onfh_dlr.settings import Settings
@@ -35,10 +35,6 @@ DEMO_SEED = 2024  # one patient: early ONFH (ARCO I) on the right, a healthy lef
 SERVICE_AE = "ONFH_DLR"
 PACS_AE = "DEMO_PACS"
 MODALITY_AE = "DEMO_MR"
-
-
-class DemoError(OnfhError):
-    """The demo could not complete (service did not start, no result in time)."""
 
 
 @dataclass(frozen=True)

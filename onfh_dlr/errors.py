@@ -227,54 +227,6 @@ class ClassifierError(PermanentError):
     """A classifier is unknown or cannot be fitted, or its stored parameters are invalid."""
 
 
-__all__ = [
-    "AmbiguousSegmentError",
-    "BundleContentError",
-    "BundleError",
-    "BundleExtraFileError",
-    "BundleFileMissingError",
-    "BundleFileModifiedError",
-    "BundleFormatVersionError",
-    "BundleIntegrityError",
-    "BundleManifestError",
-    "BundlePathError",
-    "ClassifierError",
-    "ConfigurationError",
-    "ConstantImageError",
-    "DuplicateSliceError",
-    "FeatureError",
-    "FemoralHeadNotFoundError",
-    "ImageSizeError",
-    "InconsistentSlicesError",
-    "MissingAttributeError",
-    "MissingDecoderError",
-    "MissingGeometryError",
-    "MissingSliceError",
-    "MixedOrientationError",
-    "ModalityError",
-    "MultipleSeriesError",
-    "NoSignificantFeatureError",
-    "NotASegmentationError",
-    "OnfhError",
-    "PermanentError",
-    "PhantomError",
-    "SegmentationError",
-    "SegmentationGeometryError",
-    "SegmentationReferenceError",
-    "SelectionError",
-    "SeriesError",
-    "SeriesNotFoundError",
-    "SkewedStackError",
-    "TooFewSlicesError",
-    "TransientError",
-    "UnevenSpacingError",
-    "UnreadableFileError",
-    "UnsafeBundleFileError",
-    "UnsupportedPixelDataError",
-    "WeightsError",
-]
-
-
 # --- Outputs (worker.outputs): building and checking the SEG and SR sent back to the PACS.
 
 
@@ -284,9 +236,6 @@ class OutputError(PermanentError):
 
 class OutputValidationError(OutputError):
     """A built SEG or SR, read back from its bytes, does not say what was intended."""
-
-
-__all__ += ["OutputError", "OutputValidationError"]
 
 
 # --- Listener (listener/): the spool, UIDs and admission rules.
@@ -308,4 +257,66 @@ class AdmissionRulesError(ConfigurationError):
     """The admission-rules file cannot be read or holds invalid rules."""
 
 
-__all__ += ["AdmissionRulesError", "InvalidUIDError", "SpoolError", "SpoolFullError"]
+# --- The demo (onfh_dlr.demo).
+
+
+class DemoError(OnfhError):
+    """The demo could not complete (service did not start, no result in time)."""
+
+
+__all__ = [
+    "AdmissionRulesError",
+    "AmbiguousSegmentError",
+    "BrokerError",
+    "BundleContentError",
+    "BundleError",
+    "BundleExtraFileError",
+    "BundleFileMissingError",
+    "BundleFileModifiedError",
+    "BundleFormatVersionError",
+    "BundleIntegrityError",
+    "BundleManifestError",
+    "BundlePathError",
+    "ClassifierError",
+    "ConfigurationError",
+    "ConstantImageError",
+    "DeliveryError",
+    "DemoError",
+    "DuplicateSliceError",
+    "FeatureError",
+    "FemoralHeadNotFoundError",
+    "ImageSizeError",
+    "InconsistentSlicesError",
+    "InvalidUIDError",
+    "MissingAttributeError",
+    "MissingDecoderError",
+    "MissingGeometryError",
+    "MissingSliceError",
+    "MixedOrientationError",
+    "ModalityError",
+    "MultipleSeriesError",
+    "NoSignificantFeatureError",
+    "NotASegmentationError",
+    "OnfhError",
+    "OutputError",
+    "OutputValidationError",
+    "PermanentError",
+    "PhantomError",
+    "SegmentationError",
+    "SegmentationGeometryError",
+    "SegmentationReferenceError",
+    "SelectionError",
+    "SeriesError",
+    "SeriesNotFoundError",
+    "SkewedStackError",
+    "SpoolError",
+    "SpoolFullError",
+    "StateDBError",
+    "TooFewSlicesError",
+    "TransientError",
+    "UnevenSpacingError",
+    "UnreadableFileError",
+    "UnsafeBundleFileError",
+    "UnsupportedPixelDataError",
+    "WeightsError",
+]

@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from urllib.parse import urlsplit, urlunsplit
 
 
 class JsonFormatter(logging.Formatter):
@@ -54,4 +55,20 @@ def configure_logging(role: str, *, level: str = "INFO", as_json: bool = False) 
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
-__all__ = ["JsonFormatter", "configure_logging"]
+def redacted_url(url: str) -> str:
+    """``url`` with its password masked (``***``), for messages and logs.
+
+    Works for database and broker URLs alike (``postgresql+psycopg://user:pw@host/db``,
+    ``redis://:pw@host:6379/0``); a URL that cannot be parsed is not echoed at all.
+    """
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    except ValueError:
+        return "<unparsable URL>"
+
+
+__all__ = ["JsonFormatter", "configure_logging", "redacted_url"]

@@ -13,6 +13,7 @@ from typing import Any, Final
 from celery import Celery
 
 from onfh_dlr.errors import BrokerError
+from onfh_dlr.logs import redacted_url
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,9 @@ def queue_depth(broker_url: str) -> int:
         client = redis.Redis.from_url(broker_url, socket_timeout=2, socket_connect_timeout=2)
         return int(client.llen(QUEUE))
     except (redis.RedisError, OSError) as exc:
-        raise BrokerError(f"cannot read the queue depth from {broker_url}: {exc}") from exc
+        raise BrokerError(
+            f"cannot read the queue depth from {redacted_url(broker_url)}: {exc}"
+        ) from exc
 
 
 __all__ = ["DELIVER_TASK", "QUEUE", "SCORE_TASK", "make_celery", "queue_depth", "send"]

@@ -10,6 +10,7 @@ same code path. A child that dies is restarted; SIGINT/SIGTERM stop everything.
 from __future__ import annotations
 
 import logging
+import secrets
 import signal
 import subprocess
 import sys
@@ -81,7 +82,10 @@ class Supervisor:
         # Create the schema once here, so two children do not race to create it.
         StateDB.for_settings(self.settings.database_url, data_dir).dispose()
         if self.settings.broker_url is None:
-            self.redis = EmbeddedRedis(data_dir / "broker").start()
+            # A fresh password per start: the broker port is on localhost, where any
+            # other user could otherwise queue tasks; the children get it in their URL.
+            password = secrets.token_urlsafe(24)
+            self.redis = EmbeddedRedis(data_dir / "broker", password=password).start()
         for role in ROLES:
             self._spawn(role)
 

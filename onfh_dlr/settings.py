@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     visibility_timeout: float = Field(default=900.0, gt=0)
     sweep_interval: float = Field(default=10.0, gt=0)
     requeue_after: float = Field(default=900.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)  # a job whose worker dies this often fails
     delivery_retries: int = Field(default=10, ge=0)
     delivery_backoff: float = Field(default=2.0, gt=0)
     delivery_backoff_max: float = Field(default=60.0, gt=0)

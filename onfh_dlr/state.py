@@ -42,11 +42,12 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from onfh_dlr.errors import StateDBError
+from onfh_dlr.logs import redacted_url
 
 JOB_STATES: Final = (
     "pending",
@@ -203,14 +204,6 @@ class Delivery:
 def default_database_url(data_dir: Path) -> str:
     """SQLite file under the data directory (the one-machine default)."""
     return f"sqlite:///{(data_dir / 'state.db').resolve()}"
-
-
-def redacted_url(url: str) -> str:
-    """``url`` with its password masked (``***``), for messages and logs."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return "<unparsable database URL>"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -439,18 +432,38 @@ class StateDB:
             )
             return list(rows)
 
-    def start_job(self, job_id: str) -> Job | None:
+    def start_job(self, job_id: str, *, max_attempts: int | None = None) -> Job | None:
         """Claim a job for a worker; ``None`` when there is nothing to do.
 
         A job already done, failed or superseded is not run again (a redelivered message).
         A ``running`` job is claimed again: its worker died (the broker redelivered it).
+        A job that has already been claimed ``max_attempts`` times without finishing is
+        failed instead and returned in state ``failed``: a series that kills its worker
+        (e.g. out of memory) must not be redelivered forever.
         """
         now = time.time()
         with self.session() as s:
             row = s.get(JobRow, job_id, with_for_update=True)
             if row is None or row.state in FINAL_JOB_STATES or row.state == "dead_letter":
                 return None
-            if row.state in ("pending", "queued", "running"):
+            unfinished = row.state in ("pending", "queued", "running")
+            if unfinished and max_attempts is not None and row.attempts >= max_attempts:
+                reason = (
+                    f"WorkerLostError: scoring did not finish in {row.attempts} attempts "
+                    "(the worker process died each time, e.g. out of memory); not retried"
+                )
+                row.state, row.reason, row.finished_at = "failed", reason, now
+                s.add(
+                    EventRow(
+                        at=now,
+                        series_uid=row.series_uid,
+                        job_id=job_id,
+                        stage="failed",
+                        detail=reason,
+                    )
+                )
+                return Job.from_row(row)
+            if unfinished:
                 row.state = "running"
                 row.started_at = now
                 row.attempts += 1
@@ -516,13 +529,29 @@ class StateDB:
     # --- deliveries ---------------------------------------------------------------
 
     def deliveries(self, job_id: str) -> list[Delivery]:
+        """A job's deliveries, one per destination, in the order they were recorded."""
+        return self.deliveries_of([job_id]).get(job_id, [])
+
+    def deliveries_of(self, job_ids: Iterable[str]) -> dict[str, list[Delivery]]:
+        """The deliveries of many jobs in one query (e.g. for a page of studies).
+
+        Jobs without deliveries are missing from the result.
+        """
+        wanted = list(dict.fromkeys(job_ids))
+        found: dict[str, list[Delivery]] = {}
+        if not wanted:
+            return found
         with self.session() as s:
             rows = s.scalars(
-                select(DeliveryRow).where(DeliveryRow.job_id == job_id).order_by(DeliveryRow.id)
+                select(DeliveryRow)
+                .where(DeliveryRow.job_id.in_(wanted))
+                .order_by(DeliveryRow.job_id, DeliveryRow.id)
             )
-            return [
-                Delivery(r.job_id, r.destination, r.state, r.attempts, r.last_error) for r in rows
-            ]
+            for r in rows:
+                found.setdefault(r.job_id, []).append(
+                    Delivery(r.job_id, r.destination, r.state, r.attempts, r.last_error)
+                )
+        return found
 
     def delivery_attempted(
         self, job_id: str, destination: str, *, ok: bool, error: str = "", final: bool = False
@@ -689,5 +718,4 @@ __all__ = [
     "SeriesRow",
     "StateDB",
     "default_database_url",
-    "redacted_url",
 ]

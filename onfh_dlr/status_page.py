@@ -96,6 +96,7 @@ class StatusPage:
             return Response.text(404, "not found\n")
         series = self.db.recent_series(limit=100)
         jobs = self._newest_jobs(s.series_uid for s in series)
+        deliveries_of = self.db.deliveries_of(job.id for job in jobs.values())
         rows = []
         for s in series:
             job = jobs.get(s.series_uid)
@@ -104,7 +105,7 @@ class StatusPage:
             deliveries = (
                 ", ".join(
                     f"{escape(d.destination)}: {_state(d.state)}"
-                    for d in self.db.deliveries(job.id)
+                    for d in deliveries_of.get(job.id, [])
                 )
                 if job is not None
                 else ""
@@ -172,6 +173,7 @@ class StatusPage:
             ),
         )
         jobs = sorted(self.db.jobs_of_series([uid]), key=lambda j: j.generation)
+        deliveries_of = self.db.deliveries_of(j.id for j in jobs)
         job_rows = [
             [
                 escape(j.id),
@@ -181,7 +183,7 @@ class StatusPage:
                 escape(j.sr_uid or "-"),
                 ", ".join(
                     f"{escape(d.destination)}: {_state(d.state)} ({d.attempts})"
-                    for d in self.db.deliveries(j.id)
+                    for d in deliveries_of.get(j.id, [])
                 ),
             ]
             for j in jobs
@@ -217,11 +219,12 @@ class StatusPage:
         note = request.query.get("note", [""])[0]
         if note:
             banner += f"<p class='banner'>{escape(note)}</p>"
+        deliveries_of = self.db.deliveries_of(job.id for job in jobs)
         rows = []
         for job in jobs:
             failures = "; ".join(
                 f"{escape(d.destination)}: {escape(d.last_error)} ({d.attempts} attempts)"
-                for d in self.db.deliveries(job.id)
+                for d in deliveries_of.get(job.id, [])
                 if d.state == "dead_letter"
             )
             form = (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import pydicom
 
 from onfh_dlr.broker import EmbeddedRedis, free_port
 from onfh_dlr.demo import wait_for_echo
-from onfh_dlr.receiver import Receiver
+from onfh_dlr.receiver import Received, Receiver
 from onfh_dlr.scu import store_files
 from onfh_dlr.state import Job, StateDB
 from phantom.cohort import generate_cohort
@@ -91,7 +92,10 @@ class Service:
         self.root = root
         self.port = free_port()
         self.pacs_port = free_port()
-        self.redis = EmbeddedRedis(root / "broker", port=free_port())
+        # With AUTH, as `onfh-dlr serve` runs it: every test uses the password path.
+        self.redis = EmbeddedRedis(
+            root / "broker", port=free_port(), password=secrets.token_urlsafe(16)
+        )
         self.pacs = Receiver(root / "pacs", self.pacs_port, ae_title=PACS_AE)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("ONFH_")}
         self.env.update(
@@ -137,13 +141,13 @@ class Service:
             on_file=on_file,
         )
 
+    def srs_received(self, study_uid: str) -> list[Received]:
+        """Every SR the PACS received for a study, a re-sent one as often as it came."""
+        return [r for r in self.pacs.received if r.modality == "SR" and r.study_uid == study_uid]
+
     def srs_at_pacs(self, study_uid: str) -> set[str]:
         """The distinct SR SOP Instance UIDs the PACS received for a study."""
-        return {
-            r.sop_instance_uid
-            for r in self.pacs.received
-            if r.modality == "SR" and r.study_uid == study_uid
-        }
+        return {r.sop_instance_uid for r in self.srs_received(study_uid)}
 
     def full_log(self, role: str) -> str:
         path = self.root / f"{role}.log"

@@ -20,10 +20,9 @@ from pathlib import Path
 import pydicom
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from service_harness import MODALITY_AE, SERVICE_AE, Service, wait_until
+from service_harness import Service, wait_until
 
 from onfh_dlr.broker import free_port
-from onfh_dlr.scu import store_files
 from phantom.cohort import generate_cohort
 
 TOKEN = "test-admin-token"
@@ -118,11 +117,7 @@ def value(
 def test_metrics_of_listener_and_worker_move_with_a_study(service: Service, phantom: Path) -> None:
     files, header = study(phantom, 0)
     before_l, before_w = samples(service, "listener"), samples(service, "worker")
-    assert set(
-        store_files(
-            files, host="127.0.0.1", port=service.port, called_ae=SERVICE_AE, calling_ae=MODALITY_AE
-        )
-    ) == {0}
+    assert set(service.push(files)) == {0}
     job = service.wait_for_job(str(header.SeriesInstanceUID), FINISHED)
     assert job.state == "done", job.reason
     after_l, after_w = samples(service, "listener"), samples(service, "worker")
@@ -187,9 +182,7 @@ def test_a_dead_letter_is_retried_from_the_status_page_with_the_admin_token(
     files, header = study(phantom, 1)
     service.pacs.stop()
     try:
-        store_files(
-            files, host="127.0.0.1", port=service.port, called_ae=SERVICE_AE, calling_ae=MODALITY_AE
-        )
+        service.push(files)
         job = service.wait_for_job(str(header.SeriesInstanceUID), FINISHED)
         assert job.state == "dead_letter"
     finally:

@@ -22,10 +22,9 @@ import numpy as np
 import pydicom
 import pytest
 import yaml
-from service_harness import MODALITY_AE, SERVICE_AE, Service, wait_until
+from service_harness import Service, wait_until
 
 from onfh_dlr.broker import free_port
-from onfh_dlr.scu import store_files
 from phantom.cohort import generate_cohort
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
@@ -135,9 +134,7 @@ def _push_variants(service: Service, root: Path) -> list[str]:
                     ds.SeriesDescription, ds.EchoTime, ds.RepetitionTime = "T1 COR", 10, 500
                     ds.ScanOptions = ""
                 ds.save_as(path)
-        store_files(
-            files, host="127.0.0.1", port=service.port, called_ae=SERVICE_AE, calling_ae=MODALITY_AE
-        )
+        service.push(files)
         uids.append(str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID))
     assert cohort.exists()
     return uids

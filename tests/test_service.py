@@ -7,13 +7,12 @@ receiving SCP; the broker goes down by stopping Redis.
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import highdicom as hd
@@ -21,13 +20,17 @@ import numpy as np
 import pydicom
 import pytest
 from dicom_checks import dciodvfy_errors
-from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import MRImageStorage, Verification  # type: ignore[attr-defined]
-from service_harness import MODALITY_AE, SERVICE_AE, Service, wait_until
+from service_harness import (
+    MODALITY_AE,
+    SERVICE_AE,
+    PhantomStudy,
+    Service,
+    phantom_studies,
+    wait_until,
+)
 
-from onfh_dlr.scu import store_files
-from phantom.cohort import generate_cohort
 from worker.seg_output import segment_numbers_by_side
 from worker.sr_output import read_report
 
@@ -35,31 +38,16 @@ STORESCU = shutil.which("storescu")
 FINISHED = {"done", "failed", "dead_letter"}
 
 
-@dataclass(frozen=True)
-class Study:
-    slices: list[Path]
-    seg: Path
-    study_uid: str
-    series_uid: str
-    truth: dict[str, int]  # side -> label
-
-
 @pytest.fixture(scope="module")
-def make_study(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int], Study]:
+def make_study(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int], PhantomStudy]:
+    """A phantom patient with early ONFH per seed, generated once per module."""
     root = tmp_path_factory.mktemp("studies")
+    made: dict[int, PhantomStudy] = {}
 
-    def make(seed: int) -> Study:
-        cohort = generate_cohort(root / str(seed), cases=1, seed=seed, onfh_fraction=1.0)
-        rows = list(csv.DictReader(cohort.open(encoding="utf-8")))
-        slices = sorted((cohort.parent / rows[0]["Image"]).glob("*.dcm"))
-        first = pydicom.dcmread(slices[0], stop_before_pixels=True)
-        return Study(
-            slices,
-            cohort.parent / rows[0]["Mask"],
-            str(first.StudyInstanceUID),
-            str(first.SeriesInstanceUID),
-            {row["Side"]: int(row["Label"]) for row in rows},
-        )
+    def make(seed: int) -> PhantomStudy:
+        if seed not in made:
+            (made[seed],) = phantom_studies(root / str(seed), 1, seed, onfh_fraction=1.0)
+        return made[seed]
 
     return make
 
@@ -86,25 +74,11 @@ def pacs_up(service: Service) -> Service:
     return service
 
 
-def push(service: Service, paths: list[Path], calling_ae: str = MODALITY_AE) -> list[int]:
-    return store_files(
-        paths, host="127.0.0.1", port=service.port, called_ae=SERVICE_AE, calling_ae=calling_ae
-    )
-
-
-def srs_for(service: Service, study_uid: str) -> list[Dataset]:
-    return [
-        pydicom.dcmread(r.path)
-        for r in service.pacs.received
-        if r.modality == "SR" and r.study_uid == study_uid
-    ]
-
-
 def test_a_pushed_study_comes_back_as_a_valid_sr_and_seg_in_the_same_study(
-    pacs_up: Service, make_study: Callable[[int], Study]
+    pacs_up: Service, make_study: Callable[[int], PhantomStudy]
 ) -> None:
     study = make_study(2024)  # early ONFH on the right, healthy left
-    assert set(push(pacs_up, study.slices)) == {0x0000}
+    assert set(pacs_up.push(study.slices)) == {0x0000}
     job = pacs_up.wait_for_job(study.series_uid, FINISHED)
     assert job.state == "done", job.reason
     received = [r for r in pacs_up.pacs.received if r.study_uid == study.study_uid]
@@ -140,7 +114,7 @@ def test_a_pushed_study_comes_back_as_a_valid_sr_and_seg_in_the_same_study(
 
 @pytest.mark.skipif(STORESCU is None, reason="DCMTK storescu is required (make system-deps)")
 def test_a_study_sent_by_dcmtk_storescu_is_scored(
-    pacs_up: Service, make_study: Callable[[int], Study]
+    pacs_up: Service, make_study: Callable[[int], PhantomStudy]
 ) -> None:
     study = make_study(3)
     run = subprocess.run(
@@ -153,11 +127,11 @@ def test_a_study_sent_by_dcmtk_storescu_is_scored(
     assert run.returncode == 0, run.stderr
     job = pacs_up.wait_for_job(study.series_uid, FINISHED)
     assert job.state == "done", job.reason
-    assert len(srs_for(pacs_up, study.study_uid)) == 1
+    assert len(pacs_up.srs_received(study.study_uid)) == 1
 
 
 def test_a_series_the_rules_refuse_is_skipped_with_its_reason(
-    pacs_up: Service, make_study: Callable[[int], Study], tmp_path: Path
+    pacs_up: Service, make_study: Callable[[int], PhantomStudy], tmp_path: Path
 ) -> None:
     study = make_study(5)
     t1 = []
@@ -168,7 +142,7 @@ def test_a_series_the_rules_refuse_is_skipped_with_its_reason(
         ds.ScanOptions = ""
         ds.save_as(tmp_path / path.name)
         t1.append(tmp_path / path.name)
-    assert set(push(pacs_up, t1)) == {0x0000}
+    assert set(pacs_up.push(t1)) == {0x0000}
 
     def skipped() -> bool:
         row = pacs_up.db.series(study.series_uid)
@@ -181,10 +155,10 @@ def test_a_series_the_rules_refuse_is_skipped_with_its_reason(
 
 
 def test_a_received_seg_is_linked_to_its_series_and_used_as_the_roi(
-    pacs_up: Service, make_study: Callable[[int], Study]
+    pacs_up: Service, make_study: Callable[[int], PhantomStudy]
 ) -> None:
     study = make_study(8)
-    assert set(push(pacs_up, [study.seg, *study.slices])) == {0x0000}
+    assert set(pacs_up.push([study.seg, *study.slices])) == {0x0000}
     job = pacs_up.wait_for_job(study.series_uid, FINISHED)
     assert job.state == "done", job.reason
     assert job.seg_path is not None and job.seg_path.name.startswith(
@@ -194,21 +168,21 @@ def test_a_received_seg_is_linked_to_its_series_and_used_as_the_roi(
 
 
 def test_a_late_instance_reopens_the_series_and_the_new_sr_supersedes_the_old(
-    pacs_up: Service, make_study: Callable[[int], Study]
+    pacs_up: Service, make_study: Callable[[int], PhantomStudy]
 ) -> None:
     study = make_study(11)
     *first_part, last = study.slices  # without its last slice the series still looks whole
-    assert set(push(pacs_up, first_part)) == {0x0000}
+    assert set(pacs_up.push(first_part)) == {0x0000}
     first = pacs_up.wait_for_job(study.series_uid, FINISHED)
     assert first.state == "done", first.reason
-    assert set(push(pacs_up, [last])) == {0x0000}
+    assert set(pacs_up.push([last])) == {0x0000}
     wait_until(lambda: len(pacs_up.jobs_of(study.series_uid)) == 2, 30, "a second job")
     second = pacs_up.wait_for_job(study.series_uid, FINISHED)
     assert second.state == "done", second.reason
     assert second.supersedes == first.id and second.generation == first.generation + 1
-    srs = {str(ds.SOPInstanceUID): ds for ds in srs_for(pacs_up, study.study_uid)}
+    srs = {r.sop_instance_uid: r.path for r in pacs_up.srs_received(study.study_uid)}
     assert set(srs) == {first.sr_uid, second.sr_uid}
-    newest = srs[str(second.sr_uid)]
+    newest = pydicom.dcmread(srs[str(second.sr_uid)])
     predecessors = {
         str(instance.ReferencedSOPInstanceUID)
         for item in newest.PredecessorDocumentsSequence
@@ -219,19 +193,17 @@ def test_a_late_instance_reopens_the_series_and_the_new_sr_supersedes_the_old(
 
 
 def test_resending_a_scored_study_sends_no_second_result(
-    pacs_up: Service, make_study: Callable[[int], Study]
+    pacs_up: Service, make_study: Callable[[int], PhantomStudy]
 ) -> None:
     study = make_study(2024)  # scored by the first test
-    before = len(srs_for(pacs_up, study.study_uid))
+    before = len(pacs_up.srs_received(study.study_uid))
     assert before >= 1
-    assert set(push(pacs_up, study.slices)) == {0x0000}
+    assert set(pacs_up.push(study.slices)) == {0x0000}
     # Wait past the series timeout: a re-opened series would have closed by then.
     wait_until(lambda: not pacs_up.db.jobs(states=["pending", "queued", "running"]), 30, "idle")
-    import time
-
     time.sleep(float(pacs_up.env["ONFH_SERIES_TIMEOUT"]) + 2)
     assert len(pacs_up.jobs_of(study.series_uid)) == 1
-    assert len(srs_for(pacs_up, study.study_uid)) == before
+    assert len(pacs_up.srs_received(study.study_uid)) == before
 
 
 def test_a_calling_ae_not_on_the_allow_list_is_rejected(pacs_up: Service) -> None:
@@ -247,7 +219,7 @@ def test_a_calling_ae_not_on_the_allow_list_is_rejected(pacs_up: Service) -> Non
 
 
 def test_a_malformed_dataset_gets_a_failure_status_and_the_service_keeps_serving(
-    pacs_up: Service, make_study: Callable[[int], Study]
+    pacs_up: Service, make_study: Callable[[int], PhantomStudy]
 ) -> None:
     study = make_study(13)
     ds = pydicom.dcmread(study.slices[0])
@@ -261,12 +233,12 @@ def test_a_malformed_dataset_gets_a_failure_status_and_the_service_keeps_serving
     assoc.release()
     assert status.Status >= 0xA000  # a failure, not success or warning
     assert not list((pacs_up.data_dir / "spool").rglob("etc"))
-    assert set(push(pacs_up, study.slices)) == {0x0000}
+    assert set(pacs_up.push(study.slices)) == {0x0000}
     assert pacs_up.wait_for_job(study.series_uid, FINISHED).state == "done"
 
 
 def test_a_series_with_no_femoral_head_fails_with_its_reason_and_the_service_goes_on(
-    pacs_up: Service, make_study: Callable[[int], Study], tmp_path: Path
+    pacs_up: Service, make_study: Callable[[int], PhantomStudy], tmp_path: Path
 ) -> None:
     study = make_study(17)
     rng = np.random.default_rng(0)
@@ -277,23 +249,23 @@ def test_a_series_with_no_femoral_head_fails_with_its_reason_and_the_service_goe
         ds.PixelData = pixels.tobytes()
         ds.save_as(tmp_path / path.name)
         noise.append(tmp_path / path.name)
-    assert set(push(pacs_up, noise)) == {0x0000}
+    assert set(pacs_up.push(noise)) == {0x0000}
     job = pacs_up.wait_for_job(study.series_uid, FINISHED)
     assert job.state == "failed"
     assert "FemoralHeadNotFoundError" in job.reason
-    assert srs_for(pacs_up, study.study_uid) == []
+    assert pacs_up.srs_received(study.study_uid) == []
     good = make_study(19)
-    push(pacs_up, good.slices)
+    pacs_up.push(good.slices)
     assert pacs_up.wait_for_job(good.series_uid, FINISHED).state == "done"
 
 
 def test_a_study_received_while_the_broker_is_down_is_scored_when_it_is_back(
-    pacs_up: Service, make_study: Callable[[int], Study]
+    pacs_up: Service, make_study: Callable[[int], PhantomStudy]
 ) -> None:
     study = make_study(23)
     pacs_up.redis.stop()
     try:
-        assert set(push(pacs_up, study.slices)) == {0x0000}  # the listener does not need it
+        assert set(pacs_up.push(study.slices)) == {0x0000}  # the listener does not need it
 
         def pending() -> bool:
             jobs = pacs_up.jobs_of(study.series_uid)
@@ -307,12 +279,12 @@ def test_a_study_received_while_the_broker_is_down_is_scored_when_it_is_back(
 
 
 def test_results_for_a_destination_that_was_down_are_delivered_when_it_is_back(
-    pacs_up: Service, make_study: Callable[[int], Study]
+    pacs_up: Service, make_study: Callable[[int], PhantomStudy]
 ) -> None:
     study = make_study(29)
     pacs_up.pacs.stop()
     try:
-        push(pacs_up, study.slices)
+        pacs_up.push(study.slices)
 
         def failed_once() -> bool:
             jobs = pacs_up.jobs_of(study.series_uid)
@@ -325,16 +297,16 @@ def test_results_for_a_destination_that_was_down_are_delivered_when_it_is_back(
     assert job.state == "done", job.reason
     (delivery,) = pacs_up.db.deliveries(job.id)
     assert delivery.state == "delivered" and delivery.attempts >= 2
-    assert len(srs_for(pacs_up, study.study_uid)) == 1
+    assert len(pacs_up.srs_received(study.study_uid)) == 1
 
 
 def test_a_destination_down_past_the_retries_is_dead_lettered_and_an_operator_retry_delivers(
-    pacs_up: Service, make_study: Callable[[int], Study]
+    pacs_up: Service, make_study: Callable[[int], PhantomStudy]
 ) -> None:
     study = make_study(31)
     pacs_up.pacs.stop()
     try:
-        push(pacs_up, study.slices)
+        pacs_up.push(study.slices)
         job = pacs_up.wait_for_job(study.series_uid, FINISHED, timeout=120)
         assert job.state == "dead_letter"
         (delivery,) = pacs_up.db.deliveries(job.id)
@@ -351,7 +323,7 @@ def test_a_destination_down_past_the_retries_is_dead_lettered_and_an_operator_re
     )
     assert run.returncode == 0, run.stdout + run.stderr
     job = pacs_up.wait_for_job(study.series_uid, {"done"})
-    assert len(srs_for(pacs_up, study.study_uid)) == 1
+    assert len(pacs_up.srs_received(study.study_uid)) == 1
     run = subprocess.run(
         [sys.executable, "-m", "onfh_dlr", "status", "--json"],
         env=pacs_up.env,

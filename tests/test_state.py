@@ -19,6 +19,24 @@ def _receive(db: StateDB, series: str = "1.2.3.4", at: float = 100.0) -> bool:
     return db.series_received(series_uid=series, study_uid="1.2.3", instances=20, at=at)
 
 
+def _scored_job(
+    db: StateDB, tmp_path: Path, destinations: list[str], series: str = "1.2.3.4"
+) -> str:
+    """A job of a newly received series, started and scored, its deliveries pending."""
+    _receive(db, series)
+    job_id = db.admit_series(series, tmp_path)
+    db.start_job(job_id)
+    assert db.job_scored(
+        job_id,
+        sr_path=tmp_path / "a.dcm",
+        seg_path=tmp_path / "b.dcm",
+        sr_uid=f"{series}.9",
+        result={},
+        destinations=destinations,
+    )
+    return job_id
+
+
 def test_a_job_goes_from_pending_to_done_through_its_deliveries(
     db: StateDB, tmp_path: Path
 ) -> None:
@@ -83,17 +101,7 @@ def test_a_reopened_series_gets_a_new_job_that_supersedes_the_unfinished_one(
 def test_a_finished_sr_is_the_predecessor_of_the_next_generation(
     db: StateDB, tmp_path: Path
 ) -> None:
-    _receive(db)
-    first = db.admit_series("1.2.3.4", tmp_path)
-    db.start_job(first)
-    db.job_scored(
-        first,
-        sr_path=tmp_path / "a.dcm",
-        seg_path=tmp_path / "b.dcm",
-        sr_uid="1.9",
-        result={},
-        destinations=[],
-    )
+    first = _scored_job(db, tmp_path, [])
     assert db.settle_job(first) == "done"
     _receive(db, at=300.0)
     second = db.admit_series("1.2.3.4", tmp_path)
@@ -106,17 +114,7 @@ def test_a_finished_sr_is_the_predecessor_of_the_next_generation(
 def test_a_delivery_past_its_retries_is_dead_lettered_and_an_operator_can_retry(
     db: StateDB, tmp_path: Path
 ) -> None:
-    _receive(db)
-    job_id = db.admit_series("1.2.3.4", tmp_path)
-    db.start_job(job_id)
-    db.job_scored(
-        job_id,
-        sr_path=tmp_path / "a.dcm",
-        seg_path=tmp_path / "b.dcm",
-        sr_uid="1.9",
-        result={},
-        destinations=["PACS@h:104"],
-    )
+    job_id = _scored_job(db, tmp_path, ["PACS@h:104"])
     db.delivery_attempted(job_id, "PACS@h:104", ok=False, error="refused")
     assert db.settle_job(job_id) == "scored"
     db.delivery_attempted(job_id, "PACS@h:104", ok=False, error="refused", final=True)
@@ -145,17 +143,7 @@ def test_a_failed_job_keeps_its_reason_and_is_not_started_again(
 def test_a_done_job_is_claimed_by_none_of_several_concurrent_redeliveries(
     db: StateDB, tmp_path: Path
 ) -> None:
-    _receive(db)
-    job_id = db.admit_series("1.2.3.4", tmp_path)
-    db.start_job(job_id)
-    db.job_scored(
-        job_id,
-        sr_path=tmp_path / "a.dcm",
-        seg_path=tmp_path / "b.dcm",
-        sr_uid="1.9",
-        result={},
-        destinations=[],
-    )
+    job_id = _scored_job(db, tmp_path, [])
     db.settle_job(job_id)
     results: list[object] = []
 
@@ -168,3 +156,34 @@ def test_a_done_job_is_claimed_by_none_of_several_concurrent_redeliveries(
     for t in threads:
         t.join()
     assert results == [None] * 4
+
+
+def test_deliveries_of_many_jobs_come_back_per_job_in_one_call(db: StateDB, tmp_path: Path) -> None:
+    first = _scored_job(db, tmp_path, ["PACS@h:104", "ARCHIVE@h:105"], series="1.2.3.4")
+    second = _scored_job(db, tmp_path, ["PACS@h:104"], series="1.2.3.5")
+    _receive(db, "1.2.3.6")
+    unscored = db.admit_series("1.2.3.6", tmp_path)  # no deliveries yet
+    db.delivery_attempted(second, "PACS@h:104", ok=False, error="refused")
+    found = db.deliveries_of([first, second, unscored, first])
+    assert set(found) == {first, second}
+    assert [d.destination for d in found[first]] == ["PACS@h:104", "ARCHIVE@h:105"]
+    (pacs,) = found[second]
+    assert pacs.attempts == 1 and pacs.last_error == "refused"
+    assert found[first] == db.deliveries(first)
+    assert db.deliveries_of([]) == {}
+
+
+def test_a_job_whose_worker_keeps_dying_fails_after_max_attempts(
+    db: StateDB, tmp_path: Path
+) -> None:
+    _receive(db)
+    job_id = db.admit_series("1.2.3.4", tmp_path)
+    for attempt in (1, 2, 3):  # each claim's worker dies before it records anything
+        job = db.start_job(job_id, max_attempts=3)
+        assert job is not None and job.state == "running" and job.attempts == attempt
+    job = db.start_job(job_id, max_attempts=3)
+    assert job is not None and job.state == "failed" and job.attempts == 3
+    assert job.reason.startswith("WorkerLostError: scoring did not finish in 3 attempts")
+    assert db.start_job(job_id, max_attempts=3) is None  # a further redelivery: nothing
+    assert db.jobs_to_enqueue(requeue_after=0.0, now=job.created_at + 3600) == []
+    assert [e.stage for e in db.events("1.2.3.4")][-1] == "failed"

@@ -76,10 +76,14 @@ def score_job(ctx: WorkerContext, job_id: str) -> ScoreOutcome:
     """
     from worker.pipeline import score_series, write_outputs
 
-    job = ctx.db.start_job(job_id)
+    job = ctx.db.start_job(job_id, max_attempts=ctx.settings.max_attempts)
     if job is None:
         log.info("job %s: nothing to do (finished, superseded or unknown)", job_id)
         return "nothing_to_do"
+    if job.state == "failed":  # its earlier attempts all died with their worker
+        log.warning("job %s failed: %s", job_id, job.reason)
+        JOBS_FINISHED.labels("failed").inc()
+        return "failed"
     if job.state == "scored":  # a crash between scoring and sending the delivery task
         return "scored"
     if job.started_at is not None:

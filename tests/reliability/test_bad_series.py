@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +18,8 @@ import pydicom
 import pytest
 from conftest import Scale
 from pydicom.uid import generate_uid
-from service_harness import MODALITY_AE, SERVICE_AE, Service, wait_until
+from service_harness import Service, wait_until
 
-from onfh_dlr.scu import store_files
 from phantom.cohort import generate_cohort
 
 FINISHED = {"done", "failed", "dead_letter"}
@@ -45,12 +45,6 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[list[Path], P
     ]
 
 
-def push(service: Service, files: list[Path]) -> list[int]:
-    return store_files(
-        files, host="127.0.0.1", port=service.port, called_ae=SERVICE_AE, calling_ae=MODALITY_AE
-    )
-
-
 def restamped(files: list[Path], out: Path, change: object = None) -> list[Path]:
     """Copies of a series with new Study/Series/SOP UIDs (a distinct study each time)."""
     out.mkdir(parents=True)
@@ -62,8 +56,9 @@ def restamped(files: list[Path], out: Path, change: object = None) -> list[Path]
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         if callable(change):
             change(index, ds)
-        ds.save_as(out / path.name)
-        paths.append(out / path.name)
+        # by index: a series may repeat one source file (the many-slices case)
+        paths.append(out / f"{index:05d}.dcm")
+        ds.save_as(paths[-1])
     return paths
 
 
@@ -103,18 +98,18 @@ def test_bad_series_end_failed_or_skipped_with_a_reason_and_the_worker_goes_on(
 
     cases["inconsistent geometry"] = restamped(files, tmp_path / "tilted", tilt)
     cases["two slices"] = restamped(files[:2], tmp_path / "two")
-    if scale.full:  # 2,001 tiny slices: past the loader's 2,000-slice limit
+    if scale.full:  # 5,000 tiny slices: past the loader's 2,000-slice limit
         template = pydicom.dcmread(files[0])
 
         def tiny(index: int, ds: pydicom.Dataset) -> None:
-            ds.Rows = ds.Columns = 8
-            ds.PixelData = np.full((8, 8), 100, dtype=np.uint16).tobytes()
+            ds.Rows = ds.Columns = 32  # the loader's smallest matrix
+            ds.PixelData = np.full((32, 32), 100, dtype=np.uint16).tobytes()
             position = np.array(template.ImagePositionPatient, dtype=float)
             ds.ImagePositionPatient = [float(v) for v in position + np.array([0, 0.5 * index, 0])]
             ds.InstanceNumber = index + 1
 
-        many = [files[0]] * 2001
-        cases["2,001 slices"] = restamped(many, tmp_path / "many", tiny)
+        many = [files[0]] * 5000
+        cases["5,000 slices"] = restamped(many, tmp_path / "many", tiny)
 
     # A SEG that names this series but segments another one (its frames and frame of
     # reference are those of the first phantom patient).
@@ -129,26 +124,36 @@ def test_bad_series_end_failed_or_skipped_with_a_reason_and_the_worker_goes_on(
     bad_seg.save_as(tmp_path / "bad-seg.dcm")
     cases["SEG of another series"] = [tmp_path / "bad-seg.dcm", *target]
 
-    results: dict[str, dict[str, str | int]] = {}
+    results: dict[str, dict[str, str | int | float]] = {}
+    reasons: dict[str, str] = {}
     for name, paths in cases.items():
-        assert set(push(service, paths)) == {0}, name
+        started = time.monotonic()
+        assert set(service.push(paths)) == {0}, name
         images = [p for p in paths if p.name != "bad-seg.dcm"]
+        assert len({p.name for p in images}) == len(images), name  # distinct instances
         state, reason, attempts = outcome(service, series_of(images))
-        results[name] = {"state": state, "reason": reason[:120], "attempts": attempts}
+        results[name] = {
+            "instances": len(paths),
+            "state": state,
+            "reason": reason[:120],
+            "attempts": attempts,
+            "push_to_end_s": round(time.monotonic() - started, 1),
+        }
+        reasons[name] = reason
         assert state in ("failed", "skipped"), (name, state, reason)
         assert reason, name
         assert attempts <= 1, (name, attempts)  # permanent: never retried in a loop
     print(json.dumps(results, indent=1))
-    reasons = {name: str(result["reason"]) for name, result in results.items()}
     assert "MixedOrientation" in reasons["inconsistent geometry"]
     assert "TooFewSlices" in reasons["two slices"]
     assert "SegmentationReferenceError" in reasons["SEG of another series"]
     if scale.full:
-        assert "slices" in reasons["2,001 slices"]
+        assert "ImageSizeError" in reasons["5,000 slices"], reasons
+        assert "5000 slices, more than the limit" in reasons["5,000 slices"], reasons
 
     # The same worker process scores the next good study.
     good = restamped(cohort[2][0], tmp_path / "good")
-    assert set(push(service, good)) == {0}
+    assert set(service.push(good)) == {0}
     state, reason, _ = outcome(service, series_of(good))
     assert state == "done", reason
     assert service.processes["worker"].pid == worker_pid
@@ -162,6 +167,6 @@ def test_an_mr_image_that_says_ct_is_refused_at_the_door(
         ds.Modality = "CT"
 
     paths = restamped(cohort[0][0][:3], tmp_path / "ct", ct)
-    statuses = push(service, paths)
+    statuses = service.push(paths)
     assert all(status >= 0xA000 for status in statuses)
     assert service.db.series(series_of(paths)) is None

@@ -174,3 +174,36 @@ def test_a_series_open_when_the_listener_dies_is_recovered_from_the_spool(
     row = service.db.series(series_uid)
     assert row is not None and row.instances == len(files)
     assert len(service.srs_at_pacs(study_uid)) == 1
+
+
+def test_a_series_that_kills_its_worker_every_time_fails_instead_of_looping(
+    service: Service, make_study: StudyMaker
+) -> None:
+    """A poison series (one that takes its worker process down, as an out-of-memory kill
+    would) is tried ``ONFH_MAX_ATTEMPTS`` times (3), then failed with a reason; the
+    worker goes on with the next study."""
+    files, study_uid, series_uid = make_study(402)
+    assert set(service.push(files)) == {0}
+    kills = 0
+    for attempt in (1, 2, 3):
+
+        def running(attempt: int = attempt) -> bool:
+            jobs = service.jobs_of(series_uid)
+            return bool(jobs) and jobs[0].state == "running" and jobs[0].attempts == attempt
+
+        wait_until(running, 240, f"attempt {attempt} to run")
+        time.sleep(0.3)
+        kills += _kill_worker(service, whole=False) > 0
+    job = service.wait_for_job(series_uid, FINISHED, timeout=240)
+    assert job.state == "failed", job.state
+    assert job.reason.startswith("WorkerLostError: scoring did not finish in 3 attempts")
+    assert job.attempts == 3 and kills == 3
+    assert service.srs_at_pacs(study_uid) == set()
+    # the job is not sent again, and the worker scores the next study
+    files, study_uid, series_uid = make_study(403)
+    assert set(service.push(files)) == {0}
+    good = service.wait_for_job(series_uid, FINISHED, timeout=240)
+    assert good.state == "done", good.reason
+    (failed,) = service.jobs_of(job.series_uid)
+    assert failed.state == "failed" and failed.attempts == 3
+    print(json.dumps({"poison_series": {"kills": kills, "state": job.state, "lost": 0}}))

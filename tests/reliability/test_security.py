@@ -423,7 +423,12 @@ def test_logs_of_full_runs_hold_no_token_and_no_patient_data(
                 new = service.full_log(role)[marks[role] :]
                 records = [json.loads(line) for line in new.splitlines() if line.startswith("{")]
                 assert records and all(r["role"] == role for r in records), role
-    secrets = {"admin token": ADMIN_TOKEN, "wrong token": ADMIN_TOKEN[::-1]}
+    assert service.redis.password  # the harness runs Redis with AUTH, as `serve` does
+    secrets = {
+        "admin token": ADMIN_TOKEN,
+        "wrong token": ADMIN_TOKEN[::-1],
+        "broker password": service.redis.password,
+    }
     for study in studies:
         secrets[f"PatientID {study.patient_id}"] = study.patient_id
         secrets[f"PatientName {study.patient_name}"] = study.patient_name
