@@ -32,13 +32,13 @@ from pydicom.uid import (
 from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom.dsutils import split_dataset
+from service_harness import PhantomStudy, phantom_studies
 
 from listener import scp
 from listener.scp import Listener, Verification
 from listener.spool import TMP_DIR, StoredInstance
 from onfh_dlr.errors import ConfigurationError
 from onfh_dlr.settings import Settings
-from phantom.cohort import generate_cohort
 
 STORESCU = shutil.which("storescu")
 OPENSSL = shutil.which("openssl")
@@ -50,22 +50,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI:UserWarn
 # --- fixtures and helpers ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Phantom:
-    slices: list[Path]
-    seg: Path
-    study_uid: str
-    series_uid: str
-
-
 @pytest.fixture(scope="module")
-def phantom(tmp_path_factory: pytest.TempPathFactory) -> Phantom:
-    out = tmp_path_factory.mktemp("scp-cohort")
-    generate_cohort(out, cases=1, seed=3, onfh_fraction=1.0)
-    (case,) = (p for p in out.iterdir() if p.is_dir())
-    slices = sorted((case / "series").glob("*.dcm"))
-    first = pydicom.dcmread(slices[0], stop_before_pixels=True)
-    return Phantom(slices, case / "seg.dcm", first.StudyInstanceUID, first.SeriesInstanceUID)
+def phantom(tmp_path_factory: pytest.TempPathFactory) -> PhantomStudy:
+    """A phantom MR series and its DICOM-SEG."""
+    (study,) = phantom_studies(tmp_path_factory.mktemp("scp-cohort"), 1, seed=3, onfh_fraction=1.0)
+    return study
 
 
 class RecordingIntake:
@@ -218,7 +207,7 @@ def test_echo(start: StartFn) -> None:
     assert intake.released == []  # nothing stored: nothing to tell
 
 
-def test_store_series_and_seg_with_pynetdicom(start: StartFn, phantom: Phantom) -> None:
+def test_store_series_and_seg_with_pynetdicom(start: StartFn, phantom: PhantomStudy) -> None:
     listener, intake = start()
     with associate(listener.port) as assoc:
         statuses = [store(assoc, p) for p in [*phantom.slices, phantom.seg]]
@@ -253,7 +242,7 @@ def test_store_series_and_seg_with_pynetdicom(start: StartFn, phantom: Phantom) 
     assert phantom.series_uid in released[1] and seg.series_uid in released[1]
 
 
-def test_resend_is_a_duplicate(start: StartFn, phantom: Phantom) -> None:
+def test_resend_is_a_duplicate(start: StartFn, phantom: PhantomStudy) -> None:
     listener, intake = start()
     with associate(listener.port) as assoc:
         assert store(assoc, phantom.slices[0]) == 0
@@ -263,7 +252,7 @@ def test_resend_is_a_duplicate(start: StartFn, phantom: Phantom) -> None:
 
 
 @pytest.mark.skipif(STORESCU is None, reason="DCMTK storescu is not installed")
-def test_store_series_with_storescu(start: StartFn, phantom: Phantom) -> None:
+def test_store_series_with_storescu(start: StartFn, phantom: PhantomStudy) -> None:
     listener, intake = start(allowed_calling_aes=["MODALITY1"])
     command = [str(STORESCU), "-aet", "MODALITY1", "-aec", CALLED_AE, "127.0.0.1"]
     result = subprocess.run(
@@ -285,7 +274,7 @@ def test_store_series_with_storescu(start: StartFn, phantom: Phantom) -> None:
     assert released == ("MODALITY1", frozenset({phantom.series_uid}))
 
 
-def test_other_sop_class_is_refused_at_negotiation(start: StartFn, phantom: Phantom) -> None:
+def test_other_sop_class_is_refused_at_negotiation(start: StartFn, phantom: PhantomStudy) -> None:
     listener, intake = start()
     with associate(listener.port, ct=True) as assoc:
         assert assoc.is_established  # Verification is accepted...
@@ -299,7 +288,7 @@ def test_other_sop_class_is_refused_at_negotiation(start: StartFn, phantom: Phan
     assert intake.stored == []
 
 
-def test_calling_ae_not_on_the_list_is_rejected(start: StartFn, phantom: Phantom) -> None:
+def test_calling_ae_not_on_the_list_is_rejected(start: StartFn, phantom: PhantomStudy) -> None:
     listener, intake = start(allowed_calling_aes=["PACS", "MODALITY1"])
     with associate(listener.port, ae_title="INTRUDER") as assoc:
         assert assoc.is_rejected and not assoc.is_established
@@ -356,7 +345,9 @@ def _variant(source: Path, out: Path, **changes: Any) -> Path:
     return _raw_file(out, str(ds.SOPClassUID), instance, body.getvalue())
 
 
-def test_bad_input_gets_a_failure_status(start: StartFn, phantom: Phantom, tmp_path: Path) -> None:
+def test_bad_input_gets_a_failure_status(
+    start: StartFn, phantom: PhantomStudy, tmp_path: Path
+) -> None:
     listener, intake = start()
     src = phantom.slices[3]
     bad = tmp_path / "bad"
@@ -423,7 +414,9 @@ def test_bad_input_gets_a_failure_status(start: StartFn, phantom: Phantom, tmp_p
     assert not list(tmp_path.parent.glob("**/etc.dcm"))
 
 
-def test_abort_also_ends_the_association_for_the_intake(start: StartFn, phantom: Phantom) -> None:
+def test_abort_also_ends_the_association_for_the_intake(
+    start: StartFn, phantom: PhantomStudy
+) -> None:
     listener, intake = start()
     with associate(listener.port) as assoc:
         assert store(assoc, phantom.slices[0]) == 0
@@ -455,7 +448,7 @@ def test_serve_forever_until_stopped(tmp_path: Path) -> None:
         socket.create_connection(("127.0.0.1", listener.settings.port), timeout=1).close()
 
 
-def test_intake_failure_still_answers_success(start: StartFn, phantom: Phantom) -> None:
+def test_intake_failure_still_answers_success(start: StartFn, phantom: PhantomStudy) -> None:
     listener, intake = start(intake=RecordingIntake(fail=True))
     with associate(listener.port) as assoc:
         assert store(assoc, phantom.slices[0]) == 0
@@ -480,7 +473,7 @@ def small_tmpfs(where: Path, size: str) -> Iterator[Path]:
 
 
 def test_full_disk_refuses_with_out_of_resources(
-    start: StartFn, phantom: Phantom, tmp_path: Path
+    start: StartFn, phantom: PhantomStudy, tmp_path: Path
 ) -> None:
     with small_tmpfs(tmp_path / "small", "2m") as small:
         listener, intake = start(data_dir=small)
@@ -573,7 +566,7 @@ def _client_context(certs: Certs, with_cert: bool) -> Any:
     return context
 
 
-def test_tls_with_client_certificates(start: StartFn, certs: Certs, phantom: Phantom) -> None:
+def test_tls_with_client_certificates(start: StartFn, certs: Certs, phantom: PhantomStudy) -> None:
     listener, intake = start(tls_cert=certs.server_cert, tls_key=certs.server_key, tls_ca=certs.ca)
     # A silent plain-TCP client must not hold up the others (the handshake is deferred).
     with (
@@ -599,7 +592,7 @@ def test_tls_without_ca_needs_no_client_certificate(start: StartFn, certs: Certs
 
 
 @pytest.mark.skipif(STORESCU is None, reason="DCMTK storescu is not installed")
-def test_tls_with_storescu(start: StartFn, certs: Certs, phantom: Phantom) -> None:
+def test_tls_with_storescu(start: StartFn, certs: Certs, phantom: PhantomStudy) -> None:
     listener, intake = start(tls_cert=certs.server_cert, tls_key=certs.server_key, tls_ca=certs.ca)
     base = [str(STORESCU), "-aet", "MODALITY1", "-aec", CALLED_AE]
     tls = ["+tls", str(certs.client_key), str(certs.client_cert), "+cf", str(certs.ca)]

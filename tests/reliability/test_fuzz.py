@@ -68,7 +68,7 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import split_dataset
-from service_harness import MODALITY_AE, SERVICE_AE, Service
+from service_harness import MODALITY_AE, SERVICE_AE, PhantomStudy, Service, phantom_studies
 
 from listener.scp import Listener, Verification, pdu_limit
 from listener.spool import TMP_DIR
@@ -77,7 +77,6 @@ from onfh_dlr.broker import free_port
 from onfh_dlr.demo import wait_for_echo
 from onfh_dlr.scu import store_files
 from onfh_dlr.settings import Settings
-from phantom.cohort import generate_cohort
 
 pytestmark = [
     # pydicom rightly warns while encoding the broken values this file sends on purpose.
@@ -151,20 +150,13 @@ BAD_UIDS = (
 # --- the listener process ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Phantom:
-    """A phantom MR series and its DICOM-SEG."""
-
-    slices: list[Path]
-    seg: Path
-
-
 @pytest.fixture(scope="module")
-def phantom(tmp_path_factory: pytest.TempPathFactory) -> Phantom:
-    cohort = tmp_path_factory.mktemp("fuzz-cohort")
-    generate_cohort(cohort, cases=1, seed=17, onfh_fraction=1.0)
-    (case,) = (p for p in cohort.iterdir() if p.is_dir())
-    return Phantom(sorted((case / "series").glob("*.dcm")), case / "seg.dcm")
+def phantom(tmp_path_factory: pytest.TempPathFactory) -> PhantomStudy:
+    """A phantom MR series and its DICOM-SEG."""
+    (study,) = phantom_studies(
+        tmp_path_factory.mktemp("fuzz-cohort"), 1, seed=17, onfh_fraction=1.0
+    )
+    return study
 
 
 @dataclass
@@ -1238,7 +1230,7 @@ def allowed_to_change(relative: str, data_dir_name: str) -> bool:
 # --- the test ----------------------------------------------------------------------------
 
 
-def template_bank(phantom: Phantom) -> dict[str, Template]:
+def template_bank(phantom: PhantomStudy) -> dict[str, Template]:
     """Valid instances: a phantom slice cut to 16x16 pixels (most cases, fast), the slice
     whole, and the phantom's DICOM-SEG; in a fuzz study, each in a series of its own."""
     full: Dataset = pydicom.dcmread(phantom.slices[5])
@@ -1267,7 +1259,7 @@ def _check_alive(target: Target, where: str) -> None:
 
 
 def test_fuzzed_datasets_and_pdus_never_crash_the_listener(
-    target: Target, phantom: Phantom, scale: Scale, tmp_path: Path
+    target: Target, phantom: PhantomStudy, scale: Scale, tmp_path: Path
 ) -> None:
     templates = template_bank(phantom)
     tmp_root = target.service.root
@@ -1589,7 +1581,7 @@ def test_a_command_set_without_command_field_aborts(listener: Listener) -> None:
 
 @pytest.mark.parametrize("empty", ["sop_class", "sop_instance", "spaces"])
 def test_a_store_request_without_affected_uids_is_aborted(
-    listener: Listener, phantom: Phantom, empty: str
+    listener: Listener, phantom: PhantomStudy, empty: str
 ) -> None:
     # Defect: pynetdicom dropped such a request without an answer (and its logging
     # handler raised before the listener's check could run): the peer waited.
@@ -1607,7 +1599,7 @@ def test_a_store_request_without_affected_uids_is_aborted(
 
 
 def test_pixel_data_that_does_not_match_the_image_is_refused(
-    listener: Listener, phantom: Phantom
+    listener: Listener, phantom: PhantomStudy
 ) -> None:
     # Defect: answered Success, then stored an image no reader can decode.
     ds = template_bank(phantom)["small"].ds
