@@ -206,6 +206,12 @@ def default_database_url(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / 'state.db').resolve()}"
 
 
+def _fail(s: Session, row: JobRow, reason: str, now: float) -> None:
+    """End ``row`` as failed with ``reason`` and record the event, in session ``s``."""
+    row.state, row.reason, row.finished_at = "failed", reason, now
+    s.add(EventRow(at=now, series_uid=row.series_uid, job_id=row.id, stage="failed", detail=reason))
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the listener write while workers read; a busy timeout instead of
     # "database is locked" when two processes commit at once.
@@ -452,16 +458,7 @@ class StateDB:
                     f"WorkerLostError: scoring did not finish in {row.attempts} attempts "
                     "(the worker process died each time, e.g. out of memory); not retried"
                 )
-                row.state, row.reason, row.finished_at = "failed", reason, now
-                s.add(
-                    EventRow(
-                        at=now,
-                        series_uid=row.series_uid,
-                        job_id=job_id,
-                        stage="failed",
-                        detail=reason,
-                    )
-                )
+                _fail(s, row, reason, now)
                 return Job.from_row(row)
             if unfinished:
                 row.state = "running"
@@ -504,12 +501,7 @@ class StateDB:
             row = s.get(JobRow, job_id, with_for_update=True)
             if row is None or row.state in FINAL_JOB_STATES:
                 return
-            row.state, row.reason, row.finished_at = "failed", reason, now
-            s.add(
-                EventRow(
-                    at=now, series_uid=row.series_uid, job_id=job_id, stage="failed", detail=reason
-                )
-            )
+            _fail(s, row, reason, now)
 
     def previous_sr(self, job: Job) -> Path | None:
         """The SR of the newest earlier finished job of the same series, if any."""
