@@ -79,7 +79,9 @@ class EmbeddedRedis:
     def __init__(
         self, directory: Path, *, port: int | None = None, password: str | None = None
     ) -> None:
-        self.directory = directory
+        # redis-server changes into `dir` before it opens `logfile`: a relative path would
+        # then name another file (or none), so the server gets absolute paths only.
+        self.directory = directory.absolute()
         self.port = port
         self.password = password
         self.process: subprocess.Popen[bytes] | None = None

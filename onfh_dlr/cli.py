@@ -31,7 +31,11 @@ err_console = Console(stderr=True)
 ConfigOption = Annotated[
     Path | None,
     typer.Option(
-        "--config", help="YAML settings file (else ONFH_CONFIG).", exists=True, dir_okay=False
+        "--config",
+        help="YAML settings file (else ONFH_CONFIG).",
+        exists=True,
+        dir_okay=False,
+        resolve_path=True,  # `serve` hands it to children; nothing may depend on the cwd
     ),
 ]
 

@@ -200,6 +200,17 @@ def _print_report(console: Console, sr: pydicom.Dataset, truth: list[dict[str, s
         volume = f"{hip.volume_ml:.1f}" if hip.volume_ml is not None else "-"
         table.add_row(name, f"{hip.probability:.3f}", f"{hip.score:+.2f}", finding, fact, volume)
     console.print(table)
+    # One plain line per hip as well: what a script (CI, a smoke test) can check, whatever
+    # the terminal's width does to the table.
+    for side, name in (("R", "right"), ("L", "left")):
+        hip = hips.get(side)  # type: ignore[call-overload]
+        if hip is None:
+            console.print(f"SR read back: {name} hip not scored", soft_wrap=True)
+            continue
+        finding = "suspected early ONFH" if hip.necrosis_present else "not suspected"
+        console.print(
+            f"SR read back: {name} hip p = {hip.probability:.3f}, {finding}", soft_wrap=True
+        )
     for item in sr.get("ContributingEquipmentSequence", []):
         if "DeviceUID" in item:  # the model (IHE AIR), not the scanner or the library
             console.print(

@@ -6,12 +6,13 @@ YAML file) and passed down; library code never reads ``os.environ``.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -43,6 +44,45 @@ class Destination(BaseModel):
 
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+# Settings that name files or directories; made absolute where Settings is built.
+PATH_FIELDS = ("data_dir", "bundle", "tls_cert", "tls_key", "tls_ca", "admission_rules")
+
+
+def absolute_path(path: Path, base: Path | None = None) -> Path:
+    """``path`` made absolute against ``base`` (default: the working directory), ``~`` expanded.
+
+    Normalised (``..`` removed) but symlinks are kept, so that a data directory on a
+    symlinked volume is still named as the administrator wrote it.
+    """
+    path = path.expanduser()
+    if not path.is_absolute():
+        path = (base if base is not None else Path.cwd()) / path
+    return Path(os.path.normpath(path))
+
+
+def absolute_database_url(url: str, base: Path | None = None) -> str:
+    """A SQLite URL with a relative file path made absolute; any other URL unchanged.
+
+    Raises
+    ------
+    ValueError
+        If ``url`` is not a database URL.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ValueError(f"database URL is not a valid SQLAlchemy URL: {exc}") from None
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return url
+    if parsed.database.startswith("file:"):  # a URI filename: SQLite resolves it itself
+        return url
+    database = absolute_path(Path(parsed.database), base)
+    return parsed.set(database=str(database)).render_as_string(hide_password=False)
 
 
 def _split_commas(value: Any) -> Any:
@@ -91,6 +131,20 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
 
+    @model_validator(mode="after")
+    def _absolute_paths(self) -> Settings:
+        # Every component (Redis, which changes into its own directory; Celery; SQLite;
+        # spool; outputs; paths recorded in the state DB and read by another process)
+        # must name the same files whatever its working directory: make them absolute
+        # once, here, against the working directory of the process that builds them.
+        for name in PATH_FIELDS:
+            value = getattr(self, name)
+            if value is not None and not value.is_absolute():
+                setattr(self, name, absolute_path(value))
+        if self.database_url is not None:
+            self.database_url = absolute_database_url(self.database_url)
+        return self
+
     @field_validator("ae_title")
     @classmethod
     def _valid_ae(cls, value: str) -> str:
@@ -138,12 +192,31 @@ def load_settings(config: Path | None = None, environ: dict[str, str] | None = N
             raise ConfigurationError(f"cannot read configuration file {config}: {exc}") from exc
         if not isinstance(loaded, dict):
             raise ConfigurationError(f"configuration file {config} must hold a mapping")
-        values.update(loaded)
+        values.update(_relative_to(loaded, absolute_path(config)))
     env = {k: v for k, v in (environ or {}).items() if k.startswith("ONFH_") and k != "ONFH_CONFIG"}
     try:
         return _settings_from(env, values)
     except ValidationError as exc:
         raise ConfigurationError(f"invalid settings: {exc}") from exc
+
+
+def _relative_to(values: dict[str, Any], config: Path) -> dict[str, Any]:
+    """A configuration file's values with its relative paths made relative to the file.
+
+    Paths written in a YAML file mean what they say next to that file (as in Compose
+    files), whichever directory the service is started from.
+    """
+    base = config.parent
+    resolved = dict(values)
+    for name in PATH_FIELDS:
+        if isinstance(resolved.get(name), str):
+            resolved[name] = absolute_path(Path(resolved[name]), base)
+    if isinstance(resolved.get("database_url"), str):
+        try:
+            resolved["database_url"] = absolute_database_url(resolved["database_url"], base)
+        except ValueError as exc:
+            raise ConfigurationError(f"invalid database_url in {config}: {exc}") from exc
+    return resolved
 
 
 def _settings_from(env: dict[str, str], values: dict[str, Any]) -> Settings:
@@ -160,4 +233,11 @@ def _settings_from(env: dict[str, str], values: dict[str, Any]) -> Settings:
     return Settings.model_validate(merged)
 
 
-__all__ = ["Destination", "Settings", "load_settings"]
+__all__ = [
+    "PATH_FIELDS",
+    "Destination",
+    "Settings",
+    "absolute_database_url",
+    "absolute_path",
+    "load_settings",
+]

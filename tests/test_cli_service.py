@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -22,19 +23,27 @@ def _env(data_dir: Path) -> dict[str, str]:
 
 
 def test_the_demo_pushes_a_study_through_serve_and_prints_the_sr_per_hip(tmp_path: Path) -> None:
+    # As `make demo` runs it on a fresh clone: a relative data directory (the default is
+    # `data`), here seen from a working directory of its own.
+    work = tmp_path / "work"
+    work.mkdir()
     run = subprocess.run(
         [sys.executable, "-m", "onfh_dlr", "demo"],
-        env=_env(tmp_path),
+        env=_env(Path("../data")),
+        cwd=work,
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
-    log = tmp_path / "demo" / "service.log"
+    data = tmp_path / "data"
+    log = data / "demo" / "service.log"
     assert run.returncode == 0, run.stdout + run.stderr + (log.read_text() if log.exists() else "")
-    assert "suspected early ONFH" in run.stdout and "not suspected" in run.stdout
+    assert "SR read back: right hip p = " in run.stdout and "suspected early ONFH" in run.stdout
+    assert "SR read back: left hip p = " in run.stdout and "not suspected" in run.stdout
     assert "NOT FOR CLINICAL USE" in run.stdout
-    received = sorted((tmp_path / "demo" / "pacs").glob("*.dcm"))
+    assert list(work.iterdir()) == []  # nothing written relative to the working directory
+    received = sorted((data / "demo" / "pacs").glob("*.dcm"))
     modalities = sorted(str(pydicom.dcmread(p, stop_before_pixels=True).Modality) for p in received)
     assert modalities == ["SEG", "SR"]
     sr = next(pydicom.dcmread(p) for p in received if pydicom.dcmread(p).Modality == "SR")
@@ -42,7 +51,64 @@ def test_the_demo_pushes_a_study_through_serve_and_prints_the_sr_per_hip(tmp_pat
     # The demo patient: early ONFH on the right, a healthy left hip.
     assert hips["R"].necrosis_present and not hips["L"].necrosis_present
     # serve stopped everything it started: no embedded broker URL left behind.
-    assert not (tmp_path / "demo" / "service" / "broker" / "url").exists()
+    assert not (data / "demo" / "service" / "broker" / "url").exists()
+
+
+def test_serve_with_a_relative_data_directory_scores_a_study_from_another_directory(
+    tmp_path: Path,
+) -> None:
+    from onfh_dlr.broker import free_port
+    from onfh_dlr.demo import MODALITY_AE, SERVICE_AE, service_environment, wait_for_echo
+    from onfh_dlr.receiver import Receiver
+    from onfh_dlr.scu import STORED_STATUSES, store_files
+
+    cohort = generate_cohort(tmp_path / "phantom", cases=1, seed=11, onfh_fraction=0.0)
+    files = sorted(cohort.parent.glob("*/series/*.dcm"))
+    work, other = tmp_path / "work", tmp_path / "other"
+    work.mkdir()
+    other.mkdir()
+    port, pacs_port = free_port(), free_port()
+    # serve's children, its embedded Redis (which changes into its own directory) and the
+    # paths recorded in the state DB must all name tmp_path/service, not work/../service.
+    env = service_environment(_env(Path("unused")), Path("../service"), port, pacs_port)
+    with Receiver(tmp_path / "pacs", pacs_port, ae_title="DEMO_PACS") as pacs:
+        service = subprocess.Popen(
+            [sys.executable, "-m", "onfh_dlr", "serve"],
+            env=env,
+            cwd=work,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            assert wait_for_echo("127.0.0.1", port, SERVICE_AE, timeout=60)
+            statuses = store_files(
+                files, host="127.0.0.1", port=port, called_ae=SERVICE_AE, calling_ae=MODALITY_AE
+            )
+            assert all(s in STORED_STATUSES for s in statuses)
+            (sr,) = pacs.wait_for("SR", timeout=240)
+            # `status` from a third directory, the data directory again given relatively.
+            status = subprocess.run(
+                [sys.executable, "-m", "onfh_dlr", "status", "--json"],
+                env={**_env(Path("../service"))},
+                cwd=other,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        finally:
+            service.terminate()
+            output, _ = service.communicate(timeout=60)
+    log = output.decode(errors="replace")
+    assert status.returncode == 0, status.stdout + status.stderr + log
+    summary = json.loads(status.stdout)
+    assert summary["jobs"]["done"] == 1 and summary["queue_depth"] == 0, log
+    hips = read_report(pydicom.dcmread(sr.path))
+    assert set(hips) == {"L", "R"} and not any(h.necrosis_present for h in hips.values())
+    service_dir = tmp_path / "service"
+    assert (service_dir / "state.db").is_file() and (service_dir / "broker" / "redis.log").is_file()
+    assert len(list((service_dir / "spool").rglob("*.dcm"))) == len(files)
+    assert list(work.iterdir()) == [] and list(other.iterdir()) == []
 
 
 def test_score_writes_the_sr_and_seg_of_a_series_without_any_service(tmp_path: Path) -> None:
