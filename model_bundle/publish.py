@@ -144,7 +144,7 @@ def publish(
     """Write ``result`` as a bundle at ``out_dir`` with its report, metrics and predictions."""
     from pydicom.uid import generate_uid
 
-    from model_bundle.report import model_card, render_report
+    from model_bundle.reporting import model_card, render_report
 
     config = result.config
     deployed = config.deployed_model

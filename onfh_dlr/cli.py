@@ -650,7 +650,7 @@ def evaluate(
     from model_bundle.external import cohort_metrics, score_cohort
     from model_bundle.features import read_cohort
     from model_bundle.publish import PREDICTION_COLUMNS, csv_bytes, dump_json
-    from model_bundle.report import render_evaluation_report
+    from model_bundle.reporting import render_evaluation_report
 
     try:
         loaded = load_bundle(bundle)

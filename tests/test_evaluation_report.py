@@ -1,6 +1,6 @@
 # ruff: noqa: RUF001
 # The page uses typographic signs (en dash, ellipsis); the tests look for them.
-"""The external-evaluation report (:func:`~model_bundle.report.render_evaluation_report`).
+"""The external-evaluation report (:func:`~model_bundle.reporting.render_evaluation_report`).
 
 The predictions rows are built from seeded random labels and probabilities (Rad and DLR
 informative, DL barely), with some hips not scored for reasons that carry markup; the
@@ -20,7 +20,7 @@ import pytest
 from html_checks import ParsedHtml, parse_html
 
 from model_bundle.external import cohort_metrics
-from model_bundle.report import SYNTHETIC_WARNING, render_evaluation_report
+from model_bundle.reporting import SYNTHETIC_WARNING, render_evaluation_report
 
 THRESHOLDS: dict[str, float] = {"rad": 0.5, "dl": 0.45, "dlr": 0.55}
 SCRIPT_REASON = 'HeadNotFoundError: <script>alert("x")</script> & co'
