@@ -67,23 +67,23 @@ _EXPORTS: dict[str, str] = {
     "HipROI": "roi",
     "Side": "roi",
     "rois_from_seg": "seg_roi",
-    "AUCResult": "stats",
-    "CalibrationFit": "stats",
-    "ConfusionCounts": "stats",
-    "DeLongTest": "stats",
-    "HLResult": "stats",
-    "MetricEstimate": "stats",
-    "binary_metrics": "stats",
-    "calibration_curve": "stats",
-    "calibration_slope_intercept": "stats",
-    "confusion_counts": "stats",
-    "decision_curve": "stats",
-    "delong_covariance": "stats",
-    "delong_test": "stats",
-    "hosmer_lemeshow": "stats",
-    "roc_auc_delong": "stats",
-    "wilson_interval": "stats",
-    "youden_threshold": "stats",
+    "AUCResult": "evaluation",
+    "CalibrationFit": "evaluation",
+    "ConfusionCounts": "evaluation",
+    "DeLongTest": "evaluation",
+    "HLResult": "evaluation",
+    "MetricEstimate": "evaluation",
+    "binary_metrics": "evaluation",
+    "calibration_curve": "evaluation",
+    "calibration_slope_intercept": "evaluation",
+    "confusion_counts": "evaluation",
+    "decision_curve": "evaluation",
+    "delong_covariance": "evaluation",
+    "delong_test": "evaluation",
+    "hosmer_lemeshow": "evaluation",
+    "roc_auc_delong": "evaluation",
+    "wilson_interval": "evaluation",
+    "youden_threshold": "evaluation",
 }
 
 if TYPE_CHECKING:
@@ -171,6 +171,57 @@ if TYPE_CHECKING:
     from model_bundle.deep import (
         save_backbone as save_backbone,
     )
+    from model_bundle.evaluation import (
+        AUCResult as AUCResult,
+    )
+    from model_bundle.evaluation import (
+        CalibrationFit as CalibrationFit,
+    )
+    from model_bundle.evaluation import (
+        ConfusionCounts as ConfusionCounts,
+    )
+    from model_bundle.evaluation import (
+        DeLongTest as DeLongTest,
+    )
+    from model_bundle.evaluation import (
+        HLResult as HLResult,
+    )
+    from model_bundle.evaluation import (
+        MetricEstimate as MetricEstimate,
+    )
+    from model_bundle.evaluation import (
+        binary_metrics as binary_metrics,
+    )
+    from model_bundle.evaluation import (
+        calibration_curve as calibration_curve,
+    )
+    from model_bundle.evaluation import (
+        calibration_slope_intercept as calibration_slope_intercept,
+    )
+    from model_bundle.evaluation import (
+        confusion_counts as confusion_counts,
+    )
+    from model_bundle.evaluation import (
+        decision_curve as decision_curve,
+    )
+    from model_bundle.evaluation import (
+        delong_covariance as delong_covariance,
+    )
+    from model_bundle.evaluation import (
+        delong_test as delong_test,
+    )
+    from model_bundle.evaluation import (
+        hosmer_lemeshow as hosmer_lemeshow,
+    )
+    from model_bundle.evaluation import (
+        roc_auc_delong as roc_auc_delong,
+    )
+    from model_bundle.evaluation import (
+        wilson_interval as wilson_interval,
+    )
+    from model_bundle.evaluation import (
+        youden_threshold as youden_threshold,
+    )
     from model_bundle.features import (
         FeatureSpec as FeatureSpec,
     )
@@ -254,57 +305,6 @@ if TYPE_CHECKING:
     )
     from model_bundle.seg_roi import (
         rois_from_seg as rois_from_seg,
-    )
-    from model_bundle.stats import (
-        AUCResult as AUCResult,
-    )
-    from model_bundle.stats import (
-        CalibrationFit as CalibrationFit,
-    )
-    from model_bundle.stats import (
-        ConfusionCounts as ConfusionCounts,
-    )
-    from model_bundle.stats import (
-        DeLongTest as DeLongTest,
-    )
-    from model_bundle.stats import (
-        HLResult as HLResult,
-    )
-    from model_bundle.stats import (
-        MetricEstimate as MetricEstimate,
-    )
-    from model_bundle.stats import (
-        binary_metrics as binary_metrics,
-    )
-    from model_bundle.stats import (
-        calibration_curve as calibration_curve,
-    )
-    from model_bundle.stats import (
-        calibration_slope_intercept as calibration_slope_intercept,
-    )
-    from model_bundle.stats import (
-        confusion_counts as confusion_counts,
-    )
-    from model_bundle.stats import (
-        decision_curve as decision_curve,
-    )
-    from model_bundle.stats import (
-        delong_covariance as delong_covariance,
-    )
-    from model_bundle.stats import (
-        delong_test as delong_test,
-    )
-    from model_bundle.stats import (
-        hosmer_lemeshow as hosmer_lemeshow,
-    )
-    from model_bundle.stats import (
-        roc_auc_delong as roc_auc_delong,
-    )
-    from model_bundle.stats import (
-        wilson_interval as wilson_interval,
-    )
-    from model_bundle.stats import (
-        youden_threshold as youden_threshold,
     )
 
 __all__ = sorted(_EXPORTS)

@@ -19,10 +19,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model_bundle.bundle import Bundle, canonical_json, write_bundle
-from model_bundle.classifiers import to_json
 from model_bundle.deep import save_backbone
 from model_bundle.evaluation import evaluate_split
 from model_bundle.features import HIP_MARGIN
+from model_bundle.models import to_json
 from model_bundle.radiomics import read_params_text
 from model_bundle.training import MODEL_KEYS, TrainingResult
 

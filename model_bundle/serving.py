@@ -17,14 +17,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model_bundle.bundle import Bundle, load_bundle
-from model_bundle.classifiers import from_json, positive_probability
 from model_bundle.deep import DEEP_FEATURE_NAMES, build_resnet18, deep_features, deep_input
 from model_bundle.features import preprocessed
+from model_bundle.models import FeatureSelector, PCAParams, from_json, positive_probability
 from model_bundle.radiomics import FEATURE_NAMES, extract_radiomics
 from model_bundle.roi import HipROI, Side
-from model_bundle.selection import FeatureSelector
 from model_bundle.series import LoadedSeries
-from model_bundle.training import MODEL_KEYS, PCAParams
+from model_bundle.training import MODEL_KEYS
 
 F64 = NDArray[np.float64]
 

@@ -28,18 +28,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn.decomposition import PCA
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from model_bundle.classifiers import (
+from model_bundle.dataset import HipSample
+from model_bundle.deep import build_resnet18, deep_features
+from model_bundle.evaluation import youden_threshold
+from model_bundle.finetune import FineTuneConfig, FineTuneResult, fine_tune
+from model_bundle.models import (
     CLASSIFIERS,
+    FeatureSelector,
+    PCAParams,
     cross_validate_auc,
     make_classifier,
     positive_probability,
 )
-from model_bundle.dataset import HipSample
-from model_bundle.deep import build_resnet18, deep_features
-from model_bundle.finetune import FineTuneConfig, FineTuneResult, fine_tune
 from model_bundle.radiomics import FEATURE_NAMES
-from model_bundle.selection import FeatureSelector
-from model_bundle.stats import youden_threshold
 from onfh_dlr.errors import ClassifierError, ConfigurationError
 
 F64 = NDArray[np.float64]
@@ -70,44 +71,6 @@ class TrainConfig(BaseModel):
     deployed_model: ModelKey = "dlr"
     weights_dtype: Literal["float32", "float16"] = "float16"
     threads: int | None = None
-
-
-@dataclass(frozen=True)
-class PCAParams:
-    """PCA of the deep features, fitted on the training hips."""
-
-    mean: F64
-    components: F64  # (k, 512)
-    explained_variance_ratio: F64
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(f"deep_pca_{i:03d}" for i in range(len(self.components)))
-
-    def transform(self, deep: F64) -> F64:
-        return np.asarray((deep - self.mean) @ self.components.T, dtype=np.float64)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": "onfh-dlr/pca",
-            "version": 1,
-            "mean": self.mean.tolist(),
-            "components": self.components.tolist(),
-            "explained_variance_ratio": self.explained_variance_ratio.tolist(),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PCAParams:
-        if data.get("format") != "onfh-dlr/pca" or data.get("version") != 1:
-            raise ConfigurationError("not an onfh-dlr PCA parameter file (format/version)")
-        mean = np.asarray(data["mean"], dtype=np.float64)
-        components = np.asarray(data["components"], dtype=np.float64)
-        ratio = np.asarray(data["explained_variance_ratio"], dtype=np.float64)
-        if mean.ndim != 1 or components.ndim != 2 or components.shape[1] != len(mean):
-            raise ConfigurationError("PCA parameters have inconsistent shapes")
-        if not (np.isfinite(mean).all() and np.isfinite(components).all()):
-            raise ConfigurationError("PCA parameters are not finite")
-        return cls(mean, components, ratio)
 
 
 @dataclass
@@ -346,7 +309,7 @@ def shape_leak(result: TrainingResult) -> dict[str, Any]:
     """
     from sklearn.linear_model import LogisticRegression
 
-    from model_bundle.stats import roc_auc_delong
+    from model_bundle.evaluation import roc_auc_delong
 
     columns = [i for i, n in enumerate(FEATURE_NAMES) if n.startswith("original_shape_")]
     X = np.stack([s.radiomics for s in result.usable])[:, columns]  # type: ignore[misc]
@@ -366,7 +329,6 @@ def shape_leak(result: TrainingResult) -> dict[str, Any]:
 __all__ = [
     "MODEL_KEYS",
     "ModelResult",
-    "PCAParams",
     "TrainConfig",
     "TrainingResult",
     "fit_model",

@@ -45,7 +45,7 @@ from onfh_dlr.errors import (
     UnsafeBundleFileError,
 )
 
-BUNDLE_PY = Path(bundle_module.__file__)
+BUNDLE_PACKAGE = Path(bundle_module.__file__).parent
 PARAMS_YAML = Path(__file__).parents[1] / "model_bundle" / "resources" / "radiomics_params.yaml"
 UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 WARNING = "synthetic demonstration — not for clinical use"
@@ -660,7 +660,7 @@ def test_bundle_files_are_readable_by_others(written: Path) -> None:
 # --------------------------------------------------------------------------- no pickle
 
 
-#: Modules that unpickle or run code; bundle.py must import none of them (numpy and torch
+#: Modules that unpickle or run code; the bundle package must import none of them (numpy and torch
 #: because importing them imports pickle).
 _FORBIDDEN_MODULES = {
     "pickle",
@@ -687,8 +687,9 @@ _FORBIDDEN_CALLS = {
 }
 
 
-def test_bundle_module_imports_no_pickle() -> None:
-    tree = ast.parse(BUNDLE_PY.read_text(encoding="utf-8"))
+@pytest.mark.parametrize("module", sorted(BUNDLE_PACKAGE.glob("*.py")), ids=lambda path: path.name)
+def test_bundle_package_imports_no_pickle(module: Path) -> None:
+    tree = ast.parse(module.read_text(encoding="utf-8"))
     imported: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -707,20 +708,17 @@ def test_bundle_module_imports_no_pickle() -> None:
 
 
 def test_loading_a_bundle_imports_no_pickle(written: Path) -> None:
-    # In a fresh interpreter: bundle.py loaded by path (the model_bundle package itself
-    # pulls in torch), then a whole bundle verified and read.
+    # In a fresh interpreter: the bundle package imported (model_bundle's own __init__
+    # imports its names lazily, so it pulls in nothing), then a whole bundle verified and read.
     code = f"""
-import importlib.util, sys
-spec = importlib.util.spec_from_file_location("bundle_under_test", {str(BUNDLE_PY)!r})
-module = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = module
-spec.loader.exec_module(module)
+import sys
+import model_bundle.bundle as module
 bundle = module.load_bundle({str(written)!r})
 bundle.preprocessing()
 bundle.model_params("dlr", "classifier")
 bundle.yaml("radiomics_params.yaml")
 assert module.verify_bundle({str(written)!r}).ok
-print(sorted(m for m in ("pickle", "_pickle") if m in sys.modules))
+print(sorted(m for m in ("pickle", "_pickle", "numpy", "torch") if m in sys.modules))
 """
     result = subprocess.run(
         [sys.executable, "-c", code],

@@ -22,7 +22,7 @@ from scipy.special import expit
 from sklearn.datasets import make_classification
 from threadpoolctl import threadpool_limits
 
-from model_bundle.classifiers import (
+from model_bundle.models import (
     CLASSIFIERS,
     LightGBMModel,
     TreeEnsembleModel,

@@ -24,9 +24,9 @@ from html_checks import parse_html
 
 from model_bundle.dataset import HipSample
 from model_bundle.evaluation import evaluate_split
+from model_bundle.models import FeatureSelector
 from model_bundle.reporting import SYNTHETIC_WARNING, model_card, render_report
 from model_bundle.reporting.model_details import _lasso_path
-from model_bundle.selection import FeatureSelector
 from model_bundle.training import MODEL_KEYS, TrainConfig, TrainingResult, shape_leak, train_models
 from onfh_dlr.errors import ConfigurationError
 

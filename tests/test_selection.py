@@ -21,7 +21,7 @@ from sklearn.datasets import make_classification
 from sklearn.linear_model import LassoCV
 from sklearn.model_selection import StratifiedKFold
 
-from model_bundle.selection import FeatureSelector, mrmr_fcq
+from model_bundle.models import FeatureSelector, mrmr_fcq
 from onfh_dlr.errors import NoSignificantFeatureError, SelectionError
 
 SEED = 11

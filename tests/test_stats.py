@@ -1,4 +1,4 @@
-"""Tests of model_bundle.stats against independent references.
+"""Tests of the statistics in model_bundle.evaluation against independent references.
 
 Every reference here is written separately from the code under test: sklearn and scipy
 for the AUC, O(n^2) loops over case pairs for DeLong's structural components, an explicit
@@ -31,7 +31,7 @@ from sklearn.metrics import (
 )
 from statsmodels.stats.proportion import proportion_confint
 
-from model_bundle.stats import (
+from model_bundle.evaluation import (
     TREAT_ALL,
     TREAT_NONE,
     ConfusionCounts,

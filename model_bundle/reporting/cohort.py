@@ -9,13 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-import numpy as np
-from numpy.typing import NDArray
-
 from model_bundle.training import TrainingResult
-
-F64 = NDArray[np.float64]
-
 
 # --------------------------------------------------------------------------- cohort
 

@@ -22,6 +22,7 @@ from matplotlib.ticker import MaxNLocator
 from numpy.typing import NDArray
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from model_bundle.evaluation import TREAT_ALL, TREAT_NONE, roc_auc_delong
 from model_bundle.reporting.text import (
     _CLASSIFIER_COLOURS,
     _COLOURS,
@@ -35,7 +36,6 @@ from model_bundle.reporting.text import (
     _name,
     _num,
 )
-from model_bundle.stats import TREAT_ALL, TREAT_NONE, roc_auc_delong
 from model_bundle.training import ModelResult, TrainingResult
 
 F64 = NDArray[np.float64]

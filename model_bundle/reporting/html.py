@@ -8,13 +8,7 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable, Mapping, Sequence
 
-import numpy as np
-from numpy.typing import NDArray
-
 from model_bundle.reporting.text import _metric_text
-
-F64 = NDArray[np.float64]
-
 
 # --------------------------------------------------------------------------- HTML building
 

@@ -10,12 +10,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-import numpy as np
-from numpy.typing import NDArray
-
 from model_bundle.reporting.html import _Html
-
-F64 = NDArray[np.float64]
 
 
 def _md(text: object) -> str:

@@ -12,9 +12,8 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import numpy as np
-from numpy.typing import NDArray
 
-from model_bundle.classifiers import CLASSIFIERS
+from model_bundle.models import CLASSIFIERS
 from model_bundle.reporting.cohort import _ROI_SOURCE_NAMES, _Cohort, _cohort, _reason_category
 from model_bundle.reporting.markdown import _md, _md_table
 from model_bundle.reporting.text import (
@@ -31,9 +30,6 @@ from model_bundle.reporting.text import (
 )
 from model_bundle.training import TrainingResult
 from onfh_dlr.errors import ConfigurationError
-
-F64 = NDArray[np.float64]
-
 
 # --------------------------------------------------------------------------- model card
 

@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.linear_model import lasso_path
 
-from model_bundle.classifiers import LogisticModel
+from model_bundle.models import LogisticModel
 from model_bundle.reporting.text import _signed
 from model_bundle.training import ModelResult, TrainingResult
 

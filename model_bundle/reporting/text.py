@@ -11,13 +11,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final
 
-import numpy as np
-from numpy.typing import NDArray
-
 from model_bundle.training import MODEL_KEYS, ModelResult, TrainingResult
-
-F64 = NDArray[np.float64]
-
 
 #: The warning every document of a model trained on synthetic data carries.
 SYNTHETIC_WARNING: Final = "synthetic demonstration — not for clinical use"

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from model_bundle.classifiers import CLASSIFIERS
+from model_bundle.models import CLASSIFIERS
 from model_bundle.reporting.cohort import _Cohort, _cohort
 from model_bundle.reporting.figures import (
     _calibration_figure,

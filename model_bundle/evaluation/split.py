@@ -17,15 +17,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from model_bundle.stats import (
-    binary_metrics,
+from model_bundle.evaluation.calibration import (
     calibration_curve,
     calibration_slope_intercept,
-    decision_curve,
-    delong_test,
     hosmer_lemeshow,
-    roc_auc_delong,
 )
+from model_bundle.evaluation.decision_curves import decision_curve
+from model_bundle.evaluation.discrimination import delong_test, roc_auc_delong
+from model_bundle.evaluation.threshold_metrics import binary_metrics
 
 F64 = NDArray[np.float64]
 
@@ -128,6 +127,3 @@ def evaluate_split(
             for r in dca.to_dict("records")
         ]
     return out
-
-
-__all__ = ["evaluate_split"]
