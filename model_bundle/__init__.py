@@ -1,8 +1,16 @@
 """The DLR model core: imaging, ROI, features, selection, classifiers and the bundle.
 
-Public names are re-exported here but imported on first use (PEP 562): ``import
+How the model is made and used, by subpackage: ``models`` (feature selection, PCA, the
+classifiers and their JSON codec), ``evaluation`` (the statistics and the metrics of a
+split), ``training`` (fine-tuning, fitting, publishing, a whole training run),
+``reporting`` (the training and evaluation reports, the model card) and ``bundle`` (the
+bundle format: manifest, verification, reading, atomic writing). Each subpackage's
+``__init__`` re-exports its public names; import from the subpackage, not its modules.
+
+Public names are re-exported here too but imported on first use (PEP 562): ``import
 model_bundle`` stays cheap, and a process that only verifies a bundle or reads a SEG
-never loads torch or PyRadiomics.
+never loads torch or PyRadiomics. ``model_bundle`` imports no service code (only the
+shared kernel ``onfh_dlr.errors`` and ``onfh_dlr.pools``).
 """
 
 from __future__ import annotations
@@ -49,9 +57,9 @@ _EXPORTS: dict[str, str] = {
     "series_job": "features",
     "series_rois": "features",
     "write_feature_table": "features",
-    "FineTuneConfig": "finetune",
-    "FineTuneResult": "finetune",
-    "fine_tune": "finetune",
+    "FineTuneConfig": "training",
+    "FineTuneResult": "training",
+    "fine_tune": "training",
     "MR_IMAGE_SOP_CLASSES": "imaging",
     "Interpolator": "imaging",
     "LoadedSeries": "imaging",
@@ -252,15 +260,6 @@ if TYPE_CHECKING:
     from model_bundle.features import (
         write_feature_table as write_feature_table,
     )
-    from model_bundle.finetune import (
-        FineTuneConfig as FineTuneConfig,
-    )
-    from model_bundle.finetune import (
-        FineTuneResult as FineTuneResult,
-    )
-    from model_bundle.finetune import (
-        fine_tune as fine_tune,
-    )
     from model_bundle.imaging import (
         MR_IMAGE_SOP_CLASSES as MR_IMAGE_SOP_CLASSES,
     )
@@ -305,6 +304,15 @@ if TYPE_CHECKING:
     )
     from model_bundle.seg_roi import (
         rois_from_seg as rois_from_seg,
+    )
+    from model_bundle.training import (
+        FineTuneConfig as FineTuneConfig,
+    )
+    from model_bundle.training import (
+        FineTuneResult as FineTuneResult,
+    )
+    from model_bundle.training import (
+        fine_tune as fine_tune,
     )
 
 __all__ = sorted(_EXPORTS)

@@ -15,7 +15,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from onfh_dlr.errors import OnfhError
 from onfh_dlr.settings import Settings, load_settings
@@ -541,30 +548,29 @@ def train(
     ] = "head",
 ) -> None:
     """Train the Rad, DL and DLR models on a labelled cohort and write a verified bundle."""
-    import yaml
-
-    from model_bundle.dataset import build_dataset
-    from model_bundle.features import read_cohort
-    from model_bundle.publish import publish
-    from model_bundle.training import TrainConfig, shape_leak, train_models
+    from model_bundle.training import (
+        RoiProtocol,
+        TrainingRun,
+        plan_training,
+        read_train_config,
+        run_training,
+    )
 
     if roi not in ("head", "lesion"):
         err_console.print(f"[red]error:[/red] --roi must be head or lesion, not {roi!r}")
         raise typer.Exit(2)
 
     try:
-        settings = yaml.safe_load(config.read_text(encoding="utf-8")) if config is not None else {}
-        if pretrained is not None:
-            settings["pretrained"] = pretrained
-        train_config = TrainConfig.model_validate(settings or {})
-        jobs = read_cohort(cohort)
-    except (OnfhError, ValueError, yaml.YAMLError) as exc:
+        plan = plan_training(
+            cohort,
+            out,
+            config=read_train_config(config, pretrained),
+            cache=cache,
+            roi_protocol=RoiProtocol(roi),
+        )
+    except (OnfhError, ValueError) as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
-    if out.exists() and any(out.iterdir()):
-        err_console.print(f"[red]error:[/red] {out} exists and is not empty")
-        raise typer.Exit(2)
-    cache_dir = cache if cache is not None else out.with_name(out.name + ".cache")
     start = time.perf_counter()
     progress = Progress(
         TextColumn("[bold]{task.description}[/bold]"),
@@ -573,44 +579,37 @@ def train(
         TimeElapsedColumn(),
         console=console,
     )
+    features = progress.add_task("features", total=len(plan.jobs))
+    epochs: list[TaskID] = []  # the fine-tuning bar appears when fine-tuning starts
+
+    def on_epoch(*_: object) -> None:
+        if not epochs:
+            epochs.append(progress.add_task("fine-tuning", total=plan.config.epochs))
+        progress.advance(epochs[0])
+
     try:
         with progress:
-            task = progress.add_task("features", total=len(jobs))
-            samples = build_dataset(
-                jobs,
-                cache=cache_dir,
+            run: TrainingRun = run_training(
+                plan,
+                name=name,
+                version=version,
+                synthetic=synthetic,
                 workers=workers,
-                on_job=lambda *_: progress.advance(task),
-                roi_protocol=roi,
-            )
-            epochs = progress.add_task("fine-tuning", total=train_config.epochs)
-            result = train_models(
-                samples,
-                train_config,
                 log=console.print,
-                on_epoch=lambda *_: progress.advance(epochs),
+                on_hip=lambda: progress.advance(features),
+                on_epoch=on_epoch,
             )
-        leak = shape_leak(result) if roi == "lesion" else None
-        if leak is not None:
-            console.print(
-                "[yellow]label leak:[/yellow] shape features alone reach test AUC "
-                f"{leak['test_auc']:.3f} with the lesion ROI protocol"
-            )
-        bundle = publish(
-            result,
-            out,
-            name=name,
-            version=version,
-            synthetic=synthetic,
-            roi_protocol=roi,
-            shape_leak=leak,
-        )
     except OnfhError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
-    unusable = [s for s in samples if not s.ok]
-    for s in unusable:
+    if run.shape_leak is not None:
+        console.print(
+            "[yellow]label leak:[/yellow] shape features alone reach test AUC "
+            f"{run.shape_leak['test_auc']:.3f} with the lesion ROI protocol"
+        )
+    for s in run.excluded:
         console.print(f"[yellow]excluded[/yellow] {s.patient_id} {s.side}: {s.reason}")
+    bundle = run.bundle
     headline: Any = bundle.manifest.metrics  # JSON from the manifest, read defensively
     for key in ("rad", "dl", "dlr"):
         try:
@@ -649,8 +648,8 @@ def evaluate(
     from model_bundle.bundle import load_bundle
     from model_bundle.external import cohort_metrics, score_cohort
     from model_bundle.features import read_cohort
-    from model_bundle.publish import PREDICTION_COLUMNS, csv_bytes, dump_json
     from model_bundle.reporting import render_evaluation_report
+    from model_bundle.training import PREDICTION_COLUMNS, csv_bytes, dump_json
 
     try:
         loaded = load_bundle(bundle)

@@ -27,7 +27,15 @@ from model_bundle.evaluation import evaluate_split
 from model_bundle.models import FeatureSelector
 from model_bundle.reporting import SYNTHETIC_WARNING, model_card, render_report
 from model_bundle.reporting.model_details import _lasso_path
-from model_bundle.training import MODEL_KEYS, TrainConfig, TrainingResult, shape_leak, train_models
+from model_bundle.training import (
+    MODEL_KEYS,
+    TrainConfig,
+    TrainingResult,
+    TrainProbabilities,
+    shape_leak,
+    train_models,
+    training_metrics,
+)
 from onfh_dlr.errors import ConfigurationError
 
 # Failure reasons with markup and Markdown in them: both documents must show them as text.
@@ -65,21 +73,12 @@ def _samples() -> list[HipSample]:
 
 
 def _metrics(result: TrainingResult) -> dict[str, Any]:
-    thresholds = {k: m.threshold for k, m in result.models.items()}
-    train, test = result.train_idx, result.test_idx
-    return {
-        "train": evaluate_split(
-            result.y[train], {k: m.train_prob for k, m in result.models.items()}, thresholds
-        ),
-        "test": evaluate_split(
-            result.y[test], {k: m.test_prob for k, m in result.models.items()}, thresholds
-        ),
-    }
+    return training_metrics(result)  # what a training run writes to metrics.json
 
 
 @pytest.fixture(scope="module")
 def trained() -> tuple[TrainingResult, dict[str, Any]]:
-    # model_validate, not TrainConfig(...): training.py's positional Field(default, ...)
+    # model_validate, not TrainConfig(...): the positional Field(default, ...) of TrainConfig
     # makes mypy (without the pydantic plugin) take those fields for required arguments.
     config = TrainConfig.model_validate(
         {"epochs": 1, "batch_size": 8, "lasso_folds": 3, "cv_folds": 3, "threads": 1}
@@ -339,7 +338,7 @@ def test_model_card(trained: tuple[TrainingResult, dict[str, Any]]) -> None:
 def test_lasso_path_matches_the_selection(trained: tuple[TrainingResult, dict[str, Any]]) -> None:
     result, _ = trained
     rad = result.models["rad"]
-    path = _lasso_path(result, rad)
+    path = _lasso_path(rad)
     assert path is not None
     alphas, coefs = path
     lasso = rad.selector.record.lasso
@@ -347,7 +346,44 @@ def test_lasso_path_matches_the_selection(trained: tuple[TrainingResult, dict[st
     assert alphas[at] == pytest.approx(lasso.alpha)
     expected = [lasso.coefficients[n] for n in rad.selector.record.mrmr_order]
     np.testing.assert_allclose(coefs[:, at], expected, atol=2e-3)
-    assert _lasso_path(result, result.models["dl"]) is None  # deep features are not kept
+    # Training records the path of every model, deep features or not.
+    dl = result.models["dl"]
+    dl_path = _lasso_path(dl)
+    assert dl_path is not None
+    assert dl_path[1].shape == (len(dl.selector.record.mrmr_order), len(dl_path[0]))
+
+
+def test_a_selector_without_a_recorded_path_round_trips_and_shows_no_path(
+    trained: tuple[TrainingResult, dict[str, Any]],
+) -> None:
+    # A selector from a bundle written before training recorded the LASSO path.
+    result, _ = trained
+    rad = result.models["rad"]
+    data = rad.selector.to_json()
+    assert "path" in data["record"]["lasso"]
+    del data["record"]["lasso"]["path"]
+    older = FeatureSelector.from_json(data)
+    assert older.record.lasso.path is None
+    assert older.to_json() == data
+    assert _lasso_path(dataclasses.replace(rad, selector=older)) is None
+
+
+def test_the_roc_figure_uses_the_probabilities_the_training_metrics_record(
+    trained: tuple[TrainingResult, dict[str, Any]],
+) -> None:
+    result, metrics = trained
+    assert metrics["train_probabilities"] == "in-sample"
+    in_sample = _render(result, metrics)
+    assert "use the in-sample probabilities the training metrics" in in_sample
+    kind = TrainProbabilities.OUT_OF_FOLD
+    oof = dict(metrics)
+    oof["train"] = evaluate_split(
+        result.y[result.train_idx],
+        {k: m.train_probabilities(kind) for k, m in result.models.items()},
+        {k: m.threshold for k, m in result.models.items()},
+    )
+    oof["train_probabilities"] = kind.value
+    assert "use the out-of-fold probabilities the training metrics" in _render(result, oof)
 
 
 def test_shape_leak_measures_what_shape_alone_separates(
@@ -361,3 +397,30 @@ def test_shape_leak_measures_what_shape_alone_separates(
         assert 0.0 <= leak[f"{split}_auc"] <= 1.0
         low, high = leak[f"{split}_auc_ci95"]
         assert low <= leak[f"{split}_auc"] <= high
+
+
+def test_training_metrics_record_the_aucs_the_figures_label(
+    trained: tuple[TrainingResult, dict[str, Any]],
+) -> None:
+    result, metrics = trained
+    for key, m in result.models.items():
+        recorded = metrics["train_auc"][key]
+        assert recorded["in-sample"] == metrics["train"]["models"][key]["auc"]
+        assert set(recorded) == {"in-sample", "out-of-fold"}
+        assert set(metrics["test_auc_by_classifier"][key]) == set(m.test_prob_by_classifier)
+
+
+def test_the_report_renders_the_recorded_classifier_aucs(
+    trained: tuple[TrainingResult, dict[str, Any]],
+) -> None:
+    # The report shows what training recorded, never an AUC of its own.
+    result, metrics = trained
+    rad = result.models["rad"]
+    name = next(iter(rad.test_prob_by_classifier))
+    altered = copy.deepcopy(metrics)
+    altered["test_auc_by_classifier"]["rad"][name] = {
+        "estimate": 0.4321,
+        "ci95": [0.1234, 0.5678],
+        "se": 0.1,
+    }
+    assert "0.432 (0.123–0.568)" in _render(result, altered)

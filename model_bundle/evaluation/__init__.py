@@ -42,7 +42,7 @@ from model_bundle.evaluation.discrimination import (
     delong_test,
     roc_auc_delong,
 )
-from model_bundle.evaluation.split import evaluate_split
+from model_bundle.evaluation.split import auc_entry, evaluate_split
 from model_bundle.evaluation.threshold_metrics import (
     ConfusionCounts,
     MetricEstimate,
@@ -61,6 +61,7 @@ __all__ = [
     "DeLongTest",
     "HLResult",
     "MetricEstimate",
+    "auc_entry",
     "binary_metrics",
     "calibration_curve",
     "calibration_slope_intercept",

@@ -34,6 +34,18 @@ def _num(value: float) -> float | None:
     return None if value is None or not math.isfinite(float(value)) else float(value)
 
 
+def auc_entry(y: NDArray[np.int64], prob: F64) -> dict[str, Any] | None:
+    """AUC with its 95 % DeLong CI as JSON data, ``None`` without hips of both classes."""
+    if not 0 < int(np.sum(y)) < len(y):
+        return None
+    auc = roc_auc_delong(y, prob)
+    return {
+        "estimate": _num(auc.auc),
+        "ci95": [_num(auc.ci_low), _num(auc.ci_high)],
+        "se": _num(auc.se),
+    }
+
+
 def evaluate_split(
     y: NDArray[np.int64],
     probs: Mapping[Any, F64],  # keyed by model key (str or a Literal of them)
@@ -65,12 +77,7 @@ def evaluate_split(
     for key, prob in probs.items():
         entry: dict[str, Any] = {"threshold": float(thresholds[key])}
         if two_classes:
-            auc = roc_auc_delong(y, prob)
-            entry["auc"] = {
-                "estimate": _num(auc.auc),
-                "ci95": [_num(auc.ci_low), _num(auc.ci_high)],
-                "se": _num(auc.se),
-            }
+            entry["auc"] = auc_entry(y, prob)
             hl = hosmer_lemeshow(y, prob, external=external)
             entry["hosmer_lemeshow"] = {
                 "statistic": _num(hl.statistic),

@@ -57,7 +57,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.stats import mannwhitneyu
 from sklearn.feature_selection import f_classif
-from sklearn.linear_model import LassoCV
+from sklearn.linear_model import LassoCV, lasso_path
 from sklearn.model_selection import StratifiedKFold
 
 from model_bundle.models.selection_records import (
@@ -374,6 +374,17 @@ class FeatureSelector:
                 f"coefficient to zero; the first mRMR feature ({names[0]}) is kept instead"
             )
         mse = np.asarray(model.mse_path_, dtype=np.float64)
+        # The coefficient path over the same alpha grid, recorded for the report (which
+        # must not refit anything). LassoCV fits an intercept and lasso_path does not, so
+        # both are centred as LassoCV does.
+        y = labels.astype(np.float64)
+        _, coefs, _ = lasso_path(
+            Z - Z.mean(axis=0), y - y.mean(), alphas=model.alphas_, max_iter=self.lasso_max_iter
+        )
+        path = {
+            name: tuple(float(c) for c in row)
+            for name, row in zip(names, np.asarray(coefs, dtype=np.float64), strict=True)
+        }
         return LassoRecord(
             alpha=float(model.alpha_),
             alphas=tuple(float(a) for a in model.alphas_),
@@ -383,6 +394,7 @@ class FeatureSelector:
             coefficients=coefficients,
             intercept=float(model.intercept_),
             fallback=fallback,
+            path=path,
         )
 
     # --- applying ------------------------------------------------------------------
@@ -469,6 +481,18 @@ class FeatureSelector:
         """
         record = self.record
         lasso = record.lasso
+        lasso_json: dict[str, Any] = {
+            "alpha": lasso.alpha,
+            "alphas": list(lasso.alphas),
+            "cv_mse_mean": list(lasso.cv_mse_mean),
+            "cv_mse_std": list(lasso.cv_mse_std),
+            "n_folds": lasso.n_folds,
+            "coefficients": dict(lasso.coefficients),
+            "intercept": lasso.intercept,
+            "fallback": lasso.fallback,
+        }
+        if lasso.path is not None:  # an older selector has none; its JSON stays as it was
+            lasso_json["path"] = {name: list(values) for name, values in lasso.path.items()}
         return {
             "format": SELECTOR_FORMAT,
             "version": _VERSION,
@@ -499,16 +523,7 @@ class FeatureSelector:
                 "mrmr_relevance": dict(record.mrmr_relevance),
                 "mrmr_order": list(record.mrmr_order),
                 "mrmr_scores": list(record.mrmr_scores),
-                "lasso": {
-                    "alpha": lasso.alpha,
-                    "alphas": list(lasso.alphas),
-                    "cv_mse_mean": list(lasso.cv_mse_mean),
-                    "cv_mse_std": list(lasso.cv_mse_std),
-                    "n_folds": lasso.n_folds,
-                    "coefficients": dict(lasso.coefficients),
-                    "intercept": lasso.intercept,
-                    "fallback": lasso.fallback,
-                },
+                "lasso": lasso_json,
             },
         }
 

@@ -51,6 +51,10 @@ class LassoRecord:
     fallback : str or None
         Why the first mRMR feature was kept although every coefficient is zero; ``None``
         when the selection is the non-zero coefficients.
+    path : dict of str to tuple of float, or None
+        The coefficient path: for every LASSO input feature its coefficient at each alpha
+        of ``alphas``, fitted on the same z-scored training rows, for the report's figure.
+        ``None`` for a selector recorded before the path was (an older bundle).
     """
 
     alpha: float
@@ -61,6 +65,7 @@ class LassoRecord:
     coefficients: dict[str, float]
     intercept: float
     fallback: str | None
+    path: dict[str, tuple[float, ...]] | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,7 @@ def _record_from_json(
         coefficients=_name_map(lasso_obj, "coefficients", known),
         intercept=_num(lasso_obj, "intercept"),
         fallback=fallback,
+        path=_path(lasso_obj, known, len(_nums(lasso_obj, "alphas"))),
     )
     mrmr_order = subset("mrmr_order")
     if not set(selected) <= set(mrmr_order):
@@ -190,6 +196,21 @@ def _name_map(obj: Mapping[str, Any], key: str, known: set[str]) -> dict[str, fl
     if not set(inner) <= known:
         raise SelectionError(f"{key!r} names features that are not inputs")
     return {k: _num(inner, k) for k in inner}
+
+
+def _path(
+    lasso: Mapping[str, Any], known: set[str], n_alphas: int
+) -> dict[str, tuple[float, ...]] | None:
+    """The optional LASSO path: feature name to one finite coefficient per alpha."""
+    if lasso.get("path") is None:
+        return None  # recorded before training kept the path
+    inner = _obj(lasso, "path")
+    if not set(inner) <= known:
+        raise SelectionError("'path' names features that are not inputs")
+    path = {name: tuple(_nums(inner, name)) for name in inner}
+    if any(len(values) != n_alphas for values in path.values()):
+        raise SelectionError("'path' must hold one coefficient per alpha")
+    return path
 
 
 def _obj(d: Mapping[str, Any], key: str) -> Mapping[str, Any]:

@@ -20,9 +20,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from numpy.typing import NDArray
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
 
-from model_bundle.evaluation import TREAT_ALL, TREAT_NONE, roc_auc_delong
+from model_bundle.evaluation import TREAT_ALL, TREAT_NONE
 from model_bundle.reporting.text import (
     _CLASSIFIER_COLOURS,
     _COLOURS,
@@ -36,7 +36,7 @@ from model_bundle.reporting.text import (
     _name,
     _num,
 )
-from model_bundle.training import ModelResult, TrainingResult
+from model_bundle.training import ModelResult, TrainingResult, TrainProbabilities
 
 F64 = NDArray[np.float64]
 
@@ -94,22 +94,25 @@ def _operating_point(ax: Axes, key: str, entry: Mapping[str, Any]) -> None:
 
 
 def _train_probabilities(
-    model: ModelResult, y: NDArray[np.int64], reported: object
+    model: ModelResult, metrics: Mapping[str, Any]
 ) -> tuple[F64, str, F64, str]:
-    """Which training probabilities the metrics describe, and the other kind.
+    """The training probabilities the metrics describe, and the other kind.
 
-    ``evaluate_split`` on the training hips may have been given the in-sample or the
-    out-of-fold probabilities; the curve drawn with the metrics' AUC must be the same
-    one, so it is recognised by its AUC (in-sample when both match).
+    The curve drawn with the metrics' AUC must be the same one; which kind that is, the
+    metrics record (``train_probabilities``, in-sample when absent).
     """
-    in_sample, oof = model.train_prob, model.train_oof_prob
-    target = _finite(reported)
-    if target is not None and len(oof) == len(y):
-        auc_in = float(roc_auc_score(y, in_sample))
-        auc_oof = float(roc_auc_score(y, oof))
-        if abs(auc_oof - target) < 1e-9 and abs(auc_in - target) >= 1e-9:
-            return oof, "out-of-fold", in_sample, "in-sample"
-    return in_sample, "in-sample", oof, "out-of-fold"
+    recorded = TrainProbabilities(metrics.get("train_probabilities", "in-sample"))
+    other = (
+        TrainProbabilities.IN_SAMPLE
+        if recorded is TrainProbabilities.OUT_OF_FOLD
+        else TrainProbabilities.OUT_OF_FOLD
+    )
+    return (
+        model.train_probabilities(recorded),
+        recorded.value,
+        model.train_probabilities(other),
+        other.value,
+    )
 
 
 def _roc_figure(result: TrainingResult, metrics: Mapping[str, Any]) -> tuple[str, str]:
@@ -126,16 +129,14 @@ def _roc_figure(result: TrainingResult, metrics: Mapping[str, Any]) -> tuple[str
         for m in _models(result):
             entry = _entry(metrics, split, m.key)
             if split == "train":
-                prob, kind, other, other_kind = _train_probabilities(
-                    m, y, _get(entry, "auc", "estimate")
-                )
+                prob, kind, other, other_kind = _train_probabilities(m, metrics)
                 kinds.add(kind)
             else:
                 prob, other, other_kind = m.test_prob, np.zeros(0), ""
             _roc_line(ax, m.key, y, prob, entry, deployed)
             if split == "train" and len(other) == len(y):
                 fpr, tpr, _ = roc_curve(y, other)
-                auc = float(roc_auc_score(y, other))
+                auc = _num(_get(metrics, "train_auc", m.key, other_kind, "estimate"))
                 ax.plot(
                     fpr,
                     tpr,
@@ -143,7 +144,7 @@ def _roc_figure(result: TrainingResult, metrics: Mapping[str, Any]) -> tuple[str
                     lw=1,
                     ls="--",
                     alpha=0.7,
-                    label=f"{_name(m.key)} {other_kind}: AUC {auc:.3f}",
+                    label=f"{_name(m.key)} {other_kind}: AUC {auc}",
                 )
             _operating_point(ax, m.key, entry)
         title = "Training hips" if split == "train" else "Test hips"
@@ -157,8 +158,13 @@ def _roc_figure(result: TrainingResult, metrics: Mapping[str, Any]) -> tuple[str
     return _png(fig), caption
 
 
-def _classifier_figure(result: TrainingResult) -> tuple[str, dict[str, dict[str, str]]]:
-    """Test ROC of all eight classifiers per model, and their test AUC texts."""
+def _classifier_figure(
+    result: TrainingResult, metrics: Mapping[str, Any]
+) -> tuple[str, dict[str, dict[str, str]]]:
+    """Test ROC of all eight classifiers per model, and their test AUC texts.
+
+    The AUCs are the ones training recorded (``test_auc_by_classifier`` of the metrics).
+    """
     models = _models(result)
     fig = Figure(figsize=(5.0 * max(1, len(models)), 5.2))
     y = result.y[result.test_idx]
@@ -171,8 +177,9 @@ def _classifier_figure(result: TrainingResult) -> tuple[str, dict[str, dict[str,
         for colour, (name, prob) in zip(
             _CLASSIFIER_COLOURS * 2, m.test_prob_by_classifier.items(), strict=False
         ):
-            auc = roc_auc_delong(y, prob)
-            texts[m.key][name] = _ci(auc.auc, [auc.ci_low, auc.ci_high])
+            recorded = _get(metrics, "test_auc_by_classifier", m.key, name)
+            estimate = _num(_get(recorded, "estimate"))
+            texts[m.key][name] = _ci(_get(recorded, "estimate"), _get(recorded, "ci95"))
             fpr, tpr, _ = roc_curve(y, prob)
             chosen = name == m.classifier_name
             ax.plot(
@@ -181,7 +188,7 @@ def _classifier_figure(result: TrainingResult) -> tuple[str, dict[str, dict[str,
                 color="black" if chosen else colour,
                 lw=2.6 if chosen else 1.1,
                 zorder=3 if chosen else 2,  # on top of the others, which often coincide
-                label=f"{name}{' (chosen)' if chosen else ''}: {auc.auc:.3f}",
+                label=f"{name}{' (chosen)' if chosen else ''}: {estimate}",
             )
         _roc_axes(ax, f"{_name(m.key)}: all classifiers, test hips")
     return _png(fig), texts

@@ -1,6 +1,7 @@
 # ruff: noqa: RUF001, RUF002
 # Read by clinicians: typographic dashes, signs and Greek letters are intended.
-"""What the documents say about a fitted model: the LR score formula and the LASSO path."""
+"""What the documents say about a fitted model: the LR score formula and the LASSO path,
+both read from what training recorded."""
 
 from __future__ import annotations
 
@@ -9,11 +10,10 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sklearn.linear_model import lasso_path
 
 from model_bundle.models import LogisticModel
 from model_bundle.reporting.text import _signed
-from model_bundle.training import ModelResult, TrainingResult
+from model_bundle.training import ModelResult
 
 F64 = NDArray[np.float64]
 
@@ -82,45 +82,14 @@ def _score_formula(model: ModelResult) -> tuple[str, str]:
     return "\n".join(lines), note
 
 
-def _radiomics_training_matrix(result: TrainingResult, model: ModelResult) -> F64 | None:
-    """The z-scored mRMR features of the training hips, if all are radiomics features.
+def _lasso_path(model: ModelResult) -> tuple[F64, F64] | None:
+    """LASSO coefficient path as training recorded it: ``(alphas, coefs)``.
 
-    The :class:`TrainingResult` keeps each hip's radiomics vector but not its deep
-    features, so the matrix exists only when mRMR chose radiomics features alone.
+    ``coefs`` has one row per mRMR feature (mRMR order). ``None`` when the selector was
+    recorded without its path (a selector read from an older bundle).
     """
-    record = model.selector.record
-    first = next((s.radiomics for s in result.usable if s.radiomics is not None), None)
-    if first is None or model.key == "dl":
+    lasso = model.selector.record.lasso
+    if lasso.path is None:
         return None
-    n_rad = len(first)
-    # Rad and DLR inputs start with the radiomics features, in the vector's order.
-    column = {name: j for j, name in enumerate(model.input_names[:n_rad])}
-    if not all(name in column for name in record.mrmr_order):
-        return None
-    rows = [result.usable[i].radiomics for i in result.train_idx.tolist()]
-    X = np.stack([np.asarray(r, dtype=np.float64) for r in rows if r is not None])
-    selector = model.selector
-    position = {name: j for j, name in enumerate(selector.feature_names)}
-    cols = [column[name] for name in record.mrmr_order]
-    idx = [position[name] for name in record.mrmr_order]
-    return np.asarray((X[:, cols] - selector.means[idx]) / selector.stds[idx], dtype=np.float64)
-
-
-def _lasso_path(result: TrainingResult, model: ModelResult) -> tuple[F64, F64] | None:
-    """LASSO coefficient path over the selector's alpha grid: ``(alphas, coefs)``.
-
-    ``coefs`` has one row per mRMR feature (mRMR order). ``None`` when the training
-    matrix cannot be rebuilt (deep features are not kept in the training result).
-    """
-    Z = _radiomics_training_matrix(result, model)
-    if Z is None:
-        return None
-    y = result.y[result.train_idx].astype(np.float64)
-    # LassoCV fits an intercept; lasso_path does not, so centre both as LassoCV does.
-    alphas, coefs, _ = lasso_path(
-        Z - Z.mean(axis=0),
-        y - y.mean(),
-        alphas=np.asarray(model.selector.record.lasso.alphas, dtype=np.float64),
-        max_iter=model.selector.lasso_max_iter,
-    )
-    return np.asarray(alphas, dtype=np.float64), np.asarray(coefs, dtype=np.float64)
+    coefs = [lasso.path[name] for name in model.selector.record.mrmr_order]
+    return np.asarray(lasso.alphas, dtype=np.float64), np.asarray(coefs, dtype=np.float64)

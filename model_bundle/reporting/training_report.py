@@ -340,8 +340,8 @@ def _selection_part(result: TrainingResult, m: ModelResult, path_available: bool
     if not path_available:
         parts.append(
             _note(
-                "No LASSO coefficient path: some mRMR features are deep (PCA) features, and "
-                "the training result does not keep the deep features of the hips."
+                "No LASSO coefficient path: this selector was recorded without it (a "
+                "selector from an older bundle)."
             )
         )
     parts += [
@@ -488,10 +488,10 @@ def render_report(
         )
     cohort = _cohort(result)
     roc_png, roc_caption = _roc_figure(result, metrics)
-    classifier_png, test_auc = _classifier_figure(result)
+    classifier_png, test_auc = _classifier_figure(result, metrics)
     paths: dict[str, tuple[F64, F64, ModelResult]] = {}
     for m in _models(result):
-        path = _lasso_path(result, m)
+        path = _lasso_path(m)
         if path is not None:
             paths[m.key] = (path[0], path[1], m)
     path_png = _lasso_path_figure(paths) if paths else None

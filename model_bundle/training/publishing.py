@@ -20,11 +20,11 @@ from numpy.typing import NDArray
 
 from model_bundle.bundle import Bundle, canonical_json, write_bundle
 from model_bundle.deep import save_backbone
-from model_bundle.evaluation import evaluate_split
+from model_bundle.evaluation import auc_entry, evaluate_split
 from model_bundle.features import HIP_MARGIN
 from model_bundle.models import to_json
 from model_bundle.radiomics import read_params_text
-from model_bundle.training import MODEL_KEYS, TrainingResult
+from model_bundle.training.fit import MODEL_KEYS, TrainingResult, TrainProbabilities
 
 F64 = NDArray[np.float64]
 SYNTHETIC_WARNING = "synthetic demonstration — not for clinical use"
@@ -51,12 +51,27 @@ def training_metrics(result: TrainingResult) -> dict[str, Any]:
     y = result.y
     thresholds: dict[str, float] = {k: m.threshold for k, m in result.models.items()}
     out: dict[str, Any] = {}
-    for split, idx, attr in (
-        ("train", result.train_idx, "train_prob"),
-        ("test", result.test_idx, "test_prob"),
-    ):
-        probs: dict[str, F64] = {k: getattr(m, attr) for k, m in result.models.items()}
-        out[split] = evaluate_split(y[idx], probs, thresholds)
+    # The training metrics describe the in-sample probabilities, and say so: the report
+    # draws the curve of the kind recorded here.
+    kind = TrainProbabilities.IN_SAMPLE
+    train = {k: m.train_probabilities(kind) for k, m in result.models.items()}
+    out["train"] = evaluate_split(y[result.train_idx], train, thresholds)
+    out["train_probabilities"] = kind.value
+    test = {k: m.test_prob for k, m in result.models.items()}
+    out["test"] = evaluate_split(y[result.test_idx], test, thresholds)
+    # What the report's figures label besides the metrics: the training AUC of both kinds
+    # of probabilities, and the test AUC of every classifier compared.
+    out["train_auc"] = {
+        k: {
+            each.value: auc_entry(y[result.train_idx], m.train_probabilities(each))
+            for each in TrainProbabilities
+        }
+        for k, m in result.models.items()
+    }
+    out["test_auc_by_classifier"] = {
+        k: {name: auc_entry(y[result.test_idx], p) for name, p in m.test_prob_by_classifier.items()}
+        for k, m in result.models.items()
+    }
     out["cv_auc"] = {
         k: {name: {"mean": auc, "folds": list(folds)} for name, (auc, folds) in m.cv_auc.items()}
         for k, m in result.models.items()
@@ -244,15 +259,3 @@ def _default(value: object) -> object:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"not JSON: {type(value).__name__}")
-
-
-__all__ = [
-    "DEFAULT_INTENDED_USE",
-    "PREDICTION_COLUMNS",
-    "SYNTHETIC_WARNING",
-    "csv_bytes",
-    "dump_json",
-    "prediction_rows",
-    "publish",
-    "training_metrics",
-]

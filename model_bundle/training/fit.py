@@ -12,13 +12,15 @@ Every fitted step sees training data only:
 5. fix each model's threshold by Youden's index on out-of-fold training probabilities;
 6. only then score the test hips.
 
-:func:`train_models` is the computation; :mod:`model_bundle.train_bundle` writes it out.
+:func:`train_models` is the computation; :func:`~model_bundle.training.publish` writes it
+out as a bundle, and :func:`~model_bundle.training.run_training` does both from a cohort.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +33,6 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from model_bundle.dataset import HipSample
 from model_bundle.deep import build_resnet18, deep_features
 from model_bundle.evaluation import youden_threshold
-from model_bundle.finetune import FineTuneConfig, FineTuneResult, fine_tune
 from model_bundle.models import (
     CLASSIFIERS,
     FeatureSelector,
@@ -41,6 +42,7 @@ from model_bundle.models import (
     positive_probability,
 )
 from model_bundle.radiomics import FEATURE_NAMES
+from model_bundle.training.finetune import FineTuneConfig, FineTuneResult, fine_tune
 from onfh_dlr.errors import ClassifierError, ConfigurationError
 
 F64 = NDArray[np.float64]
@@ -73,6 +75,19 @@ class TrainConfig(BaseModel):
     threads: int | None = None
 
 
+class TrainProbabilities(StrEnum):
+    """Which probabilities of the training hips a set of training metrics describes.
+
+    The value is what ``metrics.json`` records under ``train_probabilities``.
+    """
+
+    #: The final classifier's own probabilities on the hips it was fitted on.
+    IN_SAMPLE = "in-sample"
+    #: Cross-validated probabilities, each from a fit without that hip's fold (what the
+    #: threshold is fixed on).
+    OUT_OF_FOLD = "out-of-fold"
+
+
 @dataclass
 class ModelResult:
     """One of Rad, DL, DLR: its selection, classifiers and predictions."""
@@ -89,6 +104,10 @@ class ModelResult:
     test_prob: F64
     test_prob_by_classifier: dict[str, F64] = field(default_factory=dict)
     skipped_classifiers: dict[str, str] = field(default_factory=dict)  # name -> why
+
+    def train_probabilities(self, kind: TrainProbabilities) -> F64:
+        """The training hips' probabilities of one kind."""
+        return self.train_oof_prob if kind is TrainProbabilities.OUT_OF_FOLD else self.train_prob
 
 
 @dataclass
@@ -324,15 +343,3 @@ def shape_leak(result: TrainingResult) -> dict[str, Any]:
         out[f"{split}_auc"] = float(auc.auc)
         out[f"{split}_auc_ci95"] = [float(auc.ci_low), float(auc.ci_high)]
     return out
-
-
-__all__ = [
-    "MODEL_KEYS",
-    "ModelResult",
-    "TrainConfig",
-    "TrainingResult",
-    "fit_model",
-    "patient_split",
-    "shape_leak",
-    "train_models",
-]

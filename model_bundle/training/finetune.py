@@ -137,6 +137,3 @@ def fine_tune(
         torch.set_num_threads(threads)
         backbone.eval()
     return FineTuneResult(tuple(losses), tuple(accuracies))
-
-
-__all__ = ["FineTuneConfig", "FineTuneResult", "fine_tune"]
