@@ -30,10 +30,12 @@ from worker.sr_output import read_report
 
 DEMO_BUNDLE = Path(__file__).resolve().parents[1] / "model_bundle" / "demo"
 # What OHIF's SR loader says when it cannot place a measurement (issue 14, OHIF #3390).
+# ("not rehydratable" is not among them: it means OHIF will not turn the measurements
+# into its own editable tools, right for a read-only AI result it displays as is.)
 SR_LOADER_TROUBLE = (
     "skipping annotation",
-    "not rehydratable",
-    "No measurements found which were rehydratable",
+    "not currently supported",
+    "No Tracking Unique Identifier",
     "Error Boundary",
     "ReferencedSOPSequence",
     "TypeError",
@@ -41,6 +43,21 @@ SR_LOADER_TROUBLE = (
 _THUMBNAIL = (
     "Array.from(document.querySelectorAll('[data-cy^=study-browser-thumbnail]'))"
     ".find(e => e.querySelector('[data-cy=series-modality-label]')?.innerText === '{}')"
+)
+# Scroll the active viewport to an image.
+_SHOW_IMAGE = (
+    "(() => {{ const id = services.viewportGridService.getActiveViewportId();"
+    " const vp = services.cornerstoneViewportService.getCornerstoneViewport(id);"
+    " const index = vp.getImageIds().indexOf({image_id});"
+    " vp.setImageIdIndex(index); return index; }})()"
+)
+# What cornerstone's annotation layer draws in the active viewport.
+_DRAWN = (
+    "(() => { const layer = document.querySelector("
+    "'[data-viewportid=' + services.viewportGridService.getActiveViewportId() + '] svg.svg-layer');"
+    " if (!layer) return { outlines: 0, text: [] };"
+    " return { outlines: layer.querySelectorAll('path, polyline').length,"
+    " text: Array.from(layer.querySelectorAll('text')).map(t => t.textContent) }; })()"
 )
 _HYDRATE_PROMPT = "document.body.innerText.includes('Do you want to open this Segmentation?')"
 # OHIF's first-visit tour and investigational-use banner cover the viewport.
@@ -130,12 +147,14 @@ def viewer(returned: ReturnedStudy, tmp_path_factory: pytest.TempPathFactory) ->
         orthanc.stop()
 
 
-def _measurements(browser: Chromium) -> list[dict[str, Any]]:
+def _sr_measurements(browser: Chromium) -> list[dict[str, Any]]:
+    """What OHIF's SR loader made of the SR: its display set's measurements."""
     value = browser.evaluate(
-        "services.measurementService.getMeasurements().map(m => ({"
-        " label: m.label, toolName: m.toolName, points: (m.points || []).length,"
-        " displayText: m.displayText, referencedImageId: m.referencedImageId,"
-        " referenceSeriesUID: m.referenceSeriesUID }))"
+        "(services.displaySetService.getActiveDisplaySets().find(d => d.Modality === 'SR')"
+        "?.measurements || []).map(m => ({"
+        " trackingIdentifier: m.TrackingIdentifier, loaded: m.loaded, imageId: m.imageId,"
+        " graphicType: m.graphicType, points: m.pointsLength,"
+        " labels: (m.labels || []).map(l => l.label + ': ' + l.value) }))"
     )
     assert isinstance(value, list)
     return value
@@ -155,32 +174,37 @@ def test_opening_the_sr_draws_both_hips_contours_without_loader_errors(viewer: V
 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not trouble():
-        if browser.evaluate("services.measurementService.getMeasurements().length") >= 2:
+        if sum(bool(m["loaded"]) for m in _sr_measurements(browser)) >= 2:
             break
         time.sleep(0.3)
     time.sleep(1.5)  # let the viewport draw before the screenshot
     browser.screenshot(viewer.shots / "sr.png")
     assert not trouble(), "\n".join(f"{e.level}: {e.text[:300]}" for e in trouble())
-    measurements = _measurements(browser)
-    labels = sorted(str(m["label"]) for m in measurements)
-    assert labels == sorted(SEGMENT_LABELS.values()), json.dumps(measurements, indent=1)
+    measurements = _sr_measurements(browser)
+    assert sorted(m["trackingIdentifier"] for m in measurements) == sorted(
+        SEGMENT_LABELS.values()
+    ), json.dumps(measurements, indent=1)
     mr_series = str(
         pydicom.dcmread(viewer.study.mr_files[0], stop_before_pixels=True).SeriesInstanceUID
     )
-    for measurement in measurements:
-        assert measurement["referenceSeriesUID"] == mr_series
-        assert measurement["points"] >= 8  # a closed contour, not a point or a line
-    # The contours are drawn: cornerstone's annotation layer has a path per hip.
-    drawn = browser.evaluate(
-        "document.querySelectorAll('svg.svg-layer path, svg.svg-layer polyline').length"
-    )
-    assert drawn >= 2
-    # Each hip's values, labelled with their concepts, are in the measurement text.
     report = read_report(pydicom.dcmread(viewer.study.sr_path))
-    text = json.dumps([m["displayText"] for m in measurements])
-    for hip in report.values():
-        assert f"{hip.probability:.2f}" in text
-    assert "Probability" in text
+    by_label = {label: side for side, label in SEGMENT_LABELS.items()}
+    # Each hip's outline is drawn on its own largest slice, labelled with its values.
+    for measurement in measurements:
+        side = by_label[measurement["trackingIdentifier"]]
+        assert measurement["loaded"], measurement  # placed on an image of the MR series
+        assert mr_series in measurement["imageId"]
+        assert measurement["graphicType"] == "POLYLINE" and measurement["points"] >= 8
+        browser.evaluate(_SHOW_IMAGE.format(image_id=json.dumps(measurement["imageId"])))
+        time.sleep(1.0)
+        drawn = browser.evaluate(_DRAWN)
+        browser.screenshot(viewer.shots / f"sr-{side}.png")
+        assert drawn["outlines"] >= 1, drawn
+        text = "\n".join(drawn["text"])
+        hip = report[side]
+        assert f"Probability: {hip.probability:.2f}" in text, text
+        assert f"Score: {hip.score:.2f}" in text, text
+        assert "Area:" in text and "mm2" in text and "Volume:" in text, text
 
 
 def test_opening_the_seg_hydrates_both_femoral_heads(viewer: Viewer) -> None:
