@@ -15,17 +15,21 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pydicom
 import pytest
 from viewer_harness import Chromium, ConsoleEntry, DicomWebOrthanc, OhifServer, ohif_dist
 
+from model_bundle.roi import Side
+from model_bundle.seg_roi import rois_from_seg
+from model_bundle.series import load_series
 from model_bundle.serving import BundleModel
 from phantom.dicom_writer import write_segmentation, write_series
 from phantom.generator import generate_study
 from worker.pipeline import score_series, write_outputs
-from worker.seg_output import SEGMENT_LABELS
+from worker.result_card import build_result_card
+from worker.seg_output import SEGMENT_LABELS, OutputDevice
 from worker.sr_output import read_report
 
 DEMO_BUNDLE = Path(__file__).resolve().parents[1] / "model_bundle" / "demo"
@@ -74,6 +78,8 @@ class ReturnedStudy:
     mr_files: list[Path]
     sr_path: Path
     seg_path: Path
+    card_path: Path
+    card_uid: str
 
 
 @pytest.fixture(scope="module")
@@ -83,15 +89,31 @@ def returned(tmp_path_factory: pytest.TempPathFactory) -> ReturnedStudy:
     phantom = generate_study(23, 0, (True, False))
     datasets = write_series(phantom, directory / "series")
     write_segmentation(phantom, datasets, directory / "truth_seg.dcm")
-    scored = score_series(
-        directory / "series", BundleModel.load(DEMO_BUNDLE), seg=directory / "truth_seg.dcm"
-    )
+    model = BundleModel.load(DEMO_BUNDLE)
+    scored = score_series(directory / "series", model, seg=directory / "truth_seg.dcm")
     sr_path, seg_path = write_outputs(scored, directory / "out")
+    # The card is not delivered by the worker yet: built here from the same inputs.
+    series = load_series(directory / "series")
+    rois = {
+        cast(Side, side): roi
+        for side, roi in rois_from_seg(pydicom.dcmread(seg_path), series).items()
+    }
+    card = build_result_card(
+        series,
+        rois,
+        scored.predictions,
+        OutputDevice.from_manifest(model.bundle.manifest),
+        series_number=9003,
+    )
+    card_path = directory / "out" / "card.dcm"
+    card.save_as(card_path, enforce_file_format=True)
     return ReturnedStudy(
         str(datasets[0].StudyInstanceUID),
         sorted((directory / "series").glob("*.dcm")),
         sr_path,
         seg_path,
+        card_path,
+        str(card.SOPInstanceUID),
     )
 
 
@@ -118,16 +140,16 @@ def viewer(returned: ReturnedStudy, tmp_path_factory: pytest.TempPathFactory) ->
     server: OhifServer | None = None
     browser: Chromium | None = None
     try:
-        for path in [*returned.mr_files, returned.sr_path, returned.seg_path]:
+        for path in [*returned.mr_files, returned.sr_path, returned.seg_path, returned.card_path]:
             orthanc.upload(path)
         server = OhifServer(dist, orthanc)
         browser = Chromium(root / "chromium")
         browser.navigate(server.viewer_url(returned.study_uid))
         browser.wait_for(
             "window.services && services.displaySetService.getActiveDisplaySets()"
-            ".filter(d => ['MR', 'SR', 'SEG'].includes(d.Modality)).length === 3",
+            ".filter(d => ['MR', 'SR', 'SEG', 'OT'].includes(d.Modality)).length === 4",
             90,
-            "OHIF's display sets of the MR, SR and SEG",
+            "OHIF's display sets of the MR, SR, SEG and result card",
         )
         browser.wait_for(
             "document.querySelector('[data-cy=viewport-overlay-bottom-right]')?.innerText"
@@ -231,5 +253,24 @@ def test_opening_the_seg_hydrates_both_femoral_heads(viewer: Viewer) -> None:
         browser.screenshot(viewer.shots / "seg.png")
     assert labels == sorted(SEGMENT_LABELS.values())
     assert not browser.evaluate(_HYDRATE_PROMPT)
+    errors = [e for e in browser.console if e.level in ("error", "exception", "log-error")]
+    assert not errors, "\n".join(f"{e.level}: {e.text[:300]}" for e in errors)
+
+
+def test_the_result_card_displays_as_an_image(viewer: Viewer) -> None:
+    viewer.open_series("OT")
+    browser = viewer.browser
+    try:
+        browser.wait_for(
+            "(() => { const id = services.viewportGridService.getActiveViewportId();"
+            " const vp = services.cornerstoneViewportService.getCornerstoneViewport(id);"
+            " return vp && (vp.getCurrentImageId() || '')"
+            f".includes('{viewer.study.card_uid}'); }})()",
+            30,
+            "the result card in the active viewport",
+        )
+    finally:
+        time.sleep(1.5)
+        browser.screenshot(viewer.shots / "card.png")
     errors = [e for e in browser.console if e.level in ("error", "exception", "log-error")]
     assert not errors, "\n".join(f"{e.level}: {e.text[:300]}" for e in errors)

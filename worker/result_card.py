@@ -284,6 +284,7 @@ def build_result_card(
     )
     card.SeriesDescription = device.series_description("DLR result card")
     card.BurnedInAnnotation = "YES"
+    card.ConversionType = "WSD"  # made by software on a workstation, not digitised
     card.ImageLaterality = "B"  # both hips are on the card
     card.ImageComments = "\n".join(text.lines())[:_IMAGE_COMMENTS_MAX]
     card.ManufacturerModelName = plain_text(device.name)[:64]
