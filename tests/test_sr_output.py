@@ -393,3 +393,14 @@ def test_dcmqi_tid1500reader_reads_both_groups_of_each_hip(case: Case, tmp_path:
     }
     by_label = {g["TrackingIdentifier"]: g for g in groups if "ReferencedSegment" in g}
     assert by_label["Right femoral head"]["Laterality"]["CodeValue"] == "24028007"
+
+
+def test_read_report_gives_each_hips_outline_image_and_area(case: Case) -> None:
+    hips = read_report(case.sr)
+    for side, hip in hips.items():
+        outline = largest_slice_outline(case.rois[side], case.series)
+        assert hip.outline_image_uid == outline.sop_instance_uid
+        assert hip.area_mm2 == pytest.approx(outline.area_mm2)
+    # A report built without outlines has none to read back.
+    plain = build_report(case.series, case.seg, PREDICTIONS, DEVICE, series_number=9002)
+    assert {h.outline_image_uid for h in read_report(plain).values()} == {None}

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final
 
@@ -485,6 +485,8 @@ class ReportedHip:
     probability: float
     volume_ml: float | None
     necrosis_present: bool
+    outline_image_uid: str | None = None  # the MR image of the planar group's outline
+    area_mm2: float | None = None
 
 
 def read_report(sr: Dataset) -> dict[Side, ReportedHip]:
@@ -534,10 +536,33 @@ def read_report(sr: Dataset) -> dict[Side, ReportedHip]:
             volume_ml=_one_value(group, VOLUME, side, required=False),
             necrosis_present=value == PRESENT,
         )
+    for planar in report.get_planar_roi_measurement_groups():
+        side = _side_of(planar)
+        hip = out.get(side)
+        if hip is None or str(planar.tracking_uid) != hip.tracking_uid:
+            raise OutputError(
+                f"SR {sr.SOPInstanceUID}: the outline of {SEGMENT_LABELS[side]} is not tracked "
+                "with its volumetric group"
+            )
+        region = planar.roi
+        if not isinstance(region, hd.sr.ImageRegion):
+            raise OutputError(f"SR {sr.SOPInstanceUID}: group {side} has no image region")
+        source = region.ContentSequence[0].ReferencedSOPSequence[0]
+        out[side] = replace(
+            hip,
+            outline_image_uid=str(source.ReferencedSOPInstanceUID),
+            area_mm2=_one_value(planar, AREA, side),
+        )
     return out
 
 
-def _side_of(group: hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations) -> Side:
+_Group = (
+    hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+    | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+)
+
+
+def _side_of(group: _Group) -> Side:
     for site in group.finding_sites:
         if site.value != _concept(HEAD_OF_FEMUR):
             continue
@@ -548,7 +573,7 @@ def _side_of(group: hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations) ->
 
 
 def _one_value(
-    group: hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations,
+    group: _Group,
     name: CodedConcept,
     side: Side,
     *,
