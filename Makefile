@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest reliability system-deps venv phantom bundle evaluate-demo clean
+.PHONY: demo test lint typecheck pytest reliability system-deps ohif venv phantom bundle evaluate-demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,18 @@ venv: $(STAMP)
 system-deps:
 	bash scripts/install-system-deps.sh
 
+# The OHIF Viewer build (the npm package ships it in dist/) for tests/test_viewer_ohif.py,
+# pinned, fetched once with npm into the gitignored .cache/.
+OHIF_VERSION := 3.13.2
+OHIF_DIR := .cache/ohif/$(OHIF_VERSION)
+
+ohif: $(OHIF_DIR)/package/dist/index.html
+
+$(OHIF_DIR)/package/dist/index.html: | system-deps
+	rm -rf $(OHIF_DIR) && mkdir -p $(OHIF_DIR)
+	cd $(OHIF_DIR) && npm pack --silent @ohif/app@$(OHIF_VERSION) && tar xzf ohif-app-$(OHIF_VERSION).tgz
+	touch $@
+
 demo: $(STAMP)
 	$(BIN)/onfh-dlr demo
 
@@ -28,7 +40,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) system-deps
+pytest: $(STAMP) system-deps ohif
 	$(BIN)/pytest -m "not slow"
 
 test: lint typecheck pytest

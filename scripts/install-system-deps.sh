@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use as real peers (DCMTK, dicom3tools,
-# headless Chromium for the status page, Prometheus for the dashboard queries, Orthanc
-# as a stand-in PACS, PostgreSQL as a state DB), only when they are missing. Needs root
-# or sudo on a fresh machine.
+# headless Chromium for the status page and the OHIF viewer test, Prometheus for the
+# dashboard queries, Orthanc with its DICOMweb plugin as a stand-in PACS, npm to fetch
+# the OHIF build, PostgreSQL as a state DB), only when they are missing. Needs root or
+# sudo on a fresh machine.
 set -euo pipefail
 need=()
 command -v storescu >/dev/null 2>&1 || need+=(dcmtk)
@@ -10,6 +11,10 @@ command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v Orthanc >/dev/null 2>&1 || need+=(orthanc)
+# DICOMweb for OHIF (tests/test_viewer_ohif.py).
+ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so >/dev/null 2>&1 || need+=(orthanc-dicomweb)
+# npm fetches the pinned OHIF build (make ohif); any Node with npm will do.
+command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # PostgreSQL server (tests/reliability/test_storage_faults.py runs a private cluster).
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)

@@ -6,8 +6,15 @@ right one above, so both calls are exercised.
 
 from __future__ import annotations
 
+import html
 import io
+import json
 import math
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +24,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from dicom_checks import dciodvfy_errors
+from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from model_bundle.roi import HipROI, Side
@@ -25,8 +33,19 @@ from model_bundle.serving import HipPrediction
 from onfh_dlr.errors import OutputError
 from phantom.dicom_writer import write_series
 from phantom.generator import generate_study
-from worker.seg_output import OutputDevice, build_segmentation, segment_numbers_by_side
-from worker.sr_output import build_report, read_report, roi_volume_ml
+from worker.seg_output import (
+    SEGMENT_LABELS,
+    OutputDevice,
+    build_segmentation,
+    segment_numbers_by_side,
+)
+from worker.sr_output import (
+    AREA,
+    build_report,
+    largest_slice_outline,
+    read_report,
+    roi_volume_ml,
+)
 
 DEVICE = OutputDevice(
     name="onfh-dlr-test",
@@ -87,6 +106,7 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> Case:
         DEVICE,
         series_number=9002,
         roi_volumes_ml={side: roi_volume_ml(roi) for side, roi in rois.items()},
+        outlines={side: largest_slice_outline(roi, series) for side, roi in rois.items()},
     )
     path = directory / "sr.dcm"
     sr.save_as(path, enforce_file_format=True)
@@ -251,3 +271,136 @@ def test_one_hip_report_references_a_one_segment_seg(case: Case) -> None:
     )
     hips = read_report(sr)
     assert set(hips) == {"R"} and hips["R"].segment_number == 1
+
+
+def _planar_groups(
+    sr: hd.sr.Comprehensive3DSR,
+) -> list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]:
+    content = sr.content
+    assert isinstance(content, hd.sr.MeasurementReport)
+    return content.get_planar_roi_measurement_groups()
+
+
+def test_each_hip_has_a_planar_group_tracked_with_its_volumetric_group(case: Case) -> None:
+    # Same Tracking Identifier and UID: viewers (OHIF) merge the two into one finding.
+    volumetric = {(g.tracking_identifier, g.tracking_uid) for g in _groups(case.sr)}
+    planar = _planar_groups(case.sr)
+    assert len(planar) == 2
+    assert {(g.tracking_identifier, g.tracking_uid) for g in planar} == volumetric
+    for group in planar:
+        (site,) = group.finding_sites
+        assert site.value == codes.SCT.FemoralHead and site.laterality is not None
+        assert group.finding_type == codes.SCT.FemoralHead
+
+
+def test_the_planar_outline_is_the_rois_closed_polyline_on_its_largest_slice(
+    case: Case,
+) -> None:
+    by_label: dict[str, Side] = {"Left femoral head": "L", "Right femoral head": "R"}
+    for group in _planar_groups(case.sr):
+        side = by_label[str(group.tracking_identifier)]
+        mask = sitk.GetArrayFromImage(case.rois[side].mask) > 0
+        areas = mask.sum(axis=(1, 2))
+        largest = int(np.argmax(areas))
+        region = group.roi
+        assert isinstance(region, hd.sr.ImageRegion)
+        assert region.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
+        points = region.value
+        assert len(points) >= 8 and np.array_equal(points[0], points[-1])
+        source = region.ContentSequence[0].ReferencedSOPSequence[0]
+        assert source.ReferencedSOPInstanceUID == case.series.sop_instance_uids[largest]
+        # The polygon encloses the mask's pixels: its area is the pixel count, give or
+        # take the half-pixel rim the outline cuts through.
+        columns, rows = points[:, 0], points[:, 1]
+        polygon = 0.5 * abs(np.dot(columns, np.roll(rows, 1)) - np.dot(rows, np.roll(columns, 1)))
+        assert polygon == pytest.approx(areas[largest], rel=0.1)
+        # Every mask pixel centre of that slice lies inside the outline's bounding box.
+        mask_rows, mask_columns = np.nonzero(mask[largest])
+        assert columns.min() < mask_columns.min() + 0.5 < mask_columns.max() + 0.5 < columns.max()
+        assert rows.min() < mask_rows.min() + 0.5 < mask_rows.max() + 0.5 < rows.max()
+        (area,) = group.get_measurements(name=AREA)
+        spacing = case.rois[side].mask.GetSpacing()
+        assert area.unit.value == "mm2"
+        assert area.value == pytest.approx(areas[largest] * spacing[0] * spacing[1])
+
+
+def test_every_container_is_separate(case: Case) -> None:
+    def containers(items: Sequence[Dataset]) -> Iterator[Dataset]:
+        for item in items:
+            if item.ValueType == "CONTAINER":
+                yield item
+            yield from containers(item.get("ContentSequence", []))
+
+    assert case.sr.ContinuityOfContent == "SEPARATE"
+    found = list(containers(case.sr.ContentSequence))
+    assert len(found) >= 6  # measurements, 4 groups, qualitative evaluations
+    assert {c.ContinuityOfContent for c in found} == {"SEPARATE"}
+
+
+def test_dsr2html_renders_every_value_with_its_concept_name(case: Case) -> None:
+    exe = shutil.which("dsr2html")
+    if exe is None:
+        raise RuntimeError("dsr2html (Debian package dcmtk) is required: run `make system-deps`")
+    rendered = subprocess.run(
+        [exe, str(case.sr_path)], capture_output=True, text=True, check=True
+    ).stdout
+    text = html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", rendered)))
+    for side, prediction in PREDICTIONS.items():
+        label = SEGMENT_LABELS[side]
+        call = "Present" if prediction.call else "Absent"
+        group = re.search(
+            rf'Tracking Identifier = "{label}".*?Score: (\S+) 1 .*?Probability: (\S+) 1 '
+            rf".*?Volume: (\S+) ml .*?Necrosis: {call} ",
+            text,
+        )
+        assert group is not None, text
+        assert float(group[1]) == pytest.approx(prediction.score)
+        assert float(group[2]) == pytest.approx(prediction.probability)
+        assert re.search(
+            rf'Tracking Identifier = "{label}"[^"]*?Area: [0-9.]+ mm2 Image Region: Polyline',
+            text,
+        ), text
+    # A CONTINUOUS container renders its values as one run with footnotes.
+    assert "Footnote" not in text
+
+
+def test_dcmqi_tid1500reader_reads_both_groups_of_each_hip(case: Case, tmp_path: Path) -> None:
+    # dcmqi (a dev dependency) installs tid1500reader next to the interpreter.
+    exe = shutil.which("tid1500reader") or shutil.which(
+        "tid1500reader", path=str(Path(sys.executable).parent)
+    )
+    if exe is None:
+        raise RuntimeError("dcmqi's tid1500reader is required: pip install -e '.[dev]'")
+    out = tmp_path / "tid1500.json"
+    subprocess.run(
+        [exe, "--inputDICOM", str(case.sr_path), "--outputMetadata", str(out)],
+        capture_output=True,
+        check=True,
+    )
+    groups = json.loads(out.read_text())["Measurements"]
+    quantities = {
+        (
+            g["TrackingIdentifier"],
+            tuple(m["quantity"]["CodeMeaning"] for m in g["measurementItems"]),
+        )
+        for g in groups
+    }
+    assert quantities == {
+        ("Left femoral head", ("Score", "Probability", "Volume")),
+        ("Left femoral head", ("Area",)),
+        ("Right femoral head", ("Score", "Probability", "Volume")),
+        ("Right femoral head", ("Area",)),
+    }
+    by_label = {g["TrackingIdentifier"]: g for g in groups if "ReferencedSegment" in g}
+    assert by_label["Right femoral head"]["Laterality"]["CodeValue"] == "24028007"
+
+
+def test_read_report_gives_each_hips_outline_image_and_area(case: Case) -> None:
+    hips = read_report(case.sr)
+    for side, hip in hips.items():
+        outline = largest_slice_outline(case.rois[side], case.series)
+        assert hip.outline_image_uid == outline.sop_instance_uid
+        assert hip.area_mm2 == pytest.approx(outline.area_mm2)
+    # A report built without outlines has none to read back.
+    plain = build_report(case.series, case.seg, PREDICTIONS, DEVICE, series_number=9002)
+    assert {h.outline_image_uid for h in read_report(plain).values()} == {None}

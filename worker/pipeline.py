@@ -52,7 +52,7 @@ from worker.seg_output import (
     build_segmentation,
     segment_numbers_by_side,
 )
-from worker.sr_output import build_report, read_report, roi_volume_ml
+from worker.sr_output import build_report, largest_slice_outline, read_report, roi_volume_ml
 
 __all__ = [
     "DEFAULT_SERIES_NUMBER_BASE",
@@ -233,6 +233,7 @@ def score_series(
         series_instance_uid=uids.sr_series,
         sop_instance_uid=uids.sr_instance,
         roi_volumes_ml={side: roi_volume_ml(roi) for side, roi in rois.items()},
+        outlines={side: largest_slice_outline(roi, series) for side, roi in rois.items()},
         previous_versions=predecessors,
         content_datetime=when,
     )

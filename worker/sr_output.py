@@ -6,15 +6,30 @@ Content tree::
       language, observer context = the model as a device (TID 1004: Device UID,
       name, manufacturer, model name), procedure reported = Imaging procedure
       Imaging Measurements
-        Measurement Group per femoral head (TID 1411)
-          Tracking Identifier "Left femoral head" + Tracking Unique Identifier
+        per femoral head, two Measurement Groups with one Tracking Identifier
+        ("Left femoral head") and one Tracking Unique Identifier:
+        Volumetric group (TID 1411)
           Referenced Segment -> the SEG segment of that side (+ source series)
           Finding = Head of femur; Finding Site = Head of femur, laterality
           Algorithm Identification (TID 4019): bundle name, version, threshold
           Score (log-odds, unit "1"), Probability (unit "1"), Volume (ml)
           Necrosis = Present | Absent   (the model's call at the bundle threshold)
+        Planar group (TID 1410), when the ROIs are given
+          Image Region = closed POLYLINE (SCOORD) of the ROI's outline on the MR
+          slice where the ROI is largest, SELECTED FROM that image
+          Finding, Finding Site as above; Area (mm2) of the ROI on that slice
       Qualitative Evaluations: TEXT comments (not-for-clinical-use warning, the call
       per hip with probability and threshold, intended use)
+
+Why the planar group: viewers draw what has spatial coordinates on an image. OHIF's SR
+loader merges groups by Tracking Unique Identifier and needs a SCOORD in the merged
+group; a TID 1500 group that only references a SEG segment leaves its viewport black
+(issue 14, OHIF issue 3390). With the planar group OHIF jumps to the slice and draws
+each hip's outline with the merged group's values.
+
+Every CONTAINER is SEPARATE (highdicom writes CONTINUOUS): renderers such as DCMTK's
+``dsr2html`` then print each item as its own line with its concept name, where a
+CONTINUOUS container runs the values together as one unlabelled sentence.
 
 Codes, and why
     * Score: SCT 246262008 *Score*; Probability: DCM 122157 *Probability*; both
@@ -25,6 +40,7 @@ Codes, and why
       has disorder concepts for osteonecrosis of the femoral head, but none is in
       DICOM's code tables (pydicom's dictionary) to check the code against, so the
       finding is composed from codes that are.
+    * Area: SCT 42798000 *Area*, UCUM "mm2".
     * Qualitative Evaluations container: UMLS C0034375 (TID 1500 row 11).
     * Procedure reported: SCT 363679005 *Imaging procedure* (CID 100).
     * Contributing Equipment: DCM 109102 *Processing Equipment* with the Device UID
@@ -38,17 +54,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final
 
 import highdicom as hd
 import numpy as np
+import numpy.typing as npt
 import SimpleITK as sitk
 from highdicom.sr.coding import CodedConcept
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
+from skimage.measure import approximate_polygon, find_contours
 
 from model_bundle.roi import HipROI, Side
 from model_bundle.series import LoadedSeries
@@ -69,14 +87,17 @@ from worker.seg_output import (
 
 __all__ = [
     "ABSENT",
+    "AREA",
     "NECROSIS",
     "PRESENT",
     "PROBABILITY",
     "QUALITATIVE_EVALUATIONS",
     "SCORE",
     "VOLUME",
+    "HipOutline",
     "ReportedHip",
     "build_report",
+    "largest_slice_outline",
     "read_report",
     "roi_volume_ml",
 ]
@@ -86,6 +107,8 @@ PROBABILITY: Final = CodedConcept("122157", "DCM", "Probability")
 VOLUME: Final = CodedConcept("118565006", "SCT", "Volume")
 NO_UNITS: Final = CodedConcept("1", "UCUM", "no units")
 MILLILITRE: Final = CodedConcept("ml", "UCUM", "milliliter")
+AREA: Final = CodedConcept("42798000", "SCT", "Area")
+SQUARE_MILLIMETRE: Final = CodedConcept("mm2", "UCUM", "square millimeter")
 NECROSIS: Final = CodedConcept("6574001", "SCT", "Necrosis")
 PRESENT: Final = CodedConcept("52101004", "SCT", "Present")
 ABSENT: Final = CodedConcept("272519000", "SCT", "Absent")
@@ -94,12 +117,82 @@ COMMENT: Final = CodedConcept("121106", "DCM", "Comment")
 IMAGING_PROCEDURE: Final = CodedConcept("363679005", "SCT", "Imaging procedure")
 _SIDE_ORDER: Final[tuple[Side, Side]] = ("L", "R")
 _UT_MAX: Final = 10_000  # TEXT content items are UT; keep comments short anyway
+# Outline simplification, in pixels: well under a pixel, so the drawn outline is the
+# mask's, with far fewer points than one per boundary pixel edge.
+_OUTLINE_TOLERANCE: Final = 0.3
 
 
 def roi_volume_ml(roi: HipROI) -> float:
     """Volume of a ROI mask in millilitres (voxel count times voxel volume)."""
     voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(roi.mask)))
     return voxels * math.prod(roi.mask.GetSpacing()) / 1000.0
+
+
+@dataclass(frozen=True)
+class HipOutline:
+    """A hip ROI's outline on the source slice where the ROI is largest.
+
+    Attributes
+    ----------
+    side
+        The hip.
+    sop_class_uid, sop_instance_uid, frame_number
+        The MR image (and frame, for a multi-frame instance) the outline lies on.
+    points
+        ``(n, 2)`` float array of (column, row) image coordinates, DICOM SCOORD
+        convention (the top-left corner of the top-left pixel is (0, 0)); closed: the
+        last point equals the first.
+    area_mm2
+        The ROI's area on that slice (pixel count times pixel area).
+    """
+
+    side: Side
+    sop_class_uid: str
+    sop_instance_uid: str
+    frame_number: int | None
+    points: npt.NDArray[np.float64]
+    area_mm2: float
+
+
+def largest_slice_outline(roi: HipROI, series: LoadedSeries) -> HipOutline:
+    """The outline of ``roi`` on the slice of ``series`` where it has the most pixels.
+
+    Raises
+    ------
+    onfh_dlr.errors.OutputError
+        The mask is empty or not on the series' slices.
+    """
+    mask = np.asarray(sitk.GetArrayViewFromImage(roi.mask)) > 0  # (slice, row, column)
+    if mask.shape[0] != len(series.sop_instance_uids):
+        raise OutputError(f"{SEGMENT_LABELS[roi.side]}: the ROI is not on the series' slices")
+    areas = mask.sum(axis=(1, 2))
+    index = int(np.argmax(areas))
+    if areas[index] == 0:
+        raise OutputError(f"{SEGMENT_LABELS[roi.side]}: the ROI is empty")
+    # Padding closes outlines that touch the image border; the largest connected
+    # piece's outline is the one drawn (a femoral head is one piece).
+    plane = np.pad(mask[index], 1).astype(np.float64)
+    # scikit-image's measure functions carry no annotations.
+    pieces: list[npt.NDArray[np.float64]] = find_contours(plane, 0.5)  # type: ignore[no-untyped-call]
+    outline: npt.NDArray[np.float64] = approximate_polygon(  # type: ignore[no-untyped-call]
+        max(pieces, key=len), tolerance=_OUTLINE_TOLERANCE
+    )
+    # find_contours gives (row, column) of pixel centres, shifted by the padding;
+    # SCOORD wants (column, row) with pixel centres at +0.5.
+    points = np.stack([outline[:, 1] - 0.5, outline[:, 0] - 0.5], axis=1)
+    if not np.array_equal(points[0], points[-1]):
+        points = np.vstack([points, points[:1]])
+    sop_instance_uid = series.sop_instance_uids[index]
+    source = next(ds for ds in series.datasets if ds.SOPInstanceUID == sop_instance_uid)
+    column_mm, row_mm = roi.mask.GetSpacing()[:2]
+    return HipOutline(
+        side=roi.side,
+        sop_class_uid=str(source.SOPClassUID),
+        sop_instance_uid=sop_instance_uid,
+        frame_number=series.frame_numbers[index],
+        points=points,
+        area_mm2=float(areas[index]) * column_mm * row_mm,
+    )
 
 
 def _concept(code: tuple[str, str, str]) -> CodedConcept:
@@ -155,23 +248,58 @@ def _group(
     if volume_ml is not None:
         measurements.append(hd.sr.Measurement(name=VOLUME, value=volume_ml, unit=MILLILITRE))
     return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=tracking_uid, identifier=SEGMENT_LABELS[side]
-        ),
+        tracking_identifier=_tracking(side, tracking_uid),
         referenced_segment=_referenced_segment(seg, segment_number),
         finding_type=_concept(HEAD_OF_FEMUR),
-        finding_sites=[
-            hd.sr.FindingSite(
-                anatomic_location=_concept(HEAD_OF_FEMUR),
-                laterality=_concept(LATERALITY[side]),
-            )
-        ],
+        finding_sites=_finding_sites(side),
         algorithm_id=algorithm,
         measurements=measurements,
         qualitative_evaluations=[
             hd.sr.QualitativeEvaluation(name=NECROSIS, value=PRESENT if prediction.call else ABSENT)
         ],
     )
+
+
+def _tracking(side: Side, tracking_uid: str) -> hd.sr.TrackingIdentifier:
+    return hd.sr.TrackingIdentifier(uid=tracking_uid, identifier=SEGMENT_LABELS[side])
+
+
+def _finding_sites(side: Side) -> list[hd.sr.FindingSite]:
+    return [
+        hd.sr.FindingSite(
+            anatomic_location=_concept(HEAD_OF_FEMUR), laterality=_concept(LATERALITY[side])
+        )
+    ]
+
+
+def _planar_group(
+    outline: HipOutline, tracking_uid: str
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    frames = None if outline.frame_number is None else [outline.frame_number]
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(outline.side, tracking_uid),
+        referenced_region=hd.sr.ImageRegion(
+            graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+            graphic_data=outline.points,
+            source_image=hd.sr.SourceImageForRegion(
+                referenced_sop_class_uid=outline.sop_class_uid,
+                referenced_sop_instance_uid=outline.sop_instance_uid,
+                referenced_frame_numbers=frames,
+            ),
+        ),
+        finding_type=_concept(HEAD_OF_FEMUR),
+        finding_sites=_finding_sites(outline.side),
+        measurements=[hd.sr.Measurement(name=AREA, value=outline.area_mm2, unit=SQUARE_MILLIMETRE)],
+    )
+
+
+def _separate(items: Sequence[Dataset]) -> None:
+    """Make every CONTAINER under ``items`` SEPARATE (see the module docstring)."""
+    for item in items:
+        if item.get("ValueType") == "CONTAINER":
+            item.ContinuityOfContent = "SEPARATE"
+        if "ContentSequence" in item:
+            _separate(item.ContentSequence)
 
 
 def _comments(
@@ -215,6 +343,7 @@ def build_report(
     series_instance_uid: str | None = None,
     sop_instance_uid: str | None = None,
     roi_volumes_ml: Mapping[Side, float] | None = None,
+    outlines: Mapping[Side, HipOutline] | None = None,
     previous_versions: Sequence[Dataset] = (),
     content_datetime: datetime | None = None,
 ) -> hd.sr.Comprehensive3DSR:
@@ -238,6 +367,10 @@ def build_report(
         Instance UID, so a fixed SOP Instance UID gives a fixed document.
     roi_volumes_ml
         ROI volume per side (:func:`roi_volume_ml`), reported when given.
+    outlines
+        ROI outline per side (:func:`largest_slice_outline`): each gives the side's
+        planar group, which viewers draw. Without it the report has volumetric groups
+        only, which OHIF cannot display.
     previous_versions
         Earlier reports on the same series that this one supersedes (headers
         suffice): listed in the Predecessor Documents Sequence.
@@ -275,19 +408,29 @@ def build_report(
         manufacturer=device.manufacturer,
     )
     volumes = roi_volumes_ml or {}
-    groups = [
-        _group(
-            side,
-            predictions[side],
-            seg,
-            numbers[side],
-            algorithm,
-            # One tracking UID per hip and document: fixed by the document's UID.
-            generate_uid(entropy_srcs=[sop_instance_uid, "tracking", side]),
-            volumes.get(side),
+    outlines = outlines or {}
+    groups: list[
+        hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+        | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+    ] = []
+    for side in sides:
+        # One tracking UID per hip and document: fixed by the document's UID.
+        tracking_uid = generate_uid(entropy_srcs=[sop_instance_uid, "tracking", side])
+        groups.append(
+            _group(
+                side,
+                predictions[side],
+                seg,
+                numbers[side],
+                algorithm,
+                tracking_uid,
+                volumes.get(side),
+            )
         )
-        for side in sides
-    ]
+        if side in outlines:
+            if outlines[side].side != side:
+                raise OutputError(f"the outline given for {SEGMENT_LABELS[side]} is another's")
+            groups.append(_planar_group(outlines[side], tracking_uid))
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -303,6 +446,8 @@ def build_report(
         imaging_measurements=groups,
     )
     report[0].ContentSequence.append(_comments(device, predictions, sides))
+    report[0].ContinuityOfContent = "SEPARATE"
+    _separate(report[0].ContentSequence)
 
     sr = hd.sr.Comprehensive3DSR(
         # The source images first: patient and study are copied from evidence[0].
@@ -340,6 +485,8 @@ class ReportedHip:
     probability: float
     volume_ml: float | None
     necrosis_present: bool
+    outline_image_uid: str | None = None  # the MR image of the planar group's outline
+    area_mm2: float | None = None
 
 
 def read_report(sr: Dataset) -> dict[Side, ReportedHip]:
@@ -389,10 +536,33 @@ def read_report(sr: Dataset) -> dict[Side, ReportedHip]:
             volume_ml=_one_value(group, VOLUME, side, required=False),
             necrosis_present=value == PRESENT,
         )
+    for planar in report.get_planar_roi_measurement_groups():
+        side = _side_of(planar)
+        hip = out.get(side)
+        if hip is None or str(planar.tracking_uid) != hip.tracking_uid:
+            raise OutputError(
+                f"SR {sr.SOPInstanceUID}: the outline of {SEGMENT_LABELS[side]} is not tracked "
+                "with its volumetric group"
+            )
+        region = planar.roi
+        if not isinstance(region, hd.sr.ImageRegion):
+            raise OutputError(f"SR {sr.SOPInstanceUID}: group {side} has no image region")
+        source = region.ContentSequence[0].ReferencedSOPSequence[0]
+        out[side] = replace(
+            hip,
+            outline_image_uid=str(source.ReferencedSOPInstanceUID),
+            area_mm2=_one_value(planar, AREA, side),
+        )
     return out
 
 
-def _side_of(group: hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations) -> Side:
+_Group = (
+    hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+    | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+)
+
+
+def _side_of(group: _Group) -> Side:
     for site in group.finding_sites:
         if site.value != _concept(HEAD_OF_FEMUR):
             continue
@@ -403,7 +573,7 @@ def _side_of(group: hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations) ->
 
 
 def _one_value(
-    group: hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations,
+    group: _Group,
     name: CodedConcept,
     side: Side,
     *,
