@@ -20,11 +20,10 @@ from pathlib import Path
 import pydicom
 
 from onfh_dlr.broker import EmbeddedRedis, free_port
-from onfh_dlr.demo import wait_for_echo
-from onfh_dlr.receiver import Received, Receiver
-from onfh_dlr.scu import store_files
+from onfh_dlr.cli.receiver import Received, Receiver
 from onfh_dlr.state import Job, StateDB
 from phantom.cohort import generate_cohort
+from worker.scu import store_files, wait_for_echo
 
 SERVICE_AE = "ONFH_DLR"
 PACS_AE = "TEST_PACS"

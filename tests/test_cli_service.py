@@ -58,9 +58,9 @@ def test_serve_with_a_relative_data_directory_scores_a_study_from_another_direct
     tmp_path: Path,
 ) -> None:
     from onfh_dlr.broker import free_port
-    from onfh_dlr.demo import MODALITY_AE, SERVICE_AE, service_environment, wait_for_echo
-    from onfh_dlr.receiver import Receiver
-    from onfh_dlr.scu import STORED_STATUSES, store_files
+    from onfh_dlr.cli.demo import MODALITY_AE, SERVICE_AE, service_environment
+    from onfh_dlr.cli.receiver import Receiver
+    from worker.scu import STORED_STATUSES, store_files, wait_for_echo
 
     cohort = generate_cohort(tmp_path / "phantom", cases=1, seed=11, onfh_fraction=0.0)
     files = sorted(cohort.parent.glob("*/series/*.dcm"))
@@ -80,7 +80,7 @@ def test_serve_with_a_relative_data_directory_scores_a_study_from_another_direct
             stderr=subprocess.STDOUT,
         )
         try:
-            assert wait_for_echo("127.0.0.1", port, SERVICE_AE, timeout=60)
+            assert wait_for_echo("127.0.0.1", port, SERVICE_AE, timeout=60, calling_ae=MODALITY_AE)
             statuses = store_files(
                 files, host="127.0.0.1", port=port, called_ae=SERVICE_AE, calling_ae=MODALITY_AE
             )

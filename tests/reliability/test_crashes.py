@@ -24,8 +24,8 @@ import pytest
 from conftest import Scale
 from service_harness import MODALITY_AE, SERVICE_AE, Service, phantom_studies, wait_until
 
-from onfh_dlr.demo import wait_for_echo
 from onfh_dlr.errors import DeliveryError
+from worker.scu import wait_for_echo
 
 FINISHED = {"done", "failed", "dead_letter"}
 StudyMaker = Callable[[int], tuple[list[Path], str, str]]

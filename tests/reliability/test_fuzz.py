@@ -74,9 +74,8 @@ from listener.scp import Listener, Verification, pdu_limit
 from listener.spool import TMP_DIR
 from listener.uids import is_valid_uid
 from onfh_dlr.broker import free_port
-from onfh_dlr.demo import wait_for_echo
-from onfh_dlr.scu import store_files
 from onfh_dlr.settings import Settings
+from worker.scu import store_files, wait_for_echo
 
 pytestmark = [
     # pydicom rightly warns while encoding the broken values this file sends on purpose.
@@ -186,7 +185,9 @@ class Target:
         return process is not None and process.poll() is None
 
     def echo(self) -> bool:
-        return wait_for_echo("127.0.0.1", self.port, SERVICE_AE, timeout=TIMEOUT)
+        return wait_for_echo(
+            "127.0.0.1", self.port, SERVICE_AE, timeout=TIMEOUT, calling_ae=MODALITY_AE
+        )
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +203,9 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     try:
         service.redis.start()
         service.start_process("listener")
-        if not wait_for_echo("127.0.0.1", service.port, SERVICE_AE, timeout=30):
+        if not wait_for_echo(
+            "127.0.0.1", service.port, SERVICE_AE, timeout=30, calling_ae=MODALITY_AE
+        ):
             raise AssertionError(f"listener did not start: {service.log('listener')}")
         yield Target(service)
     finally:

@@ -28,7 +28,7 @@ from service_harness import MODALITY_AE, SERVICE_AE, Service, phantom_studies, w
 
 from listener.spool import TMP_DIR
 from onfh_dlr.broker import free_port
-from onfh_dlr.demo import wait_for_echo
+from worker.scu import wait_for_echo
 
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
