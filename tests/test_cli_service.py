@@ -154,15 +154,3 @@ def test_score_reports_a_series_it_cannot_read_with_a_clear_error(tmp_path: Path
     )
     assert run.returncode == 1
     assert "error:" in run.stderr and "Traceback" not in run.stderr
-
-
-def test_the_listener_process_loads_no_model_code() -> None:
-    code = (
-        "import sys, listener.main, onfh_dlr.queue, onfh_dlr.state\n"
-        "heavy = {'torch', 'highdicom', 'SimpleITK', 'radiomics', 'model_bundle', 'worker'}\n"
-        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert run.stdout.strip() == "[]"
