@@ -109,7 +109,7 @@ class Service:
 
     def __init__(self, root: Path, **settings: str) -> None:
         self.root = root
-        self.port = free_port()
+        self.port = int(settings["port"]) if "port" in settings else free_port()
         self.pacs_port = free_port()
         # With AUTH, as `onfh-dlr serve` runs it: every test uses the password path.
         self.redis = EmbeddedRedis(

@@ -54,7 +54,7 @@ def worker_ready(service: Service) -> None:
 
 @pytest.fixture(scope="module")
 def phantom(phantom_cohort: CohortMaker) -> Path:
-    return phantom_cohort(3, 41).csv
+    return phantom_cohort(3, 41, onfh_fraction=70 / 150).csv
 
 
 def study(cohort: Path, index: int) -> tuple[list[Path], pydicom.Dataset]:
