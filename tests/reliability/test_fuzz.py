@@ -35,19 +35,12 @@ import pydicom
 import pytest
 from conftest import Scale
 from fuzzing import (
-    ABORT,
     ECHO_EVERY,
     FAILURE_STATUSES,
     MUTATORS,
-    PDU_KINDS,
-    RELEASE_RQ,
     ROOT_UID,
     TIMEOUT,
-    AssociateRQ,
     Mutated,
-    PduCase,
-    RawConnection,
-    StalledPeers,
     StoreSCU,
     Tally,
     Target,
@@ -58,12 +51,21 @@ from fuzzing import (
     encode,
     fresh_uids,
     log_exceptions,
-    p_data,
-    pdu_case,
-    run_pdu_case,
     snapshot,
     stored_instances,
     template_bank,
+)
+from fuzzing_pdus import (
+    ABORT,
+    PDU_KINDS,
+    RELEASE_RQ,
+    AssociateRQ,
+    PduCase,
+    RawConnection,
+    StalledPeers,
+    p_data,
+    pdu_case,
+    run_pdu_case,
 )
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
