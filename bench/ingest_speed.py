@@ -9,7 +9,7 @@ directory), then pushes the same 400 files over one association to
   fsyncs each file and its directory before answering; series that look complete are
   closed into jobs at release, which is part of the push),
 
-with two senders in turn: DCMTK ``storescu`` and pynetdicom (``onfh_dlr.scu.store_files``).
+with two senders in turn: DCMTK ``storescu`` and pynetdicom (``worker.scu.store_files``).
 ``--pynetdicom-floor`` adds a bare pynetdicom Storage SCP (no fsync, no tracker): the part of
 the listener's time that is pynetdicom's.
 
@@ -49,8 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from onfh_dlr.broker import free_port
-from onfh_dlr.demo import wait_for_echo
-from onfh_dlr.scu import STORED_STATUSES, store_files
+from worker.scu import STORED_STATUSES, store_files, wait_for_echo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from service_harness import MODALITY_AE, SERVICE_AE, Service
@@ -160,7 +159,9 @@ def storescp(root: Path, nodelay: bool) -> ScpRun:
             env=dcmtk_env(nodelay),
         )
         try:
-            if not wait_for_echo("127.0.0.1", port, STORESCP_AE, timeout=15):
+            if not wait_for_echo(
+                "127.0.0.1", port, STORESCP_AE, timeout=15, calling_ae=MODALITY_AE
+            ):
                 raise RuntimeError(f"storescp did not answer C-ECHO; see {root / 'storescp.log'}")
             yield port, STORESCP_AE, lambda: sum(1 for _ in out.iterdir())
         finally:
@@ -171,7 +172,7 @@ def storescp(root: Path, nodelay: bool) -> ScpRun:
 _FLOOR_SCP = """
 import sys, time
 from pathlib import Path
-from onfh_dlr.receiver import Receiver
+from onfh_dlr.cli.receiver import Receiver
 Receiver(Path(sys.argv[1]), int(sys.argv[2]), ae_title=sys.argv[3]).start()
 while True:
     time.sleep(3600)
@@ -180,7 +181,7 @@ while True:
 
 @contextmanager
 def pynetdicom_floor(root: Path) -> ScpRun:
-    """``onfh_dlr.receiver.Receiver`` in its own process: what pynetdicom alone costs."""
+    """``onfh_dlr.cli.receiver.Receiver`` in its own process: what pynetdicom alone costs."""
     out, port, ae = root / "out", free_port(), "FLOOR"
     root.mkdir(parents=True)
     with (root / "floor.log").open("wb") as log:
@@ -188,7 +189,7 @@ def pynetdicom_floor(root: Path) -> ScpRun:
             [sys.executable, "-c", _FLOOR_SCP, str(out), str(port), ae], stdout=log, stderr=log
         )
         try:
-            if not wait_for_echo("127.0.0.1", port, ae, timeout=30):
+            if not wait_for_echo("127.0.0.1", port, ae, timeout=30, calling_ae=MODALITY_AE):
                 raise RuntimeError(f"pynetdicom SCP did not answer C-ECHO; see {root}/floor.log")
             yield port, ae, lambda: sum(1 for _ in out.glob("*.dcm"))
         finally:
@@ -204,7 +205,9 @@ def our_listener(root: Path) -> ScpRun:
     try:
         service.redis.start()
         service.start_process("listener")
-        if not wait_for_echo("127.0.0.1", service.port, SERVICE_AE, timeout=30):
+        if not wait_for_echo(
+            "127.0.0.1", service.port, SERVICE_AE, timeout=30, calling_ae=MODALITY_AE
+        ):
             raise RuntimeError(f"listener did not start: {service.log('listener')}")
         spool = service.data_dir / "spool"
         yield service.port, SERVICE_AE, lambda: sum(1 for _ in spool.glob("*/*/*.dcm"))
@@ -343,7 +346,7 @@ def main() -> None:
     parser.add_argument(
         "--pynetdicom-floor",
         action="store_true",
-        help="also time a bare pynetdicom Storage SCP (onfh_dlr.receiver, no fsync)",
+        help="also time a bare pynetdicom Storage SCP (onfh_dlr.cli.receiver, no fsync)",
     )
     args = parser.parse_args()
     for tool in ("storescp", "storescu"):

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pydicom
 
-from onfh_dlr.scu import STORED_STATUSES, store_files
 from phantom.cohort import generate_cohort
+from worker.scu import STORED_STATUSES, store_files
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from service_harness import MODALITY_AE, SERVICE_AE, Service

@@ -14,17 +14,17 @@ from types import FrameType
 
 from prometheus_client import REGISTRY
 
+from listener.retention import purge_expired
 from listener.rules import AdmissionRules
 from listener.scp import Listener
 from listener.spool import Spool
+from listener.status_page import StatusPage
 from listener.telemetry import StateCollector, check_writable
 from listener.tracker import SeriesTracker
 from onfh_dlr.errors import StateDBError
 from onfh_dlr.queue import DELIVER_TASK, SCORE_TASK, make_celery, send
-from onfh_dlr.retention import purge_expired
 from onfh_dlr.settings import Settings
 from onfh_dlr.state import StateDB
-from onfh_dlr.status_page import StatusPage
 from onfh_dlr.web import HttpServer
 
 log = logging.getLogger(__name__)

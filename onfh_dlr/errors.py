@@ -257,7 +257,7 @@ class AdmissionRulesError(ConfigurationError):
     """The admission-rules file cannot be read or holds invalid rules."""
 
 
-# --- The demo (onfh_dlr.demo).
+# --- The demo (onfh_dlr.cli.demo).
 
 
 class DemoError(OnfhError):

@@ -16,15 +16,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pydicom
 
 from onfh_dlr.broker import EmbeddedRedis, free_port
-from onfh_dlr.demo import wait_for_echo
-from onfh_dlr.receiver import Received, Receiver
-from onfh_dlr.scu import store_files
+from onfh_dlr.cli.receiver import Received, Receiver
 from onfh_dlr.state import Job, StateDB
 from phantom.cohort import generate_cohort
+from worker.scu import store_files, wait_for_echo
 
 SERVICE_AE = "ONFH_DLR"
 PACS_AE = "TEST_PACS"
@@ -60,11 +60,30 @@ class PhantomStudy:
         return sum(p.stat().st_size for p in self.slices)
 
 
+@dataclass(frozen=True)
+class Cohort:
+    """A generated phantom cohort: its ``cohort.csv`` and one entry per patient."""
+
+    csv: Path
+    studies: list[PhantomStudy]
+
+    @property
+    def root(self) -> Path:
+        return self.csv.parent
+
+
+CohortMaker = Callable[..., Cohort]
+
+
 def phantom_studies(
     root: Path, count: int, seed: int, onfh_fraction: float = 0.5
 ) -> list[PhantomStudy]:
     """``count`` phantom patients generated in one go under ``root``."""
-    cohort = generate_cohort(root, cases=count, seed=seed, onfh_fraction=onfh_fraction)
+    return studies_of(generate_cohort(root, cases=count, seed=seed, onfh_fraction=onfh_fraction))
+
+
+def studies_of(cohort: Path) -> list[PhantomStudy]:
+    """One :class:`PhantomStudy` per patient of a generated cohort (its ``cohort.csv``)."""
     rows = list(csv.DictReader(cohort.open(encoding="utf-8")))
     studies = []
     for patient in sorted({row["PatientID"] for row in rows}):
@@ -90,7 +109,7 @@ class Service:
 
     def __init__(self, root: Path, **settings: str) -> None:
         self.root = root
-        self.port = free_port()
+        self.port = int(settings["port"]) if "port" in settings else free_port()
         self.pacs_port = free_port()
         # With AUTH, as `onfh-dlr serve` runs it: every test uses the password path.
         self.redis = EmbeddedRedis(
@@ -161,22 +180,75 @@ class Service:
         self.processes[role] = process
         return process
 
+    def accepts_our_echo(self) -> bool:
+        """Whether the listener answers this harness' plain C-ECHO (no TLS, AE allowed)."""
+        allowed = self.env.get("ONFH_ALLOWED_CALLING_AES", "")
+        names = {a.strip() for a in allowed.split(",") if a.strip()}
+        return "ONFH_TLS_CERT" not in self.env and (not names or MODALITY_AE in names)
+
     def start(self) -> Service:
-        """Start everything; on failure stop what did start (no stray processes)."""
+        """Start everything and wait until the listener answers and the worker is ready; on
+        failure stop what did start (no stray processes)."""
         self.root.mkdir(parents=True, exist_ok=True)
         try:
             self.redis.start()
             self.pacs.start()
+            worker_ready = self._ready_count("worker")
             self.start_process("worker")
-            self.start_process("listener")
-            if not wait_for_echo(
+            self.restart_listener()
+            if self.accepts_our_echo() and not wait_for_echo(
                 "127.0.0.1", self.port, SERVICE_AE, timeout=30, calling_ae=MODALITY_AE
             ):
-                raise AssertionError(f"listener did not start: {self.log('listener')}")
+                raise AssertionError(f"listener did not answer C-ECHO: {self.log('listener')}")
+            self._wait_ready("worker", worker_ready, 60)
         except BaseException:
             self.stop()
             raise
         return self
+
+    # What each process logs once it serves: the listener when its port is bound, Celery
+    # when the worker consumes. Counting them tells a restart's line from an earlier one.
+    _READY_LINES: ClassVar[dict[str, str]] = {
+        "listener": "DICOM listener: AE title",
+        "worker": " ready.",
+    }
+
+    def _ready_count(self, role: str) -> int:
+        return self.full_log(role).count(self._READY_LINES[role])
+
+    def _wait_ready(self, role: str, before: int, timeout: float) -> None:
+        process = self.processes[role]
+        wait_until(
+            lambda: process.poll() is not None or self._ready_count(role) > before,
+            timeout,
+            f"the {role} to be ready",
+        )
+        assert process.poll() is None, self.log(role)
+
+    def _apply(self, changes: dict[str, str | None]) -> None:
+        for key, value in changes.items():
+            name = f"ONFH_{key.upper()}"
+            if value is None:
+                self.env.pop(name, None)
+            else:
+                self.env[name] = value
+
+    def restart_listener(self, **changes: str | None) -> None:
+        """(Re)start the listener with changed ``ONFH_*`` settings (None removes one); wait
+        until its DICOM port is bound (no C-ECHO: TLS and allow-lists may refuse us)."""
+        self.stop_process("listener")
+        self._apply(changes)
+        before = self._ready_count("listener")
+        self.start_process("listener")
+        self._wait_ready("listener", before, 30)
+
+    def restart_worker(self, **changes: str | None) -> None:
+        """(Re)start the worker with changed settings; wait until Celery says it is ready."""
+        self.stop_process("worker")
+        self._apply(changes)
+        before = self._ready_count("worker")
+        self.start_process("worker")
+        self._wait_ready("worker", before, 60)
 
     def stop_process(self, role: str, sig: int = signal.SIGTERM) -> None:
         process = self.processes.pop(role, None)
@@ -229,8 +301,11 @@ __all__ = [
     "MODALITY_AE",
     "PACS_AE",
     "SERVICE_AE",
+    "Cohort",
+    "CohortMaker",
     "PhantomStudy",
     "Service",
     "phantom_studies",
+    "studies_of",
     "wait_until",
 ]

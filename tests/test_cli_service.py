@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -10,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pydicom
+from service_harness import CohortMaker
 
-from phantom.cohort import generate_cohort
 from worker.sr_output import read_report
 
 
@@ -55,15 +54,15 @@ def test_the_demo_pushes_a_study_through_serve_and_prints_the_sr_per_hip(tmp_pat
 
 
 def test_serve_with_a_relative_data_directory_scores_a_study_from_another_directory(
-    tmp_path: Path,
+    tmp_path: Path, phantom_cohort: CohortMaker
 ) -> None:
     from onfh_dlr.broker import free_port
-    from onfh_dlr.demo import MODALITY_AE, SERVICE_AE, service_environment, wait_for_echo
-    from onfh_dlr.receiver import Receiver
-    from onfh_dlr.scu import STORED_STATUSES, store_files
+    from onfh_dlr.cli.demo import MODALITY_AE, SERVICE_AE, service_environment
+    from onfh_dlr.cli.receiver import Receiver
+    from worker.scu import STORED_STATUSES, store_files, wait_for_echo
 
-    cohort = generate_cohort(tmp_path / "phantom", cases=1, seed=11, onfh_fraction=0.0)
-    files = sorted(cohort.parent.glob("*/series/*.dcm"))
+    (study,) = phantom_cohort(1, 11, onfh_fraction=0.0).studies
+    files = study.slices
     work, other = tmp_path / "work", tmp_path / "other"
     work.mkdir()
     other.mkdir()
@@ -80,7 +79,7 @@ def test_serve_with_a_relative_data_directory_scores_a_study_from_another_direct
             stderr=subprocess.STDOUT,
         )
         try:
-            assert wait_for_echo("127.0.0.1", port, SERVICE_AE, timeout=60)
+            assert wait_for_echo("127.0.0.1", port, SERVICE_AE, timeout=60, calling_ae=MODALITY_AE)
             statuses = store_files(
                 files, host="127.0.0.1", port=port, called_ae=SERVICE_AE, calling_ae=MODALITY_AE
             )
@@ -111,10 +110,11 @@ def test_serve_with_a_relative_data_directory_scores_a_study_from_another_direct
     assert list(work.iterdir()) == [] and list(other.iterdir()) == []
 
 
-def test_score_writes_the_sr_and_seg_of_a_series_without_any_service(tmp_path: Path) -> None:
-    cohort = generate_cohort(tmp_path / "phantom", cases=1, seed=5, onfh_fraction=1.0)
-    rows = list(csv.DictReader(cohort.open(encoding="utf-8")))
-    series = cohort.parent / rows[0]["Image"]
+def test_score_writes_the_sr_and_seg_of_a_series_without_any_service(
+    tmp_path: Path, phantom_cohort: CohortMaker
+) -> None:
+    (study,) = phantom_cohort(1, 5, onfh_fraction=1.0).studies
+    series = study.slices[0].parent
     out = tmp_path / "out"
     run = subprocess.run(
         [sys.executable, "-m", "onfh_dlr", "score", str(series), "--out", str(out)],
@@ -128,7 +128,7 @@ def test_score_writes_the_sr_and_seg_of_a_series_without_any_service(tmp_path: P
     written = {p.name.split("_")[0] for p in out.glob("*.dcm")}
     assert written == {"SR", "SEG"}
     assert "left" in run.stdout and "right" in run.stdout
-    truth = {row["Side"]: row["Label"] == "1" for row in rows}
+    truth = {side: label == 1 for side, label in study.labels.items()}
     (sr_path,) = out.glob("SR_*.dcm")
     hips = read_report(pydicom.dcmread(sr_path))
     assert {side: hip.necrosis_present for side, hip in hips.items()} == truth
@@ -154,15 +154,3 @@ def test_score_reports_a_series_it_cannot_read_with_a_clear_error(tmp_path: Path
     )
     assert run.returncode == 1
     assert "error:" in run.stderr and "Traceback" not in run.stderr
-
-
-def test_the_listener_process_loads_no_model_code() -> None:
-    code = (
-        "import sys, listener.main, onfh_dlr.queue, onfh_dlr.state\n"
-        "heavy = {'torch', 'highdicom', 'SimpleITK', 'radiomics', 'model_bundle', 'worker'}\n"
-        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert run.stdout.strip() == "[]"

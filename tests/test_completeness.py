@@ -11,18 +11,16 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import EnhancedMRImageStorage, SegmentationStorage
+from service_harness import CohortMaker
 
 from listener.completeness import assess
-from phantom.cohort import generate_cohort
 
 
 @pytest.fixture(scope="module")
-def series(tmp_path_factory: pytest.TempPathFactory) -> list[Dataset]:
+def series(phantom_cohort: CohortMaker) -> list[Dataset]:
     """The headers of one phantom series, in slice order."""
-    out = tmp_path_factory.mktemp("completeness-cohort")
-    generate_cohort(out, cases=1, seed=3, onfh_fraction=1.0)
-    (series_dir,) = out.glob("*/series")
-    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(series_dir.glob("*"))]
+    (study,) = phantom_cohort(1, 3, onfh_fraction=1.0).studies
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in study.slices]
     assert "ImagesInAcquisition" not in headers[0]  # the phantom does not state it
     return sorted(headers, key=lambda h: int(h.InstanceNumber))
 

@@ -11,30 +11,20 @@ import json
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
-from service_harness import Service, phantom_studies, wait_until
+from service_harness import CohortMaker, Service, wait_until
 
 from onfh_dlr.broker import free_port
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
-    svc = Service(tmp_path / "service")
-    svc.start()
-    try:
-        yield svc
-    finally:
-        svc.stop()
-
-
-def test_flower_shows_the_worker_and_the_tasks_of_a_study(service: Service, tmp_path: Path) -> None:
+def test_flower_shows_the_worker_and_the_tasks_of_a_study(
+    service: Service, phantom_cohort: CohortMaker, tmp_path: Path
+) -> None:
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]["flower"]
     assert compose["entrypoint"] == ["celery"] and "flower" in compose["command"]
     port = free_port()
@@ -60,7 +50,7 @@ def test_flower_shows_the_worker_and_the_tasks_of_a_study(service: Service, tmp_
             return False
 
     try:
-        (study,) = phantom_studies(tmp_path / "phantom", 1, seed=71)
+        (study,) = phantom_cohort(1, 71).studies
         wait_until(lambda: answers("/api/workers"), 90, "Flower to see the worker")
         assert set(service.push(study.slices)) == {0}
         job = service.wait_for_job(study.series_uid, {"done", "failed"})

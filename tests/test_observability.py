@@ -14,16 +14,14 @@ import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from service_harness import Service, wait_until
+from service_harness import CohortMaker, Service, wait_until
 
 from onfh_dlr.broker import free_port
-from phantom.cohort import generate_cohort
 
 TOKEN = "test-admin-token"
 FINISHED = {"done", "failed", "dead_letter"}
@@ -38,26 +36,25 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = Service(
-        tmp_path_factory.mktemp("observed"),
-        metrics_port=str(free_port()),
-        worker_metrics_port=str(free_port()),
-        admin_token=TOKEN,
-        log_json="true",
-        delivery_retries="1",
-    )
-    svc.start()
-    wait_until(lambda: get(svc, "worker", "/readyz")[0] == 200, 60, "the worker's readiness")
-    try:
-        yield svc
-    finally:
-        svc.stop()
+def service_settings() -> dict[str, str]:
+    return {
+        "metrics_port": str(free_port()),
+        "worker_metrics_port": str(free_port()),
+        "admin_token": TOKEN,
+        "log_json": "true",
+        "delivery_retries": "1",
+    }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def worker_ready(service: Service) -> None:
+    """The worker's readiness probe answers before any test reads it."""
+    wait_until(lambda: get(service, "worker", "/readyz")[0] == 200, 60, "the worker's readiness")
 
 
 @pytest.fixture(scope="module")
-def phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate_cohort(tmp_path_factory.mktemp("phantom"), cases=3, seed=41)
+def phantom(phantom_cohort: CohortMaker) -> Path:
+    return phantom_cohort(3, 41, onfh_fraction=70 / 150).csv
 
 
 def study(cohort: Path, index: int) -> tuple[list[Path], pydicom.Dataset]:

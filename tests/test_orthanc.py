@@ -10,7 +10,6 @@ through its REST API.
 from __future__ import annotations
 
 import base64
-import csv
 import json
 import shutil
 import subprocess
@@ -20,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from service_harness import Service, wait_until
+from service_harness import CohortMaker, Service, wait_until
 
 from onfh_dlr.broker import free_port
-from phantom.cohort import generate_cohort
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 
@@ -90,36 +88,38 @@ class Orthanc:
         self.log.close()
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[tuple[Service, Orthanc]]:
+@pytest.fixture(scope="module")
+def listener_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory: pytest.TempPathFactory, listener_port: int) -> Iterator[Orthanc]:
+    server = Orthanc(tmp_path_factory.mktemp("orthanc"), listener_port)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def service_settings(orthanc: Orthanc, listener_port: int) -> dict[str, str]:
     # Listener and Orthanc know each other as in deploy/compose.yaml: the listener
     # accepts only ORTHANC and sends its results to ORTHANC.
     compose = (DEPLOY / "compose.yaml").read_text()
     assert "ONFH_ALLOWED_CALLING_AES" in compose and "ORTHANC@orthanc:4242" in compose
-    listener_port = free_port()
-    orthanc = Orthanc(tmp_path / "orthanc", listener_port)
-    service = Service(
-        tmp_path / "service",
-        port=str(listener_port),
-        allowed_calling_aes="ORTHANC,TEST_MR",
-        destinations=f"ORTHANC@127.0.0.1:{orthanc.dicom_port}",
-    )
-    service.port = listener_port
-    try:
-        service.start()
-        yield service, orthanc
-    finally:
-        service.stop()
-        orthanc.stop()
+    return {
+        "port": str(listener_port),
+        "allowed_calling_aes": "ORTHANC,TEST_MR",
+        "destinations": f"ORTHANC@127.0.0.1:{orthanc.dicom_port}",
+    }
 
 
 def test_orthanc_routes_a_study_to_the_listener_and_receives_the_sr_and_seg(
-    stack: tuple[Service, Orthanc], tmp_path: Path
+    service: Service, orthanc: Orthanc, phantom_cohort: CohortMaker
 ) -> None:
-    service, orthanc = stack
-    cohort = generate_cohort(tmp_path / "phantom", cases=1, seed=2024, onfh_fraction=1.0)
-    row = next(csv.DictReader(cohort.open(encoding="utf-8")))
-    for path in sorted((cohort.parent / row["Image"]).glob("*.dcm")):
+    (study,) = phantom_cohort(1, 2024, onfh_fraction=1.0).studies
+    for path in study.slices:
         orthanc.post("/instances", path.read_bytes())
     (study_id,) = orthanc.get("/studies")
     answer = orthanc.post("/modalities/ONFH/store", json.dumps([study_id]).encode())

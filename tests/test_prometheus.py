@@ -22,10 +22,9 @@ import numpy as np
 import pydicom
 import pytest
 import yaml
-from service_harness import Service, wait_until
+from service_harness import Cohort, CohortMaker, Service, wait_until
 
 from onfh_dlr.broker import free_port
-from phantom.cohort import generate_cohort
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 FINISHED = {"done", "failed", "dead_letter"}
@@ -99,26 +98,33 @@ class Prometheus:
 
 
 @pytest.fixture(scope="module")
-def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, Prometheus]]:
-    root = tmp_path_factory.mktemp("prometheus")
-    listener, worker, prometheus = free_port(), free_port(), free_port()
-    service = Service(root / "service", metrics_port=str(listener), worker_metrics_port=str(worker))
-    service.start()
+def service_settings() -> dict[str, str]:
+    return {"metrics_port": str(free_port()), "worker_metrics_port": str(free_port())}
+
+
+@pytest.fixture(scope="module")
+def observed(
+    service: Service, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Service, Prometheus]]:
+    listener = int(service.env["ONFH_METRICS_PORT"])
+    worker = int(service.env["ONFH_WORKER_METRICS_PORT"])
+    prometheus = free_port()
+    server = Prometheus(
+        tmp_path_factory.mktemp("prometheus"),
+        local_config(listener, worker, prometheus),
+        prometheus,
+    )
     try:
-        server = Prometheus(
-            root / "prometheus", local_config(listener, worker, prometheus), prometheus
-        )
-        try:
-            yield service, server
-        finally:
-            server.stop()
+        yield service, server
     finally:
-        service.stop()
+        server.stop()
 
 
-def _push_variants(service: Service, root: Path) -> list[str]:
-    """A scored study, one that fails (no femoral head) and one the rules skip."""
-    cohort = generate_cohort(root, cases=3, seed=43)
+def _push_variants(service: Service, shared: Cohort, root: Path) -> list[str]:
+    """A scored study, one that fails (no femoral head) and one the rules skip (the last two
+    changed in a copy of the shared cohort)."""
+    shutil.copytree(shared.root, root)
+    cohort = root / "cohort.csv"
     series_dirs = sorted({p.parent for p in root.glob("*/series/*.dcm")})
     uids = []
     rng = np.random.default_rng(1)
@@ -141,10 +147,12 @@ def _push_variants(service: Service, root: Path) -> list[str]:
 
 
 def test_every_dashboard_query_and_alert_rule_returns_data_from_a_live_service(
-    observed: tuple[Service, Prometheus], tmp_path: Path
+    observed: tuple[Service, Prometheus], phantom_cohort: CohortMaker, tmp_path: Path
 ) -> None:
     service, prometheus = observed
-    scored, failed, skipped = _push_variants(service, tmp_path / "phantom")
+    scored, failed, skipped = _push_variants(
+        service, phantom_cohort(3, 43, onfh_fraction=70 / 150), tmp_path / "phantom"
+    )
     assert service.wait_for_job(scored, FINISHED).state == "done"
     assert service.wait_for_job(failed, FINISHED).state == "failed"
     wait_until(

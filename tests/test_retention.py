@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from onfh_dlr.retention import purge_expired
+from listener.retention import purge_expired
 from onfh_dlr.state import StateDB
 
 DAY = 86400.0

@@ -11,10 +11,10 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, EnhancedMRImageStorage, SegmentationStorage
+from service_harness import CohortMaker
 
 from listener.rules import AdmissionRules
 from onfh_dlr.errors import AdmissionRulesError
-from phantom.cohort import generate_cohort
 from phantom.generator import plan_case
 
 AXIAL = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
@@ -23,15 +23,11 @@ CORONAL = [1.0, 0.0, 0.0, 0.0, 0.0, -1.0]
 
 
 @pytest.fixture(scope="module")
-def phantom_series(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Dataset]]:
+def phantom_series(phantom_cohort: CohortMaker) -> dict[str, list[Dataset]]:
     """Four phantom series, one per vendor (seed 14 draws all four, one of them STIR)."""
-    out = tmp_path_factory.mktemp("rules-cohort")
-    generate_cohort(out, cases=4, seed=14)
     series: dict[str, list[Dataset]] = {}
-    for series_dir in sorted(out.glob("*/series")):
-        headers: list[Dataset] = [
-            pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(series_dir.glob("*.dcm"))
-        ]
+    for study in phantom_cohort(4, 14, onfh_fraction=70 / 150).studies:
+        headers: list[Dataset] = [pydicom.dcmread(p, stop_before_pixels=True) for p in study.slices]
         series[str(headers[0].Manufacturer)] = headers
     return series
 

@@ -32,7 +32,7 @@ from pydicom.uid import (
 from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom.dsutils import split_dataset
-from service_harness import PhantomStudy, phantom_studies
+from service_harness import CohortMaker, PhantomStudy
 
 from listener import scp
 from listener.scp import Listener, Verification
@@ -51,9 +51,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI:UserWarn
 
 
 @pytest.fixture(scope="module")
-def phantom(tmp_path_factory: pytest.TempPathFactory) -> PhantomStudy:
+def phantom(phantom_cohort: CohortMaker) -> PhantomStudy:
     """A phantom MR series and its DICOM-SEG."""
-    (study,) = phantom_studies(tmp_path_factory.mktemp("scp-cohort"), 1, seed=3, onfh_fraction=1.0)
+    (study,) = phantom_cohort(1, 3, onfh_fraction=1.0).studies
     return study
 
 

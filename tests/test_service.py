@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import highdicom as hd
@@ -25,9 +25,9 @@ from pynetdicom.sop_class import MRImageStorage, Verification  # type: ignore[at
 from service_harness import (
     MODALITY_AE,
     SERVICE_AE,
+    CohortMaker,
     PhantomStudy,
     Service,
-    phantom_studies,
     wait_until,
 )
 
@@ -39,31 +39,14 @@ FINISHED = {"done", "failed", "dead_letter"}
 
 
 @pytest.fixture(scope="module")
-def make_study(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int], PhantomStudy]:
-    """A phantom patient with early ONFH per seed, generated once per module."""
-    root = tmp_path_factory.mktemp("studies")
-    made: dict[int, PhantomStudy] = {}
-
-    def make(seed: int) -> PhantomStudy:
-        if seed not in made:
-            (made[seed],) = phantom_studies(root / str(seed), 1, seed, onfh_fraction=1.0)
-        return made[seed]
-
-    return make
+def make_study(phantom_cohort: CohortMaker) -> Callable[[int], PhantomStudy]:
+    """A phantom patient with early ONFH per seed."""
+    return lambda seed: phantom_cohort(1, seed, onfh_fraction=1.0).studies[0]
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = Service(
-        tmp_path_factory.mktemp("service"),
-        allowed_calling_aes=f"{MODALITY_AE},STORESCU",
-        delivery_retries="3",
-    )
-    svc.start()
-    try:
-        yield svc
-    finally:
-        svc.stop()
+def service_settings() -> dict[str, str]:
+    return {"allowed_calling_aes": f"{MODALITY_AE},STORESCU", "delivery_retries": "3"}
 
 
 @pytest.fixture

@@ -7,20 +7,19 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from service_harness import CohortMaker
 
 from listener.rules import AdmissionRules
 from listener.spool import StoredInstance
 from listener.tracker import SeriesTracker
 from onfh_dlr.errors import BrokerError
 from onfh_dlr.state import StateDB
-from phantom.cohort import generate_cohort
 
 
 @pytest.fixture(scope="module")
-def phantom(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], Path]:
-    root = tmp_path_factory.mktemp("phantom")
-    generate_cohort(root, cases=1, seed=3, onfh_fraction=1.0)
-    return sorted(root.glob("*/series/*.dcm")), next(root.glob("*/seg.dcm"))
+def phantom(phantom_cohort: CohortMaker) -> tuple[list[Path], Path]:
+    (study,) = phantom_cohort(1, 3, onfh_fraction=1.0).studies
+    return study.slices, study.seg
 
 
 def spooled(spool: Path, path: Path) -> StoredInstance:

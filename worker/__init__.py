@@ -1,8 +1,14 @@
 """The worker: scores a series and builds the SEG and SR sent back to the PACS.
 
-Public names are re-exported here but imported on first use (PEP 562): the listener
-process imports light ``worker`` modules without loading torch, PyRadiomics or
-highdicom.
+Public names are re-exported here but imported on first use (PEP 562): importing a
+light module such as ``worker.scu`` (the demo and tests do) loads neither torch,
+PyRadiomics nor highdicom.
+
+What lives here: scoring (``pipeline``), the SEG and SR (``seg_output``, ``sr_output``),
+jobs and delivery with retries (``jobs``, ``delivery``), the SCU (``scu``: C-STORE and
+C-ECHO), the Celery tasks and the worker process (``tasks``, ``main``). It imports the
+kernel ``onfh_dlr``, ``model_bundle`` and nothing else of the project (never
+``listener``); only ``onfh_dlr.cli`` and tests import it.
 """
 
 from __future__ import annotations

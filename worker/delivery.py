@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from onfh_dlr.errors import DeliveryError
-from onfh_dlr.scu import STORED_STATUSES, store_files
 from onfh_dlr.settings import Destination
+from worker.scu import STORED_STATUSES, store_files
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,31 +17,20 @@ import pydicom
 import pytest
 from conftest import Scale
 from pydicom.uid import generate_uid
-from service_harness import Service, wait_until
-
-from phantom.cohort import generate_cohort
+from service_harness import CohortMaker, Service, wait_until
 
 FINISHED = {"done", "failed", "dead_letter"}
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = Service(tmp_path_factory.mktemp("bad-series"), series_timeout="3")
-    svc.start()
-    try:
-        yield svc
-    finally:
-        svc.stop()
+def service_settings() -> dict[str, str]:
+    return {"series_timeout": "3"}
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[list[Path], Path]]:
-    root = tmp_path_factory.mktemp("phantom")
-    generate_cohort(root, cases=3, seed=610, onfh_fraction=0.5)
-    return [
-        (sorted((patient / "series").glob("*.dcm")), patient / "seg.dcm")
-        for patient in sorted(p for p in root.iterdir() if p.is_dir())
-    ]
+def cohort(phantom_cohort: CohortMaker) -> list[tuple[list[Path], Path]]:
+    """(slices, reference SEG) per patient; tests change only restamped copies."""
+    return [(s.slices, s.seg) for s in phantom_cohort(3, 610).studies]
 
 
 def restamped(files: list[Path], out: Path, change: object = None) -> list[Path]:

@@ -15,46 +15,34 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pydicom
 import pytest
 from conftest import Scale
-from service_harness import MODALITY_AE, SERVICE_AE, Service, phantom_studies, wait_until
+from service_harness import MODALITY_AE, SERVICE_AE, CohortMaker, Service, wait_until
 
-from onfh_dlr.demo import wait_for_echo
 from onfh_dlr.errors import DeliveryError
+from worker.scu import wait_for_echo
 
 FINISHED = {"done", "failed", "dead_letter"}
 StudyMaker = Callable[[int], tuple[list[Path], str, str]]
 
 
 @pytest.fixture(scope="module")
-def make_study(tmp_path_factory: pytest.TempPathFactory) -> StudyMaker:
-    root = tmp_path_factory.mktemp("studies")
-
+def make_study(phantom_cohort: CohortMaker) -> StudyMaker:
     def make(seed: int) -> tuple[list[Path], str, str]:
-        (study,) = phantom_studies(root / str(seed), 1, seed)
+        (study,) = phantom_cohort(1, seed).studies
         return study.slices, study.study_uid, study.series_uid
 
     return make
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = Service(
-        tmp_path_factory.mktemp("crashes"),
-        visibility_timeout="30",
-        requeue_after="60",
-        sweep_interval="2",
-    )
-    svc.start()
-    try:
-        yield svc
-    finally:
-        svc.stop()
+def service_settings() -> dict[str, str]:
+    return {"visibility_timeout": "30", "requeue_after": "60", "sweep_interval": "2"}
 
 
 def _kill_worker(service: Service, whole: bool) -> int:

@@ -10,46 +10,37 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import Scale
-from service_harness import Service, phantom_studies, wait_until
+from service_harness import Cohort, CohortMaker, Service, wait_until
 
 FINISHED = {"done", "failed", "dead_letter"}
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def service_settings() -> dict[str, str]:
     # Enough delivery retries (backoff capped at 5 s) to outlast the longest outage.
-    svc = Service(
-        tmp_path_factory.mktemp("outages"),
-        delivery_retries="200",
-        delivery_backoff="1",
-        delivery_backoff_max="5",
-        sweep_interval="2",
-    )
-    svc.start()
-    try:
-        yield svc
-    finally:
-        svc.stop()
+    return {
+        "delivery_retries": "200",
+        "delivery_backoff": "1",
+        "delivery_backoff_max": "5",
+        "sweep_interval": "2",
+    }
 
 
-def studies(root: Path, count: int, seed: int) -> list[tuple[list[Path], str, str]]:
+def studies(cohort: Cohort) -> list[tuple[list[Path], str, str]]:
     """Phantom studies, each sent with its reference SEG as the ROI: these tests are about
     the queue, and the auto-segmenter misses a femoral head in some phantom patients
     (e.g. seed 510's fifth), which would end that job failed, outage or not."""
-    return [
-        ([s.seg, *s.slices], s.study_uid, s.series_uid) for s in phantom_studies(root, count, seed)
-    ]
+    return [([s.seg, *s.slices], s.study_uid, s.series_uid) for s in cohort.studies]
 
 
 def test_studies_arriving_while_redis_is_down_are_all_scored_after_it_returns(
-    service: Service, scale: Scale, tmp_path: Path
+    service: Service, scale: Scale, phantom_cohort: CohortMaker
 ) -> None:
-    batch = studies(tmp_path, scale.studies, seed=510)
+    batch = studies(phantom_cohort(scale.studies, 510))
     service.redis.stop()
     started = time.monotonic()
     try:
@@ -71,9 +62,9 @@ def test_studies_arriving_while_redis_is_down_are_all_scored_after_it_returns(
 
 
 def test_results_wait_out_a_destination_outage_and_are_delivered_once(
-    service: Service, scale: Scale, tmp_path: Path
+    service: Service, scale: Scale, phantom_cohort: CohortMaker
 ) -> None:
-    batch = studies(tmp_path, scale.studies, seed=520)
+    batch = studies(phantom_cohort(scale.studies, 520))
     service.pacs.stop()
     started = time.monotonic()
     try:

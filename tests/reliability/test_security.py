@@ -20,13 +20,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
 import pytest
-from service_harness import SERVICE_AE, PhantomStudy, Service, phantom_studies, wait_until
+from service_harness import SERVICE_AE, CohortMaker, PhantomStudy, Service, wait_until
 
 from onfh_dlr.broker import free_port
 from onfh_dlr.queue import QUEUE, SCORE_TASK, make_celery, send
@@ -114,73 +113,22 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 
 
 @pytest.fixture(scope="module")
-def studies(tmp_path_factory: pytest.TempPathFactory) -> list[PhantomStudy]:
-    return phantom_studies(tmp_path_factory.mktemp("studies"), 5, seed=5100)
-
-
-def start_listener(svc: Service, **changes: str | None) -> None:
-    """(Re)start the listener with changed ``ONFH_*`` settings (None removes one); wait
-    until its DICOM port is bound (no C-ECHO: TLS and allow-lists may refuse us)."""
-    svc.stop_process("listener")
-    for key, value in changes.items():
-        name = f"ONFH_{key.upper()}"
-        if value is None:
-            svc.env.pop(name, None)
-        else:
-            svc.env[name] = value
-    before = svc.full_log("listener").count("DICOM listener: AE title")
-    process = svc.start_process("listener")
-    wait_until(
-        lambda: (
-            process.poll() is not None
-            or svc.full_log("listener").count("DICOM listener: AE title") > before
-        ),
-        30,
-        "the listener to bind its port",
-    )
-    assert process.poll() is None, svc.log("listener")
-
-
-def start_worker(svc: Service, **changes: str) -> None:
-    """(Re)start the worker with changed settings; wait until Celery says it is ready."""
-    svc.stop_process("worker")
-    svc.env.update({f"ONFH_{k.upper()}": v for k, v in changes.items()})
-    before = svc.full_log("worker").count(" ready.")
-    process = svc.start_process("worker")
-    wait_until(
-        lambda: process.poll() is not None or svc.full_log("worker").count(" ready.") > before,
-        60,
-        "the worker to be ready",
-    )
-    assert process.poll() is None, svc.log("worker")
+def studies(phantom_cohort: CohortMaker) -> list[PhantomStudy]:
+    return phantom_cohort(5, 5100).studies
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, certs: Certs) -> Iterator[Service]:
-    svc = Service(
-        tmp_path_factory.mktemp("secure"),
-        tls_cert=str(certs.server_cert),
-        tls_key=str(certs.server_key),
-        tls_ca=str(certs.ca),
-        allowed_calling_aes=CALLING_AE,
-        admin_token=ADMIN_TOKEN,
-        metrics_port=str(free_port()),
-        worker_metrics_port=str(free_port()),
-        series_timeout="3",
-    )
-    svc.root.mkdir(parents=True, exist_ok=True)
-    try:
-        svc.redis.start()
-        svc.pacs.start()
-        start_worker(svc)
-        start_listener(svc)
-    except BaseException:
-        svc.stop()
-        raise
-    try:
-        yield svc
-    finally:
-        svc.stop()
+def service_settings(certs: Certs) -> dict[str, str]:
+    return {
+        "tls_cert": str(certs.server_cert),
+        "tls_key": str(certs.server_key),
+        "tls_ca": str(certs.ca),
+        "allowed_calling_aes": CALLING_AE,
+        "admin_token": ADMIN_TOKEN,
+        "metrics_port": str(free_port()),
+        "worker_metrics_port": str(free_port()),
+        "series_timeout": "3",
+    }
 
 
 def storescu(
@@ -255,20 +203,20 @@ def test_the_address_allow_list_refuses_other_peers_and_accepts_listed_networks(
     probe = studies[4].slices[:1]  # one slice: it closes into a job that fails, unused
     probe_name = pydicom.dcmread(probe[0], stop_before_pixels=True).SOPInstanceUID + ".dcm"
     try:
-        start_listener(service, allowed_hosts="10.255.255.1")
+        service.restart_listener(allowed_hosts="10.255.255.1")
         refused = storescu(service, probe, mutual_tls(certs))
         assert refused.returncode != 0, refused.stdout + refused.stderr
         assert not list(service.data_dir.glob(f"spool/*/*/{probe_name}"))
         assert "refused connection from 127.0.0.1: not in allowed_hosts" in service.full_log(
             "listener"
         )
-        start_listener(service, allowed_hosts="192.0.2.0/24,127.0.0.0/8")
+        service.restart_listener(allowed_hosts="192.0.2.0/24,127.0.0.0/8")
         accepted = storescu(service, probe, mutual_tls(certs))
         assert accepted.returncode == 0, accepted.stdout + accepted.stderr
         assert len(list(service.data_dir.glob(f"spool/*/*/{probe_name}"))) == 1
         print("allowed_hosts: 2 cases (10.255.255.1 refused us, 127.0.0.0/8 accepted), 0 lost")
     finally:
-        start_listener(service, allowed_hosts=None)
+        service.restart_listener(allowed_hosts=None)
 
 
 # --- no pickle ----------------------------------------------------------------------------------
@@ -326,7 +274,7 @@ def test_the_worker_refuses_pickled_task_messages(
         assert done.attempts == 1
         print(f"pickle: {len(messages)} pickled messages refused, 1 JSON control run, 0 lost")
     finally:
-        start_listener(service)
+        service.restart_listener()
 
 
 PICKLE_PATTERNS = {
@@ -398,8 +346,8 @@ def test_logs_of_full_runs_hold_no_token_and_no_patient_data(
     # A full run with plain-text logs, then one with JSON logs (both processes restarted).
     for study, log_json in ((plain, "false"), (as_json, "true")):
         if log_json == "true":
-            start_worker(service, log_json="true")
-            start_listener(service, log_json="true")
+            service.restart_worker(log_json="true")
+            service.restart_listener(log_json="true")
         marks = {role: len(service.full_log(role)) for role in ("listener", "worker")}
         run = storescu(service, study.slices, mutual_tls(certs))
         assert run.returncode == 0, run.stdout + run.stderr

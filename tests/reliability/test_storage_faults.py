@@ -24,11 +24,11 @@ import numpy as np
 import pydicom
 import pytest
 from conftest import Scale
-from service_harness import MODALITY_AE, SERVICE_AE, Service, phantom_studies, wait_until
+from service_harness import MODALITY_AE, SERVICE_AE, CohortMaker, Service, wait_until
 
 from listener.spool import TMP_DIR
 from onfh_dlr.broker import free_port
-from onfh_dlr.demo import wait_for_echo
+from worker.scu import wait_for_echo
 
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
@@ -101,9 +101,9 @@ def interleaved(paths: list[Path]) -> list[Path]:
 
 
 def test_a_full_spool_disk_refuses_with_out_of_resources_keeps_every_stored_instance_and_recovers(
-    tmp_path: Path,
+    tmp_path: Path, phantom_cohort: CohortMaker
 ) -> None:
-    (study,) = phantom_studies(tmp_path / "studies", 1, seed=4101, onfh_fraction=1.0)
+    (study,) = phantom_cohort(1, 4101, onfh_fraction=1.0).studies
     dbdir = tmp_path / "db"  # the state DB stays on the normal disk: only the spool fills
     dbdir.mkdir()
     size_mb = 48 + study.nbytes // (1 << 20) * 2
@@ -281,9 +281,9 @@ def postgres() -> Iterator[PrivateCluster]:
 
 
 def test_postgres_restarted_while_studies_are_received_and_scored_loses_no_job(
-    tmp_path: Path, postgres: PrivateCluster, scale: Scale
+    tmp_path: Path, postgres: PrivateCluster, scale: Scale, phantom_cohort: CohortMaker
 ) -> None:
-    studies = phantom_studies(tmp_path / "studies", scale.studies, seed=4200, onfh_fraction=1.0)
+    studies = phantom_cohort(scale.studies, 4200, onfh_fraction=1.0).studies
     svc = UrlService(tmp_path / "service", database_url=postgres.url, series_timeout="3")
     svc.start()
     restarts: list[str] = []

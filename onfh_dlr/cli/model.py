@@ -1,20 +1,16 @@
-"""The ``onfh-dlr`` command line.
+"""Model commands: ``features``, ``score``, ``train``, ``evaluate`` and ``bundle verify``.
 
-The entry point is the one place that reads the process environment: it builds the
-:class:`~onfh_dlr.settings.Settings` once and passes them on.
+The command bodies were moved here verbatim from the former ``onfh_dlr/cli.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -24,185 +20,9 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from onfh_dlr.cli.root import ConfigOption, WorkersOption, app, console, err_console
+from onfh_dlr.cli.root import load_cli_settings as _settings  # the name the bodies use
 from onfh_dlr.errors import OnfhError
-from onfh_dlr.settings import Settings, load_settings
-
-app = typer.Typer(
-    no_args_is_help=True,
-    help="onfh-dlr: deep-learning radiomics for early osteonecrosis of the femoral head.",
-    pretty_exceptions_show_locals=False,
-)
-console = Console()
-err_console = Console(stderr=True)
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        help="YAML settings file (else ONFH_CONFIG).",
-        exists=True,
-        dir_okay=False,
-        resolve_path=True,  # `serve` hands it to children; nothing may depend on the cwd
-    ),
-]
-
-
-WorkersOption = Annotated[int, typer.Option("--workers", min=1, help="Processes to use.")]
-
-
-def _settings(config: Path | None) -> Settings:
-    try:
-        return load_settings(config, dict(os.environ))
-    except OnfhError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-
-
-@app.callback()
-def main() -> None:
-    """onfh-dlr command line."""
-
-
-@app.command()
-def phantom(
-    out_dir: Annotated[Path, typer.Argument(help="Directory to write the cohort into.")],
-    cases: Annotated[int, typer.Option("--cases", min=1, help="Number of patients.")] = 150,
-    seed: Annotated[int, typer.Option("--seed", help="Cohort seed.")] = 0,
-    onfh_fraction: Annotated[
-        float,
-        typer.Option(
-            "--onfh-fraction", min=0.0, max=1.0, help="Fraction of patients with early ONFH."
-        ),
-    ] = 70 / 150,
-    workers: WorkersOption = 1,
-    preview: Annotated[
-        bool,
-        typer.Option(
-            "--preview", help="Also write <PatientID>/preview.png with the truth outlined."
-        ),
-    ] = False,
-) -> None:
-    """Generate synthetic coronal T2-FS hip MRI studies with ground truth and cohort.csv."""
-    from phantom.cohort import generate_cohort
-
-    start = time.perf_counter()
-    with Progress(
-        TextColumn("[bold]phantom[/bold]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task("cases", total=cases)
-        try:
-            csv_path = generate_cohort(
-                out_dir,
-                cases,
-                seed,
-                onfh_fraction,
-                workers,
-                on_case=lambda _: progress.advance(task),
-                preview=preview,
-            )
-        except OnfhError as exc:
-            err_console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(1) from exc
-    elapsed = time.perf_counter() - start
-    console.print(
-        f"wrote {cases} cases to {out_dir} in {elapsed:.1f} s ({elapsed / cases:.2f} s per case)"
-    )
-    console.print(f"cohort: {csv_path}")
-
-
-@app.command()
-def demo(config: ConfigOption = None) -> None:
-    """End to end: a phantom study pushed through `serve` to a stand-in PACS, SR read back."""
-    from onfh_dlr.demo import run_demo
-
-    settings = _settings(config)
-    try:
-        run_demo(settings, console, dict(os.environ))
-    except OnfhError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
-
-
-def _known_broker_url(settings: Settings) -> str | None:
-    if settings.broker_url is not None:
-        return settings.broker_url
-    # A running `serve` writes its embedded broker's URL here.
-    embedded = settings.data_dir / "broker" / "url"
-    return embedded.read_text(encoding="utf-8").strip() if embedded.is_file() else None
-
-
-def _broker_url(settings: Settings) -> str:
-    url = _known_broker_url(settings)
-    if url is not None:
-        return url
-    err_console.print(
-        "[red]error:[/red] ONFH_BROKER_URL is not set and no `onfh-dlr serve` runs on "
-        f"{settings.data_dir}"
-    )
-    raise typer.Exit(2)
-
-
-@app.command()
-def serve(config: ConfigOption = None) -> None:
-    """Run listener and worker on this machine (embedded Redis and SQLite when no URLs)."""
-    from onfh_dlr.logs import configure_logging
-    from onfh_dlr.serve import serve as run_serve
-
-    settings = _settings(config)
-    configure_logging("serve", level=settings.log_level, as_json=settings.log_json)
-    try:
-        run_serve(settings, dict(os.environ), config)
-    except OnfhError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
-
-
-@app.command()
-def listener(config: ConfigOption = None) -> None:
-    """Run the DICOM listener (C-ECHO, C-STORE) that turns received series into jobs."""
-    from listener.main import run_listener
-    from onfh_dlr.logs import configure_logging
-
-    settings = _settings(config)
-    configure_logging("listener", level=settings.log_level, as_json=settings.log_json)
-    try:
-        run_listener(settings, _broker_url(settings))
-    except OnfhError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
-
-
-@app.command()
-def worker(config: ConfigOption = None) -> None:
-    """Run a Celery worker that scores jobs and delivers the SR and SEG."""
-    import shutil
-    import socket
-
-    from onfh_dlr.logs import configure_logging
-
-    settings = _settings(config)
-    configure_logging("worker", level=settings.log_level, as_json=settings.log_json)
-    # The pool processes' metrics go to files that the worker's /metrics aggregates;
-    # prometheus-client reads this variable when it is first imported, i.e. below.
-    metrics_dir = settings.data_dir / "metrics" / f"worker-{socket.gethostname()}-{os.getpid()}"
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    from worker.main import run_worker
-
-    try:
-        run_worker(
-            settings, _broker_url(settings), loglevel=settings.log_level, metrics_dir=metrics_dir
-        )
-    except OnfhError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @app.command()
@@ -262,105 +82,6 @@ def _print_hips(hips: dict[str, dict[str, Any]], *, title: str) -> None:
             str(hip.get("roi_source", "")),
         )
     console.print(table)
-
-
-@app.command()
-def status(
-    config: ConfigOption = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="Recent failures to list.")] = 10,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
-) -> None:
-    """Jobs by state, queue depth and recent failures with their reasons."""
-    from rich.table import Table
-
-    from onfh_dlr.errors import BrokerError
-    from onfh_dlr.queue import queue_depth
-    from onfh_dlr.state import JOB_STATES, StateDB
-
-    settings = _settings(config)
-    try:
-        db = StateDB.for_settings(settings.database_url, settings.data_dir)
-        counts = db.job_counts()
-        series_counts = db.series_counts()
-        failures = db.jobs(states=["failed", "dead_letter"], limit=limit)
-        skipped = db.recent_series(states=["skipped"], limit=limit)
-    except OnfhError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    url = _known_broker_url(settings)
-    depth: int | None = None
-    broker_problem = "no ONFH_BROKER_URL and no running `serve`" if url is None else ""
-    if url is not None:
-        try:
-            depth = queue_depth(url)
-        except BrokerError as exc:
-            broker_problem = str(exc)
-    if as_json:
-        summary = {
-            "jobs": {state: counts.get(state, 0) for state in JOB_STATES},
-            "series": series_counts,
-            "queue_depth": depth,
-            "broker_problem": broker_problem or None,
-            "failures": [
-                {"job": j.id, "series": j.series_uid, "state": j.state, "reason": j.reason}
-                for j in failures
-            ],
-            "skipped": [
-                {"series": r.series_uid, "description": r.description, "reason": r.reason}
-                for r in skipped
-            ],
-        }
-        typer.echo(json.dumps(summary, indent=2))
-        return
-    table = Table(title="jobs")
-    table.add_column("state")
-    table.add_column("count", justify="right")
-    for state in JOB_STATES:
-        table.add_row(state, str(counts.get(state, 0)))
-    console.print(table)
-    console.print(
-        "series: " + (", ".join(f"{k} {v}" for k, v in sorted(series_counts.items())) or "none")
-    )
-    if depth is not None:
-        console.print(f"queue depth: {depth}")
-    else:
-        console.print(f"[red]queue depth unknown:[/red] {broker_problem}")
-    if failures:
-        table = Table(title="recent failures")
-        for column in ("job", "series", "state", "reason"):
-            table.add_column(column)
-        for job in failures:
-            table.add_row(job.id, job.series_uid, job.state, job.reason)
-        console.print(table)
-    if skipped:
-        table = Table(title="recently skipped series")
-        for column in ("series", "description", "reason"):
-            table.add_column(column)
-        for row in skipped:
-            table.add_row(row.series_uid, row.description, row.reason)
-        console.print(table)
-
-
-@app.command()
-def retry(
-    job_id: Annotated[str, typer.Argument(help="The dead-lettered job to deliver again.")],
-    config: ConfigOption = None,
-) -> None:
-    """Deliver a dead-lettered job's results again (after the destination is back)."""
-    from onfh_dlr.queue import DELIVER_TASK, make_celery, send
-    from onfh_dlr.state import StateDB
-
-    settings = _settings(config)
-    try:
-        db = StateDB.for_settings(settings.database_url, settings.data_dir)
-        if not db.retry_dead_letter(job_id):
-            err_console.print(f"[red]error:[/red] job {job_id} is not in the dead-letter state")
-            raise typer.Exit(1)
-        send(make_celery(_broker_url(settings)), DELIVER_TASK, job_id)
-    except OnfhError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    console.print(f"job {job_id}: deliveries queued again")
 
 
 @app.command()

@@ -1,14 +1,20 @@
-"""C-STORE of DICOM files over one association: results to a PACS, studies in the demo."""
+"""The SCU side: C-STORE of DICOM files over one association, C-ECHO until a peer answers.
+
+The worker delivers its results with it; the demo, tests and benchmarks push studies and
+wait for a service with it.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pynetdicom import AE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from onfh_dlr.errors import DeliveryError, PermanentError
 
@@ -76,4 +82,21 @@ def store_files(
     return statuses
 
 
-__all__ = ["STORED_STATUSES", "store_files"]
+def wait_for_echo(host: str, port: int, ae_title: str, timeout: float, *, calling_ae: str) -> bool:
+    """C-ECHO ``ae_title@host:port`` until it answers or ``timeout`` passes."""
+    ae = AE(ae_title=calling_ae)
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.network_timeout = ae.connection_timeout = 2
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assoc = ae.associate(host, port, ae_title=ae_title)
+        if assoc.is_established:
+            status = assoc.send_c_echo()
+            assoc.release()
+            if status and status.Status == 0x0000:
+                return True
+        time.sleep(0.3)
+    return False
+
+
+__all__ = ["STORED_STATUSES", "store_files", "wait_for_echo"]

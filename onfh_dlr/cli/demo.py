@@ -9,6 +9,7 @@ on disk under ``<data_dir>/demo/pacs``.
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import signal
 import subprocess
@@ -19,17 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
-from pynetdicom import AE
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from onfh_dlr.broker import free_port
-from onfh_dlr.errors import DemoError
-from onfh_dlr.receiver import Receiver
-from onfh_dlr.scu import STORED_STATUSES, store_files
+from onfh_dlr.cli.receiver import Receiver
+from onfh_dlr.cli.root import ConfigOption, app, console, err_console, load_cli_settings
+from onfh_dlr.errors import DemoError, OnfhError
 from onfh_dlr.settings import Settings
+from worker.scu import STORED_STATUSES, store_files, wait_for_echo
 
 DEMO_SEED = 2024  # one patient: early ONFH (ARCO I) on the right, a healthy left hip
 SERVICE_AE = "ONFH_DLR"
@@ -45,25 +46,6 @@ class DemoResult:
     seg_path: Path
     push_seconds: float
     result_seconds: float  # from the end of the push to the SR at the "PACS"
-
-
-def wait_for_echo(
-    host: str, port: int, ae_title: str, timeout: float, *, calling_ae: str = MODALITY_AE
-) -> bool:
-    """C-ECHO ``ae_title@host:port`` until it answers or ``timeout`` passes."""
-    ae = AE(ae_title=calling_ae)
-    ae.add_requested_context(Verification)
-    ae.acse_timeout = ae.network_timeout = ae.connection_timeout = 2
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assoc = ae.associate(host, port, ae_title=ae_title)
-        if assoc.is_established:
-            status = assoc.send_c_echo()
-            assoc.release()
-            if status and status.Status == 0x0000:
-                return True
-        time.sleep(0.3)
-    return False
 
 
 def service_environment(
@@ -83,6 +65,17 @@ def service_environment(
     if "ONFH_BUNDLE" in base:
         env["ONFH_BUNDLE"] = base["ONFH_BUNDLE"]
     return env
+
+
+@app.command()
+def demo(config: ConfigOption = None) -> None:
+    """End to end: a phantom study pushed through `serve` to a stand-in PACS, SR read back."""
+    settings = load_cli_settings(config)
+    try:
+        run_demo(settings, console, dict(os.environ))
+    except OnfhError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
 
 
 def run_demo(settings: Settings, console: Console, environ: Mapping[str, str]) -> DemoResult:
@@ -131,7 +124,7 @@ def _drive(
 ) -> DemoResult:
     start = time.perf_counter()
     with console.status("starting `onfh-dlr serve` (embedded Redis, SQLite, listener, worker)"):
-        if not wait_for_echo("127.0.0.1", port, SERVICE_AE, timeout=60):
+        if not wait_for_echo("127.0.0.1", port, SERVICE_AE, timeout=60, calling_ae=MODALITY_AE):
             raise DemoError(f"the service did not answer C-ECHO within 60 s; see {log_path}")
     console.print(f"service up: {SERVICE_AE} on port {port} ({time.perf_counter() - start:.1f} s)")
 
@@ -223,7 +216,7 @@ __all__ = [
     "DEMO_SEED",
     "DemoError",
     "DemoResult",
+    "demo",
     "run_demo",
     "service_environment",
-    "wait_for_echo",
 ]
