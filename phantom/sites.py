@@ -122,8 +122,8 @@ _HARD = Realism(
     texture=Range(0.05, 0.18),
     islands=(0, 4),
     cyst_probability=0.3,
-    subtle_probability=0.4,
-    band_missing=Range(0.2, 0.6),
+    subtle_probability=0.3,
+    band_missing=Range(0.2, 0.5),
     band_strength=Range(0.15, 0.45),
     oedema_keep=0.5,
 )
