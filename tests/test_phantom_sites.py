@@ -226,10 +226,13 @@ def _auc(negative: list[float], positive: list[float]) -> float:
     return float((p > n).mean() + 0.5 * (p == n).mean())
 
 
-@pytest.mark.parametrize("site", ["siemens-1.5t", "canon-stir-1.5t"])
+@pytest.mark.parametrize("site", ["philips-3t", "canon-stir-1.5t"])
 def test_mean_head_intensity_does_not_separate_the_classes_on_harder_sites(site: str) -> None:
-    healthy, onfh = _head_means(site, 12, 17)
-    assert len(onfh) >= 6 and len(healthy) >= 6
-    # Busy healthy heads reach into the diseased range: the mean alone is a poor test.
+    # The two fastest harder sites; all harder sites share one Realism. Measured on 24
+    # cases (seed 23): AUC of the mean 0.62-0.67 on harder sites, 0.74 on legacy, whose
+    # healthy 95th percentile (0.19) stays below the ONFH median (0.22).
+    healthy, onfh = _head_means(site, 16, 23)
+    assert len(onfh) >= 8 and len(healthy) >= 8
+    # Busy healthy heads reach well into the diseased range: the mean is a poor test.
     assert _auc(healthy, onfh) < 0.8
     assert np.percentile(healthy, 90) > np.median(onfh)
