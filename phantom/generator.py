@@ -410,7 +410,7 @@ def plan_case(
     else:
         site_stream = np.random.default_rng([cohort_seed, index, 6])
         site_pathology = np.random.default_rng([cohort_seed, index, 7])
-        if site.vendor is not None:  # legacy keeps the original patients
+        if site is not LEGACY:  # legacy keeps the original patients
             anatomy = apply_habitus(site_stream, anatomy, site)
         if site.realism is not None:
             anatomy = apply_realism(site_stream, site_pathology, anatomy, site.realism)

@@ -205,7 +205,10 @@ CANON = VendorConvention(
     private_tags=(PrivateTag(0x700D, "TOSHIBA_MEC_MR3", 0x08, "LO", "FSE"),),
 )
 
-#: The original generator: every case draws its own vendor, protocol and chain.
+#: The original generator: every case draws its own vendor, protocol and chain, and the
+#: original patients. Its acquisition and chain ranges are the generator's own; vendor,
+#: field strength, STIR and habitus come from the original samplers (``scanner.py``,
+#: ``anatomy.py``), and the corresponding fields here only record their ranges.
 LEGACY = SiteProfile(
     name="legacy",
     institution="Phantom Mixed Vendors Site",
@@ -224,7 +227,7 @@ LEGACY = SiteProfile(
     centre_z=Range(-10, 30),
     subcutaneous_fat=Range(10, 40),
     body_scale=Range(1.0, 1.0),
-    fat_suppression_failure=Range(0.0, 1.0),
+    fat_suppression_failure=Range(0.0, 1.0),  # the original draws U(0, 1) squared
     snr=Range(18, 45),
     bias_amplitude=Range(0.2, 0.3),
     scale_fraction=Range(0.08, 0.45),
