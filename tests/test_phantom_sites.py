@@ -236,3 +236,34 @@ def test_mean_head_intensity_does_not_separate_the_classes_on_harder_sites(site:
     # Busy healthy heads reach well into the diseased range: the mean is a poor test.
     assert _auc(healthy, onfh) < 0.8
     assert np.percentile(healthy, 90) > np.median(onfh)
+
+
+def test_sites_differ_in_obliquity() -> None:
+    def tilt(site: str) -> np.ndarray:
+        return np.array([p.acquisition.obliquity_deg for p in _plans(site, 40)])
+
+    # Up to 6 degrees about each axis on the GE site, 2 on the Philips one.
+    assert tilt("ge-3t").max() > 4.0 > 3.5 > tilt("philips-3t").max()
+
+
+def test_harder_sites_draw_subtle_partly_missing_arco_i_bands() -> None:
+    lesions = [
+        hip.lesion
+        for seed in (1, 2)
+        for i in range(60)
+        for hip in plan_case(seed, i, (True, True), site_profile("siemens-1.5t")).anatomy.hips
+        if hip.lesion is not None
+    ]
+    subtle = [lesion for lesion in lesions if lesion.band_gaps is not None]
+    full = [lesion for lesion in lesions if lesion.band_gaps is None]
+    assert 0.2 < len(subtle) / len(lesions) < 0.4  # Realism.subtle_probability = 0.3
+    assert all(lesion.stage == "ARCO I" and lesion.subtle for lesion in subtle)
+    assert max(lesion.granulation_width for lesion in subtle) <= 1.5
+    # Fainter than the other lesions' bands, and partly invisible (gap threshold > -inf).
+    assert np.median([lesion.granulation_signal for lesion in subtle]) < np.median(
+        [lesion.granulation_signal for lesion in full]
+    )
+    assert all(lesion.gap_threshold > -1.0 for lesion in subtle)
+    # The legacy profile never draws them.
+    legacy = [plan_case(1, i, (True, True), LEGACY).anatomy.hips for i in range(20)]
+    assert all(hip.lesion and hip.lesion.band_gaps is None for hips in legacy for hip in hips)
