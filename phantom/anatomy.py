@@ -85,6 +85,25 @@ class Lesion:
     centre_kind: str  # "fat-like" | "oedema-like"
     centre_signal: float
     subtle: bool
+    # Site profiles with harder realism only: where the band is missing. The band is drawn
+    # where this field exceeds ``gap_threshold`` (a partly visible ARCO I band).
+    band_gaps: Waves | None = None
+    gap_threshold: float = -1e9
+
+
+@dataclass(frozen=True)
+class MarrowVariation:
+    """Physiological variation of one femoral head's marrow (site profiles only).
+
+    Healthy heads are not uniform fatty marrow: residual red marrow makes patches a
+    little brighter on T2-FS, and the fatty marrow's own signal varies between people.
+    """
+
+    signal_scale: float  # multiplies the case's fatty-marrow signal
+    patches: Waves  # patchy red marrow where this field exceeds ``patch_threshold``
+    patch_threshold: float
+    patch_signal: float  # signal added inside a patch (fluid = 1)
+    texture: Waves  # fine trabecular texture, relative
 
 
 @dataclass(frozen=True)
@@ -132,6 +151,7 @@ class Hip:
     marrow_texture: Waves
     lesion: Lesion | None
     findings: tuple[Finding, ...]
+    marrow_variation: MarrowVariation | None = None  # site profiles with harder realism
 
     @property
     def sign(self) -> float:
@@ -174,7 +194,10 @@ class Anatomy:
     bowel: tuple[tuple[Vec, Vec, float], ...]  # centre, radii, signal
 
 
-def _waves(rng: np.random.Generator, n: int, wavelength: tuple[float, float], amp: float) -> Waves:
+def waves_field(
+    rng: np.random.Generator, n: int, wavelength: tuple[float, float], amp: float
+) -> Waves:
+    """Draw ``n`` plane waves of random direction and phase (a smooth random field)."""
     directions = rng.normal(size=(n, 3))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     k = 2 * np.pi / rng.uniform(*wavelength, size=(n, 1))
@@ -280,7 +303,7 @@ def sample_lesion(
         axis=axis,
         dome_distance=float(dome_distance),
         radius=float(radius),
-        boundary=_waves(rng, 6, (10.0, 24.0), rng.uniform(1.0, 2.5)),
+        boundary=waves_field(rng, 6, (10.0, 24.0), rng.uniform(1.0, 2.5)),
         granulation_width=float(rng.uniform(1.0, 1.8) if subtle else rng.uniform(1.3, 3.0)),
         sclerosis_width=sclerosis_width,
         granulation_signal=float(granulation),
@@ -421,7 +444,7 @@ def sample_hip(
         oedema=bool(oedema),
         oedema_signal=float(p.uniform(0.55, 0.8) if onfh else p.uniform(0.3, 0.45)),
         oedema_decay=float(p.uniform(15, 40)),
-        marrow_texture=_waves(rng, 5, (6.0, 18.0), rng.uniform(0.01, 0.025)),
+        marrow_texture=waves_field(rng, 5, (6.0, 18.0), rng.uniform(0.01, 0.025)),
         lesion=lesion,
         findings=sample_findings(p, centre, radius, neck_axis, n_findings),
     )
@@ -468,7 +491,7 @@ def sample_anatomy(
         subcutaneous_fat=float(rng.uniform(10, 40)),
         bladder_centre=np.array([rng.normal(0, 5), rng.uniform(-40, -20), rng.uniform(5, 30)]),
         bladder_radii=np.array([rng.uniform(30, 55), rng.uniform(22, 40), rng.uniform(20, 42)]),
-        muscle_texture=_waves(rng, 3, (15.0, 40.0), 0.08),
+        muscle_texture=waves_field(rng, 3, (15.0, 40.0), 0.08),
         fat_suppression_failure=float(rng.uniform(0.0, 1.0) ** 2),
         bowel=bowel,
     )
@@ -479,9 +502,11 @@ __all__ = [
     "Finding",
     "Hip",
     "Lesion",
+    "MarrowVariation",
     "Signals",
     "Waves",
     "lens_fraction",
     "rotation",
     "sample_anatomy",
+    "waves_field",
 ]

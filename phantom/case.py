@@ -81,6 +81,17 @@ class SeriesGeometry:
 
 
 @dataclass(frozen=True)
+class PrivateTag:
+    """One vendor-private header element: ``(group, creator)`` block, element offset, value."""
+
+    group: int  # odd, e.g. 0x0029
+    creator: str  # Private Creator, e.g. "SIEMENS CSA HEADER"
+    offset: int  # element within the block, 0x00-0xFF
+    vr: str
+    value: str | float | int
+
+
+@dataclass(frozen=True)
 class ScannerProfile:
     """What a vendor's scanner writes into the header of a coronal T2-FS series."""
 
@@ -107,6 +118,7 @@ class ScannerProfile:
     imaging_frequency: float  # MHz
     rescale: tuple[float, float] | None  # (slope, intercept) where the vendor writes them
     bits_stored: int  # 12 or 16
+    private_tags: tuple[PrivateTag, ...] = ()  # written only by site profiles
 
 
 @dataclass(frozen=True)
@@ -178,6 +190,7 @@ __all__ = [
     "HipTruth",
     "PatientInfo",
     "PhantomStudy",
+    "PrivateTag",
     "ScannerProfile",
     "Segment",
     "SeriesGeometry",

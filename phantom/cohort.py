@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from phantom.case import PhantomStudy
 from phantom.dicom_writer import write_segmentation, write_series
 from phantom.generator import generate_study
 from phantom.preview import write_preview
+from phantom.sites import site_profile
 
 #: Cohort CSV columns: the cohort format of ARCHITECTURE.md, then the phantom's truth.
 COLUMNS = (
@@ -50,6 +51,8 @@ COLUMNS = (
     "SliceThickness",
     "SpacingBetweenSlices",
 )
+#: The extra column of a cohort drawn from site profiles (absent otherwise).
+SITE_COLUMN = "Site"
 
 
 @dataclass(frozen=True)
@@ -127,10 +130,13 @@ def case_rows(
     return rows
 
 
-def write_study(study: PhantomStudy, out_dir: Path, index: int, preview: bool = False) -> CaseFiles:
+def write_study(
+    study: PhantomStudy, out_dir: Path, index: int, preview: bool = False, site: str | None = None
+) -> CaseFiles:
     """Write one study as ``<PatientID>/series/IM*.dcm`` and ``<PatientID>/seg.dcm``.
 
     With ``preview``, also ``<PatientID>/preview.png`` (slices with the truth outlined).
+    With ``site``, the rows carry it in a ``Site`` column.
     """
     case_dir = out_dir / study.patient.patient_id
     datasets = write_series(study, case_dir / "series")
@@ -139,12 +145,29 @@ def write_study(study: PhantomStudy, out_dir: Path, index: int, preview: bool = 
         write_preview(study, case_dir / "preview.png")
     series_dir = f"{study.patient.patient_id}/series"
     seg_file = f"{study.patient.patient_id}/seg.dcm"
-    return CaseFiles(index, series_dir, seg_file, case_rows(study, series_dir, seg_file, index))
+    rows = case_rows(study, series_dir, seg_file, index)
+    if site is not None:
+        rows = [{**row, SITE_COLUMN: site} for row in rows]
+    return CaseFiles(index, series_dir, seg_file, rows)
 
 
-def _make_case(args: tuple[Path, int, int, tuple[bool, bool], bool]) -> CaseFiles:
-    out_dir, seed, index, onfh, preview = args
-    return write_study(generate_study(seed, index, onfh), out_dir, index, preview)
+def _make_case(args: tuple[Path, int, int, tuple[bool, bool], bool, str | None]) -> CaseFiles:
+    out_dir, seed, index, onfh, preview, site = args
+    profile = None if site is None else site_profile(site)
+    return write_study(generate_study(seed, index, onfh, profile), out_dir, index, preview, site)
+
+
+def assign_sites(cases: int, sites: Sequence[str]) -> list[str]:
+    """The site of each case: round-robin over ``sites``, so every site gets its share.
+
+    Labels are drawn independently (:func:`assign_hips` permutes patients), so each
+    site's class balance varies around the cohort's, as it does between hospitals.
+    """
+    if not sites:
+        raise PhantomError("sites, when given, must name at least one site profile")
+    for name in sites:
+        site_profile(name)  # fail before generating anything
+    return [sites[i % len(sites)] for i in range(cases)]
 
 
 def iter_cohort(
@@ -154,11 +177,16 @@ def iter_cohort(
     onfh_fraction: float = 70 / 150,
     workers: int = 1,
     preview: bool = False,
+    sites: Sequence[str] | None = None,
 ) -> Iterator[CaseFiles]:
     """Generate and write a cohort case by case, in case order."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     hips = assign_hips(cases, onfh_fraction, seed)
-    jobs = [(out_dir, seed, i, onfh, preview) for i, onfh in enumerate(hips)]
+    names: list[str | None] = [None] * cases if sites is None else [*assign_sites(cases, sites)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [
+        (out_dir, seed, i, onfh, preview, site)
+        for i, (onfh, site) in enumerate(zip(hips, names, strict=True))
+    ]
     if workers <= 1:
         for job in jobs:
             yield _make_case(job)
@@ -170,8 +198,9 @@ def iter_cohort(
 def write_cohort_csv(path: Path, cases: list[CaseFiles]) -> None:
     """Write ``cohort.csv`` (two rows per case, in case order) atomically."""
     tmp = path.with_suffix(".csv.tmp")
+    with_site = any(SITE_COLUMN in row for case in cases for row in case.rows)
     with tmp.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=(*COLUMNS, SITE_COLUMN) if with_site else COLUMNS)
         writer.writeheader()
         for case in sorted(cases, key=lambda c: c.index):
             writer.writerows(case.rows)
@@ -186,6 +215,7 @@ def generate_cohort(
     workers: int = 1,
     on_case: Callable[[CaseFiles], None] | None = None,
     preview: bool = False,
+    sites: Sequence[str] | None = None,
 ) -> Path:
     """Generate a cohort under ``out_dir`` and return the path of its ``cohort.csv``.
 
@@ -205,9 +235,13 @@ def generate_cohort(
         Called after each case is written (for progress).
     preview
         Also write a PNG contact sheet per case.
+    sites
+        Site profile names (:data:`phantom.sites.SITES`); patients are assigned to them
+        round-robin, and ``cohort.csv`` gains a ``Site`` column. ``None`` (the default)
+        draws every case as the original generator did: the same files, byte for byte.
     """
     written = []
-    for case in iter_cohort(out_dir, cases, seed, onfh_fraction, workers, preview):
+    for case in iter_cohort(out_dir, cases, seed, onfh_fraction, workers, preview, sites):
         written.append(case)
         if on_case is not None:
             on_case(case)
@@ -218,8 +252,10 @@ def generate_cohort(
 
 __all__ = [
     "COLUMNS",
+    "SITE_COLUMN",
     "CaseFiles",
     "assign_hips",
+    "assign_sites",
     "case_rows",
     "generate_cohort",
     "iter_cohort",

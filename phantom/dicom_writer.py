@@ -232,6 +232,11 @@ def _series_dataset(study: PhantomStudy, stored: NDArray[np.uint16]) -> Dataset:
         ds.RescaleIntercept = _ds(s.rescale[1])
         ds.RescaleSlope = _ds(s.rescale[0])
         ds.RescaleType = "US"
+    for tag in s.private_tags:
+        # Vendors' private blocks (Siemens CSA, GEMS_*, Philips MR Imaging DD, Toshiba):
+        # readers must cope with them, and they must not break the standard attributes.
+        block = ds.private_block(tag.group, tag.creator, create=True)
+        block.add_new(tag.offset, tag.vr, tag.value)
     _check_values(ds)
     return ds
 

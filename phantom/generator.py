@@ -25,6 +25,8 @@ from phantom.case import (
 )
 from phantom.render import SampleGrid, hip_truth, paint_hip, paint_soft_tissue
 from phantom.scanner import sample_scanner
+from phantom.site_draw import apply_habitus, apply_realism, draw_scanner
+from phantom.sites import LEGACY, SiteProfile, site_profile
 
 F32 = NDArray[np.float32]
 Vec = NDArray[np.float64]
@@ -66,13 +68,20 @@ def _uid(*parts: object) -> str:
     return str(generate_uid(entropy_srcs=[str(p) for p in parts]))
 
 
-def sample_acquisition(rng: np.random.Generator, anat: Anatomy) -> Acquisition:
-    """Draw matrix, pixel size, slices, obliquity and patient placement."""
-    fov = rng.uniform(330, 420)
-    choices = [m for m in _MATRICES if 0.6 <= fov / m <= 1.3]
+def sample_acquisition(
+    rng: np.random.Generator, anat: Anatomy, site: SiteProfile = LEGACY
+) -> Acquisition:
+    """Draw matrix, pixel size, slices, obliquity and patient placement from ``site``'s ranges.
+
+    The legacy profile's ranges are the original generator's, drawn in the original order.
+    """
+    fov = site.fov.draw(rng)
+    choices = [m for m in site.matrices if 0.6 <= fov / m <= 1.3]
+    if not choices:
+        raise PhantomError(f"site {site.name}: no matrix gives 0.6-1.3 mm pixels at {fov:.0f} mm")
     columns = int(rng.choice(choices))
     spacing = round(fov / columns, 4)
-    rows = int(max(192, round(columns * rng.uniform(0.75, 1.0) / 16) * 16))
+    rows = int(max(192, round(columns * site.rows_fraction.draw(rng) / 16) * 16))
     pixel_acq = spacing
     factor: int | float = 1
     if spacing < 0.675:
@@ -81,25 +90,25 @@ def sample_acquisition(rng: np.random.Generator, anat: Anatomy) -> Acquisition:
         factor = 4 / 3
     pixel_acq = spacing * factor
 
-    thickness = float(rng.choice([3.0, 3.5, 4.0, 4.5, 4.5, 5.0]))
-    gap = rng.uniform(0.0, 0.2)
+    thickness = float(rng.choice(site.slice_thickness))
+    gap = site.gap.draw(rng)
     slice_spacing = round(thickness * (1 + gap), 2)
     max_radius = max(h.head_radius for h in anat.hips)
     needed = math.ceil((2 * max_radius + 24) / slice_spacing)
-    n_slices = int(max(int(rng.integers(16, 31)), needed))
+    n_slices = int(max(int(rng.integers(*site.slices)), needed))
     if n_slices > 30:
         raise PhantomError("cannot cover both femoral heads with 30 slices")
 
     pelvis_rotation = rotation(rng.normal(0, 2.0), rng.normal(0, 1.5), rng.normal(0, 2.0))
     pelvis_origin = np.array([rng.normal(0, 8), rng.normal(0, 15), rng.uniform(-60, 40)])
-    tilt = rng.uniform(-4, 4, size=3)
+    tilt = rng.uniform(-site.max_tilt, site.max_tilt, size=3)
     acq_rotation = rotation(float(tilt[0]), float(tilt[1]), float(tilt[2]))
     row_dir = acq_rotation @ np.array([1.0, 0, 0])
     col_dir = acq_rotation @ np.array([0.0, 0, -1])
     normal = np.cross(row_dir, col_dir)
     mean_head_y = float(np.mean([h.head_centre[1] for h in anat.hips]))
     centre_local = np.array(
-        [rng.normal(0, 6), mean_head_y + rng.normal(0, 3), rng.uniform(-10, 30)]
+        [rng.normal(0, 6), mean_head_y + rng.normal(0, 3), site.centre_z.draw(rng)]
     )
     centre = pelvis_origin + pelvis_rotation @ centre_local
     origin = (
@@ -198,15 +207,16 @@ class SignalChain:
     noise_seed: int
 
 
-def sample_chain(rng: np.random.Generator) -> SignalChain:
-    """Draw coil bias, SNR and the scanner's arbitrary intensity scaling."""
+def sample_chain(rng: np.random.Generator, site: SiteProfile = LEGACY) -> SignalChain:
+    """Draw coil bias, SNR and the scanner's arbitrary intensity scaling from ``site``."""
     coeffs = rng.normal(0, 1, size=9)
     coeffs[5] += 0.8  # surface coils front and back: brighter near them
+    scale = site.scale_fraction
     return SignalChain(
-        snr=float(rng.uniform(18, 45)),
-        bias_amplitude=float(rng.uniform(0.2, 0.3)),
+        snr=site.snr.draw(rng),
+        bias_amplitude=site.bias_amplitude.draw(rng),
         bias_coefficients=tuple(float(c) for c in coeffs),
-        scale_fraction=float(np.exp(rng.uniform(np.log(0.08), np.log(0.45)))),
+        scale_fraction=float(np.exp(rng.uniform(np.log(scale.lo), np.log(scale.hi)))),
         noise_seed=int(rng.integers(2**63)),
     )
 
@@ -373,23 +383,42 @@ class CasePlan:
     acquisition: Acquisition
     chain: SignalChain
     patient: PatientInfo
+    site: SiteProfile | None = None
 
 
-def plan_case(cohort_seed: int, index: int, onfh: tuple[bool, bool]) -> CasePlan:
+def plan_case(
+    cohort_seed: int, index: int, onfh: tuple[bool, bool], site: SiteProfile | None = None
+) -> CasePlan:
     """Draw case ``index`` of a cohort (cheap: no rendering).
 
-    Each part has its own random stream, and the label only feeds the pathology stream:
+    Each part has its own random stream, and the label only feeds the pathology streams:
     the same case drawn with other labels has the same anatomy, scanner, acquisition,
     signal chain and patient, so nothing but the pathology differs between classes.
+
+    Without ``site`` the case is drawn exactly as the original generator drew it (the
+    same seed gives the same bytes). With a site, its ranges replace the built-in ones,
+    two more streams draw its habitus and realism (label-blind) and subtle lesions
+    (pathology), and the header names the site.
     """
     streams = [np.random.default_rng([cohort_seed, index, part]) for part in range(6)]
     anatomy = sample_anatomy(streams[0], streams[1], onfh)
-    institution = str(streams[2].choice(_INSTITUTIONS))
-    scanner = sample_scanner(streams[2], institution, f"MR{int(streams[2].integers(1, 9))}")
-    acquisition = sample_acquisition(streams[3], anatomy)
-    chain = sample_chain(streams[4])
+    if site is None:
+        institution = str(streams[2].choice(_INSTITUTIONS))
+        scanner = sample_scanner(streams[2], institution, f"MR{int(streams[2].integers(1, 9))}")
+        acquisition = sample_acquisition(streams[3], anatomy)
+        chain = sample_chain(streams[4])
+    else:
+        site_stream = np.random.default_rng([cohort_seed, index, 6])
+        site_pathology = np.random.default_rng([cohort_seed, index, 7])
+        if site is not LEGACY:  # legacy keeps the original patients
+            anatomy = apply_habitus(site_stream, anatomy, site)
+        if site.realism is not None:
+            anatomy = apply_realism(site_stream, site_pathology, anatomy, site.realism)
+        scanner = draw_scanner(streams[2], site)
+        acquisition = sample_acquisition(streams[3], anatomy, site)
+        chain = sample_chain(streams[4], site)
     patient = _patient(streams[5], anatomy, cohort_seed, index)
-    return CasePlan(cohort_seed, index, onfh, anatomy, scanner, acquisition, chain, patient)
+    return CasePlan(cohort_seed, index, onfh, anatomy, scanner, acquisition, chain, patient, site)
 
 
 def render_case(plan: CasePlan) -> PhantomStudy:
@@ -419,6 +448,8 @@ def render_case(plan: CasePlan) -> PhantomStudy:
         "acquisition_factor": float(acq.acquisition_factor),
         "fat_suppression_failure": round(anat.fat_suppression_failure, 3),
     }
+    if plan.site is not None:
+        extra["site"] = plan.site.name
     return PhantomStudy(
         patient=plan.patient,
         scanner=scanner,
@@ -431,7 +462,12 @@ def render_case(plan: CasePlan) -> PhantomStudy:
     )
 
 
-def generate_study(cohort_seed: int, index: int, onfh: tuple[bool, bool]) -> PhantomStudy:
+def generate_study(
+    cohort_seed: int,
+    index: int,
+    onfh: tuple[bool, bool],
+    site: SiteProfile | str | None = None,
+) -> PhantomStudy:
     """Generate case ``index`` of a cohort; ``onfh`` says which hips (right, left) are diseased.
 
     Parameters
@@ -442,13 +478,17 @@ def generate_study(cohort_seed: int, index: int, onfh: tuple[bool, bool]) -> Pha
         Case number within the cohort.
     onfh
         Early ONFH in the (right, left) hip.
+    site
+        A site profile (or its name, see :data:`phantom.sites.SITES`); ``None`` draws the
+        case as the original generator does.
 
     Returns
     -------
     PhantomStudy
         Pixels, geometry, header values and ground truth.
     """
-    return render_case(plan_case(cohort_seed, index, onfh))
+    profile = site_profile(site) if isinstance(site, str) else site
+    return render_case(plan_case(cohort_seed, index, onfh, profile))
 
 
 __all__ = [

@@ -20,7 +20,7 @@ from functools import partial
 import numpy as np
 from numpy.typing import NDArray
 
-from phantom.anatomy import Anatomy, Hip, Lesion, Waves
+from phantom.anatomy import Anatomy, Hip, Lesion, MarrowVariation, Waves
 from phantom.sdf import capsule, ellipsoid, occupancy, smooth_union, sphere, tapered_capsule, waves
 
 F32 = NDArray[np.float32]
@@ -471,6 +471,22 @@ def _shift(
     return a, b, c
 
 
+def _varied_marrow(
+    mv: MarrowVariation,
+    marrow: F32,
+    inside: NDArray[np.bool_],
+    xs: F32,
+    y: F32,
+    z: F32,
+) -> F32:
+    """Marrow signal with physiological variation: scale, red-marrow patches, texture."""
+    px, py, pz = xs[inside], y[inside], z[inside]
+    patch = np.clip(0.5 + (_field(px, py, pz, mv.patches) - mv.patch_threshold) / 0.08, 0, 1)
+    fine = _field(px, py, pz, mv.texture)
+    varied = marrow * np.float32(mv.signal_scale) * (1.0 + fine)
+    return np.asarray(varied + np.float32(mv.patch_signal) * patch, dtype=np.float32)
+
+
 def paint_hip(grid: SampleGrid, canvas: F32, anat: Anatomy, hip: Hip) -> None:
     """Joint, acetabulum, femur and pathology of one hip, on the fine grid."""
     sig = anat.signals
@@ -531,6 +547,8 @@ def paint_hip(grid: SampleGrid, canvas: F32, anat: Anatomy, hip: Hip) -> None:
     marrow = sig.marrow * (1.0 + 4.0 * texture) + sig.red_marrow_boost * np.exp(
         -(((t - 1.0) / 0.45) ** 2)
     )
+    if hip.marrow_variation is not None:
+        marrow = _varied_marrow(hip.marrow_variation, marrow, inside, xs, y, z)
     view = canvas[bw]
     view[inside] += m_all[inside] * (marrow - view[inside])
 
@@ -560,6 +578,10 @@ def paint_hip(grid: SampleGrid, canvas: F32, anat: Anatomy, hip: Hip) -> None:
         in_head = occupancy(np.maximum(sdf.head_neck_marrow[h], along - hip.head_neck_plane), w)
         gw, sw = lesion.granulation_width, lesion.sclerosis_width
         paint(canvas, hw, occupancy(gw - g, w) * in_head, lesion.centre_signal)
+        if lesion.band_gaps is not None:
+            # A partly missing band: drawn only where the gap field clears the threshold.
+            gaps = _field(hxs, hy, hz, lesion.band_gaps) - np.float32(lesion.gap_threshold)
+            in_head = in_head * np.clip(0.5 + gaps / np.float32(0.1), 0.0, 1.0)
         if "bright" in lesion.lines:
             paint(
                 canvas,
