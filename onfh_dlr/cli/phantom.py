@@ -31,10 +31,27 @@ def phantom(
             "--preview", help="Also write <PatientID>/preview.png with the truth outlined."
         ),
     ] = False,
+    sites: Annotated[
+        str | None,
+        typer.Option(
+            "--site",
+            help="Phantom site profile(s), comma-separated (patients assigned round-robin); "
+            "see --list-sites. Default: the original single-profile phantom.",
+        ),
+    ] = None,
+    list_sites: Annotated[
+        bool, typer.Option("--list-sites", help="List the site profiles and exit.")
+    ] = False,
 ) -> None:
     """Generate synthetic coronal T2-FS hip MRI studies with ground truth and cohort.csv."""
+    from phantom import SITES
     from phantom.cohort import generate_cohort
 
+    if list_sites:
+        for name, profile in SITES.items():
+            console.print(f"{name}: {profile.summary}", soft_wrap=True)
+        raise typer.Exit(0)
+    site_names = [n.strip() for n in sites.split(",") if n.strip()] if sites else None
     start = time.perf_counter()
     with Progress(
         TextColumn("[bold]phantom[/bold]"),
@@ -53,6 +70,7 @@ def phantom(
                 workers,
                 on_case=lambda _: progress.advance(task),
                 preview=preview,
+                sites=site_names,
             )
         except OnfhError as exc:
             err_console.print(f"[red]error:[/red] {exc}")
