@@ -687,7 +687,9 @@ def evaluate(
         auc = entry.get("auc")
         if auc and auc["estimate"] is not None:
             low, high = auc["ci95"]
-            console.print(f"AUC {key}: {auc['estimate']:.3f} (95% CI {low:.3f}-{high:.3f})")
+            # A tiny cohort (or one class) has no confidence interval.
+            ci = f" (95% CI {low:.3f}-{high:.3f})" if low is not None and high is not None else ""
+            console.print(f"AUC {key}: {auc['estimate']:.3f}{ci}")
     for miss in metrics["hips_not_scored"]:
         console.print(
             f"[yellow]not scored[/yellow] {miss['PatientID']} {miss['Side']}: {miss['reason']}"
