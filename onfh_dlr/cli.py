@@ -674,7 +674,10 @@ def evaluate(
         console=console,
     ) as progress:
         task = progress.add_task("series", total=len(jobs))
-        rows = score_cohort(bundle, jobs, workers=workers, on_job=lambda _: progress.advance(task))
+        scored = score_cohort(
+            bundle, jobs, workers=workers, on_job=lambda _: progress.advance(task)
+        )
+    rows = [row.as_csv() for row in scored]
     metrics = cohort_metrics(rows, thresholds)
     out.mkdir(parents=True, exist_ok=True)
     (out / "predictions.csv").write_bytes(csv_bytes(rows, (*PREDICTION_COLUMNS, "roi_source")))
