@@ -40,7 +40,7 @@ class HipSample:
     """One hip of the cohort: its identity and label, and its inputs or why it has none."""
 
     patient_id: str
-    side: str
+    side: Side
     label: int
     row: dict[str, str]
     radiomics: F64 | None  # (1197,) in feature_names() order
@@ -119,7 +119,7 @@ def extract_job(
         vector = np.array([inputs.radiomics[n] for n in names], dtype=np.float64)
         return HipSample(
             row["PatientID"],
-            row["Side"],
+            roi.side,
             _label(row),
             row,
             vector,
@@ -130,7 +130,7 @@ def extract_job(
 
     def failed(row: dict[str, str], reason: str, source: str) -> HipSample:
         return HipSample(
-            row["PatientID"], row["Side"], _label(row), row, None, None, source, reason
+            row["PatientID"], Side.parse(row["Side"]), _label(row), row, None, None, source, reason
         )
 
     return per_hip(job, compute, failed, rois=rois)
@@ -162,7 +162,7 @@ def _load(path: Path, job: SeriesJob) -> list[HipSample] | None:
                 out.append(
                     HipSample(
                         row["PatientID"],
-                        row["Side"],
+                        Side.parse(row["Side"]),
                         _label(row),
                         row,
                         rad,

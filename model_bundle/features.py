@@ -326,7 +326,7 @@ class HipRow:
     """One row of a feature table: a hip's features, or why it has none."""
 
     patient_id: str
-    side: str
+    side: Side
     label: str
     roi_source: str
     status: str  # "ok" or "failed"
@@ -345,7 +345,7 @@ def _extra(row: dict[str, str]) -> dict[str, str]:
 def _failed(row: dict[str, str], reason: str, source: str = "") -> HipRow:
     return HipRow(
         row.get("PatientID", ""),
-        row.get("Side", ""),
+        Side.parse(row.get("Side", "")),
         row.get("Label", ""),
         source,
         "failed",
@@ -375,7 +375,7 @@ def run_series_job(job: SeriesJob, spec: FeatureSpec) -> list[HipRow]:
         values = hip_features(series, roi, spec, model=model, params=params)
         return HipRow(
             row.get("PatientID", ""),
-            row.get("Side", ""),
+            roi.side,
             row.get("Label", ""),
             roi.source,
             "ok",
@@ -445,7 +445,14 @@ def write_feature_table(path: Path, rows: Sequence[HipRow], spec: FeatureSpec) -
         writer = csv.writer(fh)
         writer.writerow([*ID_COLUMNS, *extra_cols, *names])
         for row in rows:
-            ident = [row.patient_id, row.side, row.label, row.roi_source, row.status, row.reason]
+            ident = [
+                row.patient_id,
+                row.side.value,
+                row.label,
+                row.roi_source,
+                row.status,
+                row.reason,
+            ]
             extras = [row.extra.get(c, "") for c in extra_cols]
             feats = [repr(row.values[n]) if n in row.values else "" for n in names]
             writer.writerow([*ident, *extras, *feats])

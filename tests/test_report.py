@@ -25,6 +25,7 @@ from html_checks import parse_html
 from model_bundle.dataset import HipSample
 from model_bundle.evaluation import evaluate_split
 from model_bundle.report import SYNTHETIC_WARNING, _lasso_path, model_card, render_report
+from model_bundle.roi import Side
 from model_bundle.selection import FeatureSelector
 from model_bundle.training import MODEL_KEYS, TrainConfig, TrainingResult, shape_leak, train_models
 from onfh_dlr.errors import ConfigurationError
@@ -45,7 +46,7 @@ def _samples() -> list[HipSample]:
     for p in range(40):
         patient = f"P{p:03d}"
         onfh = p % 2 == 1
-        for side in ("L", "R"):
+        for side in (Side.LEFT, Side.RIGHT):
             label = int(onfh and (side == "L" or p % 3 == 0))
             row = {"PatientID": patient, "Side": side, "Label": str(label)}
             if (p, side) in ((3, "R"), (5, "L")):
