@@ -20,12 +20,13 @@ import yaml
 
 from model_bundle.bundle import Bundle, load_bundle, write_bundle
 from model_bundle.dataset import build_dataset
-from model_bundle.features import read_cohort, series_rois
+from model_bundle.features import Preprocessing, read_cohort, series_rois
 from model_bundle.publish import publish
 from model_bundle.radiomics import extract_radiomics, load_params, read_params_text
 from model_bundle.series import load_series
 from model_bundle.serving import BundleModel, ModelName
 from model_bundle.training import TrainConfig, train_models
+from onfh_dlr.errors import ConfigurationError
 from phantom.cohort import generate_cohort
 
 TRAIN_YAML = "epochs: 2\nbatch_size: 8\nlasso_folds: 3\ncv_folds: 3\nthreads: 1\nseed: 3\n"
@@ -96,3 +97,20 @@ def test_serving_reproduces_training_with_a_non_default_parameter_file(
         # deep part differs in the last digits: training used float32 weights, the
         # bundle holds float16.)
         assert f"{probabilities[ModelName.RAD]:.6f}" == row["prob_rad"]
+
+
+def test_the_demo_bundles_preprocessing_is_what_training_uses() -> None:
+    demo = load_bundle(Path(__file__).resolve().parents[1] / "model_bundle" / "demo")
+    deep_input = demo.preprocessing()["deep_input"]
+    assert isinstance(deep_input, dict)
+    assert Preprocessing.from_json(deep_input) == Preprocessing()
+
+
+def test_a_bundle_asking_for_other_preprocessing_is_refused_not_served_differently() -> None:
+    with pytest.raises(ConfigurationError, match="interpolator"):
+        Preprocessing.from_json({"interpolator": "linear"})
+    with pytest.raises(ConfigurationError, match="not a number"):
+        Preprocessing.from_json({"region_margin_mm": "40"})
+    assert Preprocessing.from_json({"region_margin_mm": 30, "size": 112}) == Preprocessing(
+        region_margin_mm=30.0, size=112
+    )
