@@ -20,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from model_bundle.autoseg import find_femoral_heads, head_mask
+from model_bundle.roi import Side
 from model_bundle.series import load_series
 from onfh_dlr.errors import FemoralHeadNotFoundError
 from phantom.case import HipTruth, PhantomStudy
@@ -72,10 +73,10 @@ def main() -> None:
                     for s in study.segments
                     if s.kind == "femoral_head" and s.side == hip.side
                 )
-                mask = sitk.GetArrayFromImage(masks[hip.side]).astype(bool)
+                mask = sitk.GetArrayFromImage(masks[Side(hip.side)]).astype(bool)
                 dice = float(2 * (mask & truth).sum() / (mask.sum() + truth.sum()))
-                fit = fits[hip.side]
-                other = fits["R" if hip.side == "L" else "L"]
+                fit = fits[Side(hip.side)]
+                other = fits[Side.RIGHT if hip.side == "L" else Side.LEFT]
                 true_centre = np.array(hip.head_centre)
                 swapped = np.linalg.norm(other.centre - true_centre) < np.linalg.norm(
                     fit.centre - true_centre

@@ -21,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 from numpy.typing import NDArray
 
-from phantom.case import Side
+from model_bundle.roi import Side
 from phantom.cohort import assign_hips
 from phantom.dicom_writer import write_segmentation, write_series
 from phantom.generator import generate_study
@@ -75,7 +75,7 @@ def bench_site(name: str | None, cases: int, seed: int, autoseg: bool, root: Pat
         run.render.append(t1 - t0)
         run.write.append(t2 - t1)
         if autoseg:
-            heads = {s.side: s.mask for s in study.segments if s.kind == "femoral_head"}
+            heads = {Side(s.side): s.mask for s in study.segments if s.kind == "femoral_head"}
             _autoseg(run, folder, heads)
     return run
 

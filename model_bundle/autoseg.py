@@ -75,7 +75,7 @@ def neck_direction(side: Side) -> F64:
     (the head is anteverted). Only used to cut the head at the head-neck junction and
     to ignore the neck when reading radial profiles.
     """
-    lateral = 1.0 if side == "L" else -1.0
+    lateral = 1.0 if side is Side.LEFT else -1.0
     v = np.array([0.66 * lateral, 0.22, -0.72])
     return np.asarray(v / np.linalg.norm(v), dtype=np.float64)
 
@@ -172,7 +172,7 @@ def _candidates(
     peaks = (acc == ndimage.maximum_filter(acc, size=7)) & (acc > 0)
     kji = np.argwhere(peaks).astype(np.float64)
     points = work.to_point(kji)
-    offset = (points[:, 0] - work.midline_x) * (1.0 if side == "L" else -1.0)
+    offset = (points[:, 0] - work.midline_x) * (1.0 if side is Side.LEFT else -1.0)
     keep = (offset > LATERAL_RANGE[0]) & (offset < LATERAL_RANGE[1])
     if not keep.any():
         return []
@@ -277,7 +277,7 @@ def find_femoral_heads(image: sitk.Image) -> dict[Side, HeadFit]:
     Returns
     -------
     dict
-        ``{"L": HeadFit, "R": HeadFit}``.
+        ``{Side.LEFT: HeadFit, Side.RIGHT: HeadFit}``.
 
     Raises
     ------
@@ -287,7 +287,7 @@ def find_femoral_heads(image: sitk.Image) -> dict[Side, HeadFit]:
     work = _working_copy(image)
     acc = _hough(work)
     fits: dict[Side, HeadFit] = {}
-    sides: tuple[Side, Side] = ("L", "R")
+    sides: tuple[Side, Side] = (Side.LEFT, Side.RIGHT)
     for side in sides:
         best: HeadFit | None = None
         rejected: list[str] = []
@@ -317,7 +317,7 @@ def find_femoral_heads(image: sitk.Image) -> dict[Side, HeadFit]:
                 f"two similar candidates (votes {best.support:.0f} and {heads[1].support:.0f})"
             )
             best = None
-        name = "left" if side == "L" else "right"
+        name = side.word
         if best is None:
             why = "; ".join(rejected) if rejected else "no sphere-like structure"
             raise FemoralHeadNotFoundError(
@@ -325,7 +325,7 @@ def find_femoral_heads(image: sitk.Image) -> dict[Side, HeadFit]:
                 f"{name} of the midline: {why}"
             )
         fits[side] = best
-    _check_pair(fits["L"], fits["R"])
+    _check_pair(fits[Side.LEFT], fits[Side.RIGHT])
     return fits
 
 

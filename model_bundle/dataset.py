@@ -5,6 +5,10 @@ extracted in a cache directory, one ``.npz`` per series (no pickle: loaded with
 ``allow_pickle=False``), keyed by everything that changes the result: the series and
 mask files (paths, sizes, modification times), the PyRadiomics parameters and the
 code version. A re-run, or a run interrupted half-way, only extracts what is missing.
+
+Each hip's inputs come from :func:`model_bundle.features.hip_inputs`, the feature path
+serving uses, and the cohort runs on :func:`model_bundle.features.run_cohort`.
+Imported by training and ``onfh_dlr.cli``.
 """
 
 from __future__ import annotations
@@ -20,13 +24,12 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from model_bundle.deep import deep_input
-from model_bundle.features import SeriesJob, preprocessed, series_rois
-from model_bundle.radiomics import extract_radiomics, feature_names, load_params
+from model_bundle.features import SeriesJob, hip_inputs, per_hip, run_cohort, series_rois
+from model_bundle.radiomics import feature_names, load_params
+from model_bundle.roi import HipROI, Side
 from model_bundle.seg_roi import lesion_rois_from_seg
-from model_bundle.series import load_series
-from onfh_dlr.errors import OnfhError, SegmentationError
-from onfh_dlr.pools import process_pool
+from model_bundle.series import LoadedSeries
+from onfh_dlr.errors import SegmentationError
 
 F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]
@@ -37,7 +40,7 @@ class HipSample:
     """One hip of the cohort: its identity and label, and its inputs or why it has none."""
 
     patient_id: str
-    side: str
+    side: Side
     label: int
     row: dict[str, str]
     radiomics: F64 | None  # (1197,) in feature_names() order
@@ -96,9 +99,9 @@ def extract_job(
     decides the ROI, which is why the service never works this way.
     """
     names = feature_names(params)
-    try:
-        series = load_series(job.image)
-        rois = dict(series_rois(series, job.mask))
+
+    def rois(series: LoadedSeries, job: SeriesJob) -> dict[Side, HipROI]:
+        found = series_rois(series, job.mask)
         if roi_protocol == "lesion":
             if job.mask is None:
                 raise SegmentationError(
@@ -106,40 +109,31 @@ def extract_job(
                 )
             lesions = lesion_rois_from_seg(job.mask, series)
             for hip in job.hips:
-                lesion = lesions.get(hip["Side"])
+                lesion = lesions.get(Side.parse(hip["Side"]))
                 if _label(hip) == 1 and lesion is not None:
-                    rois[lesion.side] = lesion
-    except OnfhError as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-        return [
-            HipSample(h["PatientID"], h["Side"], _label(h), h, None, None, "", reason)
-            for h in job.hips
-        ]
-    out = []
-    for row in job.hips:
-        roi = next((r for s, r in rois.items() if s == row["Side"]), None)
-        if roi is None:
-            out.append(
-                HipSample(row["PatientID"], row["Side"], _label(row), row, None, None, "", "no ROI")
-            )
-            continue
-        try:
-            values = extract_radiomics(series.image, roi.mask, params)
-            image, mask = preprocessed(series, roi)
-            net = deep_input(image, mask)
-        except OnfhError as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            out.append(
-                HipSample(
-                    row["PatientID"], row["Side"], _label(row), row, None, None, roi.source, reason
-                )
-            )
-            continue
-        vector = np.array([values[n] for n in names], dtype=np.float64)
-        out.append(
-            HipSample(row["PatientID"], row["Side"], _label(row), row, vector, net, roi.source, "")
+                    found[lesion.side] = lesion
+        return found
+
+    def compute(series: LoadedSeries, roi: HipROI, row: dict[str, str]) -> HipSample:
+        inputs = hip_inputs(series, roi, params=params)
+        vector = np.array([inputs.radiomics[n] for n in names], dtype=np.float64)
+        return HipSample(
+            row["PatientID"],
+            roi.side,
+            _label(row),
+            row,
+            vector,
+            inputs.network_input,
+            roi.source,
+            "",
         )
-    return out
+
+    def failed(row: dict[str, str], reason: str, source: str) -> HipSample:
+        return HipSample(
+            row["PatientID"], Side.parse(row["Side"]), _label(row), row, None, None, source, reason
+        )
+
+    return per_hip(job, compute, failed, rois=rois)
 
 
 def _save(path: Path, samples: Sequence[HipSample]) -> None:
@@ -168,7 +162,7 @@ def _load(path: Path, job: SeriesJob) -> list[HipSample] | None:
                 out.append(
                     HipSample(
                         row["PatientID"],
-                        row["Side"],
+                        Side.parse(row["Side"]),
                         _label(row),
                         row,
                         rad,
@@ -213,18 +207,10 @@ def build_dataset(
     params = load_params(params_file)
     tasks = [(job, params, cache, roi_protocol) for job in jobs]
     out: list[HipSample] = []
-    if workers <= 1:
-        results = map(_run, tasks)
-        for samples, cached in results:
-            out += samples
-            if on_job is not None:
-                on_job(samples, cached)
-        return out
-    with process_pool(workers) as pool:
-        for samples, cached in pool.map(_run, tasks):
-            out += samples
-            if on_job is not None:
-                on_job(samples, cached)
+    for samples, cached in run_cohort(tasks, _run, workers=workers):
+        out += samples
+        if on_job is not None:
+            on_job(samples, cached)
     return out
 
 

@@ -1,13 +1,19 @@
 """Scoring a labelled cohort with a bundle (`onfh-dlr evaluate`): the deployed path.
 
 Each series is loaded, its hips' ROIs come from the cohort's Mask (a DICOM-SEG) or, when
-the Mask is absent or empty, from auto-segmentation, and the bundle scores them with
-its fixed thresholds. Nothing is refitted.
+the Mask is absent or empty, from auto-segmentation (:func:`model_bundle.features.per_hip`,
+the loop ``features`` and training run), and the bundle scores them with its fixed
+thresholds. Nothing is refitted. Each hip becomes a :class:`PredictionRow`; its
+:meth:`~PredictionRow.as_csv` is the ``predictions.csv`` row that
+:func:`cohort_metrics` and the evaluation report read.
+
+Imported by ``onfh_dlr.cli``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,58 +21,75 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model_bundle.evaluation import evaluate_split
-from model_bundle.features import SeriesJob, series_rois
-from model_bundle.series import load_series
-from model_bundle.serving import BundleModel
+from model_bundle.features import SeriesJob, per_hip, run_cohort
+from model_bundle.roi import HipROI, Side
+from model_bundle.series import LoadedSeries
+from model_bundle.serving import BundleModel, ModelName
 from model_bundle.training import MODEL_KEYS
-from onfh_dlr.errors import OnfhError
-from onfh_dlr.pools import process_pool
+
+
+@dataclass(frozen=True)
+class PredictionRow:
+    """One hip of a scored cohort: its probabilities, or why it has none.
+
+    ``label`` is the cohort's text (``"0"``, ``"1"`` or empty); ``probabilities`` and
+    ``call`` are empty / ``None`` when the hip could not be scored, and ``reason`` then
+    says why.
+    """
+
+    patient_id: str
+    side: Side
+    label: str
+    probabilities: dict[ModelName, float] = field(default_factory=dict)
+    call: int | None = None
+    roi_source: str = ""
+    reason: str = ""
+
+    def as_csv(self) -> dict[str, str]:
+        """The ``predictions.csv`` row: probabilities with six decimals, as always."""
+        row = {"PatientID": self.patient_id, "Side": self.side.value, "Label": self.label}
+        if self.call is None:
+            return row | {"reason": self.reason}
+        return (
+            row
+            | {f"prob_{k.value}": f"{v:.6f}" for k, v in self.probabilities.items()}
+            | {"call": str(self.call), "roi_source": self.roi_source, "reason": self.reason}
+        )
+
+
+def predict_job(model: BundleModel, job: SeriesJob) -> list[PredictionRow]:
+    """One prediction row per hip of a series; a hip that cannot be scored keeps a reason."""
+
+    def compute(series: LoadedSeries, roi: HipROI, row: dict[str, str]) -> PredictionRow:
+        pred = model.predict_hip(series, roi)
+        return PredictionRow(
+            row.get("PatientID", ""),
+            roi.side,
+            row.get("Label", ""),
+            pred.probabilities,
+            pred.call,
+            pred.roi_source,
+        )
+
+    def failed(row: dict[str, str], reason: str, source: str) -> PredictionRow:
+        side = Side.parse(row.get("Side", ""))
+        return PredictionRow(row.get("PatientID", ""), side, row.get("Label", ""), reason=reason)
+
+    return per_hip(job, compute, failed)
+
 
 _MODEL: BundleModel | None = None
 
 
-def _init(bundle_dir: Path, threads: int | None) -> None:
+def _load_model(bundle_dir: Path, threads: int | None) -> None:
+    # Once per process (the pool's initializer): the backbone and parameters stay loaded.
     global _MODEL
     _MODEL = BundleModel.load(bundle_dir, threads=threads)
 
 
-def score_job(model: BundleModel, job: SeriesJob) -> list[dict[str, str]]:
-    """One predictions row per hip of a series; a hip that cannot be scored keeps a reason."""
-    base = [
-        {
-            "PatientID": h.get("PatientID", ""),
-            "Side": h.get("Side", ""),
-            "Label": h.get("Label", ""),
-        }
-        for h in job.hips
-    ]
-    try:
-        series = load_series(job.image)
-        rois = series_rois(series, job.mask)
-    except OnfhError as exc:
-        return [row | {"reason": f"{type(exc).__name__}: {exc}"} for row in base]
-    out = []
-    for row in base:
-        roi = next((r for s, r in rois.items() if s == row["Side"]), None)
-        if roi is None:
-            out.append(row | {"reason": f"no ROI for side {row['Side']!r}"})
-            continue
-        try:
-            pred = model.predict_hip(series, roi)
-        except OnfhError as exc:
-            out.append(row | {"reason": f"{type(exc).__name__}: {exc}"})
-            continue
-        out.append(
-            row
-            | {f"prob_{k}": f"{v:.6f}" for k, v in pred.probabilities.items()}
-            | {"call": str(pred.call), "roi_source": pred.roi_source, "reason": ""}
-        )
-    return out
-
-
-def _score(job: SeriesJob) -> list[dict[str, str]]:
+def _predict(job: SeriesJob) -> list[PredictionRow]:
     assert _MODEL is not None
-    return score_job(_MODEL, job)
+    return predict_job(_MODEL, job)
 
 
 def score_cohort(
@@ -74,29 +97,30 @@ def score_cohort(
     jobs: Sequence[SeriesJob],
     *,
     workers: int = 1,
-    on_job: Callable[[list[dict[str, str]]], None] | None = None,
-) -> list[dict[str, str]]:
+    on_job: Callable[[list[PredictionRow]], None] | None = None,
+) -> list[PredictionRow]:
     """Score every hip of every job with the bundle, ``workers`` processes."""
-    rows: list[dict[str, str]] = []
-    if workers <= 1:
-        _init(bundle_dir, None)
-        for job in jobs:
-            done = _score(job)
-            rows += done
-            if on_job is not None:
-                on_job(done)
-        return rows
     # One torch thread per process: two OpenMP pools on two cores slow each other down.
-    with process_pool(workers, _init, (bundle_dir, 1)) as pool:
-        for done in pool.map(_score, jobs):
-            rows += done
-            if on_job is not None:
-                on_job(done)
+    threads = None if workers <= 1 else 1
+    rows: list[PredictionRow] = []
+    for done in run_cohort(
+        jobs,
+        _predict,
+        workers=workers,
+        initializer=_load_model,
+        initargs=(bundle_dir, threads),
+        on_result=on_job,
+    ):
+        rows += done
     return rows
 
 
 def cohort_metrics(rows: Sequence[dict[str, str]], thresholds: dict[str, float]) -> dict[str, Any]:
-    """The paper's metrics on the scored hips (labelled rows with probabilities only)."""
+    """The paper's metrics on the scored hips (labelled rows with probabilities only).
+
+    ``rows`` are ``predictions.csv`` rows (:meth:`PredictionRow.as_csv`): the metrics are
+    those of the file a reader can check, six decimals included.
+    """
     scored = [r for r in rows if r.get("prob_dlr") and r.get("Label") in ("0", "1")]
     not_scored = [
         {"PatientID": r["PatientID"], "Side": r["Side"], "reason": r.get("reason", "")}
@@ -124,4 +148,4 @@ def cohort_metrics(rows: Sequence[dict[str, str]], thresholds: dict[str, float])
     return out
 
 
-__all__ = ["cohort_metrics", "score_cohort", "score_job"]
+__all__ = ["PredictionRow", "cohort_metrics", "predict_job", "score_cohort"]

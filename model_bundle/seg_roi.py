@@ -106,7 +106,7 @@ LOGGER = logging.getLogger(__name__)
 Code = tuple[str, str]  # (coding scheme designator, code value)
 BoolVolume = npt.NDArray[np.bool_]
 MatchMethod = Literal["coded", "label", "position"]
-_SIDES: Final[tuple[Side, Side]] = ("L", "R")
+_SIDES: Final[tuple[Side, Side]] = (Side.LEFT, Side.RIGHT)
 
 #: Segmentation Storage and Label Map Segmentation Storage.
 SEGMENTATION_SOP_CLASSES: Final[frozenset[str]] = frozenset(
@@ -250,7 +250,7 @@ class _Context:
 
 def rois_from_seg(
     seg: Path | str | Dataset | hd.seg.Segmentation, series: LoadedSeries
-) -> dict[str, HipROI]:
+) -> dict[Side, HipROI]:
     """Femoral-head ROIs of the left and right hip from a DICOM-SEG of ``series``.
 
     Parameters
@@ -263,10 +263,11 @@ def rois_from_seg(
 
     Returns
     -------
-    dict of str to HipROI
-        ``{"L": ..., "R": ...}``; a side whose femoral head is not in the SEG (or whose
-        segment is empty on the series grid) is absent. Masks are ``sitk.sitkUInt8``
-        (0/1) with the geometry of ``series.image``; ``source`` is ``"seg"`` and
+    dict of Side to HipROI
+        ``{Side.LEFT: ..., Side.RIGHT: ...}``; a side whose femoral head is not in
+        the SEG (or whose segment is empty on the series grid) is absent. Masks are
+        ``sitk.sitkUInt8`` (0/1) with the geometry of ``series.image``; ``source`` is
+        ``"seg"``, ``segment_number`` the segment's number in the SEG, and
         ``description`` names the SEG, the segment number and label, how the segment
         was matched (``coded``, ``label`` or ``position``) and how it was placed.
 
@@ -303,7 +304,7 @@ def rois_from_seg(
     segments = [s for s in segments if s.number in present]
     choices = _match(ctx, segments)
 
-    rois: dict[str, HipROI] = {}
+    rois: dict[Side, HipROI] = {}
     for side, choice in choices.items():
         mask, placement = _mask_of(ctx, choice.segment.number)
         if not mask.any():
@@ -326,6 +327,7 @@ def rois_from_seg(
                 f"{name} segment {choice.segment.number} {choice.segment.label!r}: matched "
                 f"by {choice.method} ({choice.detail}); {placement}"
             ),
+            segment_number=choice.segment.number,
         )
     if not rois:
         found = ", ".join(f"{s.number} {s.label!r}" for s in segments) or "none"
@@ -337,7 +339,7 @@ def rois_from_seg(
 
 def lesion_rois_from_seg(
     seg: Path | str | Dataset | hd.seg.Segmentation, series: LoadedSeries
-) -> dict[str, HipROI]:
+) -> dict[Side, HipROI]:
     """Necrotic-lesion ROIs per side from a DICOM-SEG of ``series`` (the paper's protocol).
 
     Only for reproducing the source paper, which drew the lesion rather than the head
@@ -357,7 +359,7 @@ def lesion_rois_from_seg(
         seg=segmentation, series=series, name=name, frames=_parse_frames(segmentation), masks={}
     )
     present = set(segmentation.segment_numbers)
-    rois: dict[str, HipROI] = {}
+    rois: dict[Side, HipROI] = {}
     for desc in segmentation.SegmentSequence:
         segment = _describe(desc)
         if segment.number not in present or not segment.abnormal:
@@ -381,6 +383,7 @@ def lesion_rois_from_seg(
             description=(
                 f"{name} segment {segment.number} {segment.label!r}: necrotic lesion; {placement}"
             ),
+            segment_number=segment.number,
         )
     return rois
 
@@ -475,11 +478,11 @@ def _sides_of(items: Iterable[Dataset]) -> set[Side]:
     for item in items:
         code = _code(item)
         if code in LEFT_CODES:
-            sides.add("L")
+            sides.add(Side.LEFT)
         elif code in RIGHT_CODES:
-            sides.add("R")
+            sides.add(Side.RIGHT)
         elif code is not None and code[1] in ("51440002", "G-A102"):  # Bilateral
-            sides |= {"L", "R"}
+            sides |= {Side.LEFT, Side.RIGHT}
     return sides
 
 
@@ -506,7 +509,7 @@ def _coded_side(desc: Dataset) -> tuple[Side | None, str, bool]:
         )
     side = sides.pop()
     where = sorted({w for s, w in found if s == side})
-    code = "SCT 7771000 Left" if side == "L" else "SCT 24028007 Right"
+    code = "SCT 7771000 Left" if side is Side.LEFT else "SCT 24028007 Right"
     return side, f"laterality {code} in the {' and '.join(where)}", False
 
 
@@ -519,13 +522,13 @@ def _label_side(text: str) -> tuple[Side | None, bool]:
     fused = _FUSED_HEAD.match(text.replace(" ", ""))
     if fused:
         letter = fused.group("pre") or fused.group("post")
-        return ("L" if letter == "l" else "R"), True
+        return (Side.LEFT if letter == "l" else Side.RIGHT), True
     if not _HEAD_PHRASE.search(text):
         return None, False
     left, right = bool(_LEFT_WORD.search(text)), bool(_RIGHT_WORD.search(text))
     if left == right:  # neither, or both ("left and right femoral heads")
         return None, True
-    return ("L" if left else "R"), True
+    return (Side.LEFT if left else Side.RIGHT), True
 
 
 def _describe(desc: hd.seg.SegmentDescription) -> _Segment:
@@ -668,8 +671,8 @@ def _match_by_position(
                 ctx.name,
                 x[left.number] - x[right.number],
             )
-        result["L"] = _Choice(left, "position", detail(left, "the larger x of two"))
-        result["R"] = _Choice(right, "position", detail(right, "the smaller x of two"))
+        result[Side.LEFT] = _Choice(left, "position", detail(left, "the larger x of two"))
+        result[Side.RIGHT] = _Choice(right, "position", detail(right, "the smaller x of two"))
         return result
     if len(missing) == 2 and len(kept) > 2:
         listed = ", ".join(f"{s.number} {s.label!r}" for s in kept)
@@ -678,8 +681,8 @@ def _match_by_position(
             f"unlabelled segments could be one: {listed}"
         )
     for side in missing:
-        on_side = [s for s in kept if (x[s.number] > midline) == (side == "L")]
-        how = "left of the midline" if side == "L" else "right of the midline"
+        on_side = [s for s in kept if (x[s.number] > midline) == (side is Side.LEFT)]
+        how = "left of the midline" if side is Side.LEFT else "right of the midline"
         choice = _pick(ctx, side, on_side, "position", functools.partial(detail, how=how))
         if choice is not None:
             result[side] = choice

@@ -1,13 +1,18 @@
 """Scoring hips with a verified model bundle: what `evaluate`, `score` and the worker run.
 
 :class:`BundleModel` loads a bundle (verified first, JSON and safetensors only), and
-scores one hip from its series and ROI with exactly the feature code training used:
-the selective radiomics run (only the features the bundle's models selected) and the
-bundle's own ResNet18 weights, PCA, selectors and classifiers.
+scores one hip from its series and ROI with exactly the feature code training used
+(:func:`model_bundle.features.hip_features`), with the bundle's own radiomics
+parameter file and preprocessing parameters: the selective radiomics run (only the
+features the bundle's models selected) and the bundle's own ResNet18 weights, PCA,
+selectors and classifiers.
+
+Imported by :mod:`model_bundle.external`, ``worker`` and ``onfh_dlr.cli``.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,15 +22,24 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model_bundle.bundle import Bundle, load_bundle
-from model_bundle.deep import DEEP_FEATURE_NAMES, build_resnet18, deep_features, deep_input
-from model_bundle.features import preprocessed
+from model_bundle.deep import DEEP_FEATURE_NAMES, build_resnet18
+from model_bundle.features import FeatureSpec, Preprocessing, hip_features
 from model_bundle.models import FeatureSelector, PCAParams, from_json, positive_probability
-from model_bundle.radiomics import FEATURE_NAMES, extract_radiomics
+from model_bundle.radiomics import FEATURE_NAMES, load_params
 from model_bundle.roi import HipROI, Side
 from model_bundle.series import LoadedSeries
 from model_bundle.training import MODEL_KEYS
+from onfh_dlr.errors import ConfigurationError
 
 F64 = NDArray[np.float64]
+
+
+class ModelName(enum.StrEnum):
+    """The bundle's models: radiomics, deep, and both (the paper's Rad, DL and DLR)."""
+
+    RAD = "rad"
+    DL = "dl"
+    DLR = "dlr"
 
 
 @dataclass(frozen=True)
@@ -33,8 +47,8 @@ class HipPrediction:
     """The bundle's result for one hip."""
 
     side: Side
-    probabilities: dict[str, float]  # per model key: rad, dl, dlr
-    deployed_model: str
+    probabilities: dict[ModelName, float]
+    deployed_model: ModelName
     probability: float  # of the deployed model
     score: float  # log-odds of ``probability`` (the linear score for logistic regression)
     threshold: float
@@ -56,8 +70,8 @@ class BundleModel:
     def __init__(self, bundle: Bundle, *, threads: int | None = None) -> None:
         self.bundle = bundle
         self.threads = threads
-        self.models: dict[str, _Model] = {}
-        for key in MODEL_KEYS:
+        self.models: dict[ModelName, _Model] = {}
+        for key in map(ModelName, MODEL_KEYS):
             if key not in bundle.manifest.models:
                 continue
             selector = FeatureSelector.from_json(bundle.model_params(key, "selector"))
@@ -70,6 +84,20 @@ class BundleModel:
         self.radiomics_names = tuple(n for n in FEATURE_NAMES if n in wanted)
         self.needs_deep = any(m.pca is not None for m in self.models.values())
         self.backbone = build_resnet18(bundle.weights_path) if self.needs_deep else None
+        # The bundle's own parameter files, not the package's: a bundle trained with
+        # another radiomics file (or preprocessing) is served with what it was trained on.
+        self.radiomics_params = load_params(bundle.radiomics_params_path)
+        deep_input = bundle.preprocessing().get("deep_input", {})
+        if not isinstance(deep_input, dict):
+            raise ConfigurationError(f"{bundle}: preprocessing.json deep_input is not an object")
+        self.spec = FeatureSpec(
+            radiomics=self.radiomics_names,
+            deep=self.needs_deep,
+            weights=bundle.weights_path,
+            params_file=bundle.radiomics_params_path,
+            threads=threads,
+            preprocessing=Preprocessing.from_json(deep_input),
+        )
 
     @classmethod
     def load(cls, directory: Path, *, threads: int | None = None) -> BundleModel:
@@ -77,8 +105,8 @@ class BundleModel:
         return cls(load_bundle(directory), threads=threads)
 
     @property
-    def deployed_model(self) -> str:
-        return self.bundle.deployed_model
+    def deployed_model(self) -> ModelName:
+        return ModelName(self.bundle.deployed_model)
 
     @property
     def threshold(self) -> float:
@@ -86,21 +114,13 @@ class BundleModel:
 
     def features(self, series: LoadedSeries, roi: HipROI) -> dict[str, float]:
         """The named features this bundle's models read, for one hip."""
-        values: dict[str, float] = {}
-        if self.radiomics_names:
-            values.update(extract_radiomics(series.image, roi.mask, features=self.radiomics_names))
-        if self.needs_deep:
-            assert self.backbone is not None
-            image, mask = preprocessed(series, roi)
-            deep = deep_features(self.backbone, deep_input(image, mask), num_threads=self.threads)[
-                0
-            ]
-            values.update(zip(DEEP_FEATURE_NAMES, (float(v) for v in deep), strict=True))
-        return values
+        return hip_features(
+            series, roi, self.spec, model=self.backbone, params=self.radiomics_params
+        )
 
-    def probabilities(self, values: dict[str, float]) -> dict[str, float]:
+    def probabilities(self, values: dict[str, float]) -> dict[ModelName, float]:
         """Each model's probability of early ONFH from a hip's named features."""
-        out: dict[str, float] = {}
+        out: dict[ModelName, float] = {}
         deep = np.array([[values[n] for n in DEEP_FEATURE_NAMES]]) if self.needs_deep else None
         for key, model in self.models.items():
             names = list(values)
@@ -135,4 +155,4 @@ class BundleModel:
         return {side: self.predict_hip(series, roi) for side, roi in rois.items()}
 
 
-__all__ = ["BundleModel", "HipPrediction"]
+__all__ = ["BundleModel", "HipPrediction", "ModelName"]

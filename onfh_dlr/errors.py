@@ -212,7 +212,7 @@ class UnsafeBundleFileError(BundleContentError):
     """A file can carry code: a pickle-capable or unknown type, or pickle-like content."""
 
 
-# --- Feature selection (model_bundle.selection) and classifiers (model_bundle.classifiers).
+# --- Feature selection and classifiers (model_bundle.models).
 
 
 class SelectionError(PermanentError):

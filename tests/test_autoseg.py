@@ -7,6 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from model_bundle import LoadedSeries, auto_rois, find_femoral_heads, head_mask, load_series
+from model_bundle.roi import Side
 from onfh_dlr.errors import FemoralHeadNotFoundError
 from phantom.case import PhantomStudy
 from phantom.dicom_writer import write_series
@@ -40,7 +41,7 @@ def test_auto_rois_match_the_truth_on_both_sides(
         for seg in study.segments:
             if seg.kind != "femoral_head":
                 continue
-            roi = rois[seg.side]
+            roi = rois[Side(seg.side)]
             assert roi.source == "auto" and roi.side == seg.side
             mask = sitk.GetArrayFromImage(roi.mask).astype(bool)
             assert mask.shape == seg.mask.shape
@@ -53,11 +54,11 @@ def test_fitted_centres_are_within_2_mm_and_on_the_right_side(
     for study, series in studies:
         fits = find_femoral_heads(series.image)
         for hip in study.hips:
-            fit = fits[hip.side]
+            fit = fits[Side(hip.side)]
             assert np.linalg.norm(fit.centre - np.array(hip.head_centre)) <= 2.0
             assert abs(fit.radius - hip.head_radius) <= 2.0
         # LPS: patient left is +x.
-        assert fits["L"].centre[0] > fits["R"].centre[0]
+        assert fits[Side.LEFT].centre[0] > fits[Side.RIGHT].centre[0]
 
 
 def test_heads_are_found_whatever_the_array_axis_order(
@@ -68,7 +69,7 @@ def test_heads_are_found_whatever_the_array_axis_order(
     # Same anatomy in patient space, array stored in another axis order and direction.
     reoriented = sitk.DICOMOrient(series.image, "RAI")
     fits = find_femoral_heads(reoriented)
-    for side in ("L", "R"):
+    for side in (Side.LEFT, Side.RIGHT):
         assert np.linalg.norm(fits[side].centre - original[side].centre) < 1.0
 
 
@@ -112,7 +113,7 @@ def test_head_mask_is_the_sphere_cut_at_the_neck(
     studies: list[tuple[PhantomStudy, LoadedSeries]],
 ) -> None:
     _, series = studies[1]
-    fit = find_femoral_heads(series.image)["L"]
+    fit = find_femoral_heads(series.image)[Side.LEFT]
     mask = head_mask(fit, series.image, slice_thickness=None)
     voxel = float(np.prod(series.image.GetSpacing()))
     volume = float(sitk.GetArrayFromImage(mask).sum()) * voxel

@@ -11,6 +11,7 @@ from pathlib import Path
 import pydicom
 from service_harness import CohortMaker
 
+from model_bundle.roi import Side
 from worker.sr_output import read_report
 
 
@@ -48,7 +49,7 @@ def test_the_demo_pushes_a_study_through_serve_and_prints_the_sr_per_hip(tmp_pat
     sr = next(pydicom.dcmread(p) for p in received if pydicom.dcmread(p).Modality == "SR")
     hips = read_report(sr)
     # The demo patient: early ONFH on the right, a healthy left hip.
-    assert hips["R"].necrosis_present and not hips["L"].necrosis_present
+    assert hips[Side.RIGHT].necrosis_present and not hips[Side.LEFT].necrosis_present
     # serve stopped everything it started: no embedded broker URL left behind.
     assert not (data / "demo" / "service" / "broker" / "url").exists()
 

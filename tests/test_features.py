@@ -18,6 +18,7 @@ from model_bundle import (
     run_series_job,
     series_job,
 )
+from model_bundle.roi import Side
 from onfh_dlr.cli import app
 from phantom.cohort import generate_cohort
 
@@ -152,7 +153,7 @@ def test_the_deep_input_region_holds_the_whole_roi_with_its_margin(cohort: Path)
     job = read_cohort(cohort)[0]
     assert job.mask is not None
     series = load_series(job.image)
-    roi = rois_from_seg(job.mask, series)["L"]
+    roi = rois_from_seg(job.mask, series)[Side.LEFT]
     image, mask = hip_region(series.image, roi.mask)
     assert sitk.GetArrayFromImage(mask).sum() == sitk.GetArrayFromImage(roi.mask).sum()
     # The margin is there (unless the image ends first) and the grid is the series' own.

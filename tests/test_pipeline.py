@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 import pydicom
@@ -176,7 +175,7 @@ def _validation_inputs(
 ) -> tuple[LoadedSeries, dict[Side, HipROI], OutputDevice]:
     """The series, ROIs (read back from the SEG) and device validate_outputs needs."""
     series = load_series(study.series_dir)
-    rois = {cast(Side, s): r for s, r in rois_from_seg(scored.seg_dataset, series).items()}
+    rois = rois_from_seg(scored.seg_dataset, series)
     return series, rois, OutputDevice.from_manifest(model.bundle.manifest)
 
 
@@ -187,11 +186,11 @@ def test_validation_rejects_a_seg_that_differs_from_the_roi(
     validate_outputs(
         series, rois, scored.predictions, scored.seg_dataset, scored.sr_dataset, device
     )
-    array = sitk.GetArrayFromImage(rois["L"].mask)
+    array = sitk.GetArrayFromImage(rois[Side.LEFT].mask)
     array[np.unravel_index(int(np.argmax(array)), array.shape)] = 0
     changed = sitk.GetImageFromArray(array)
-    changed.CopyInformation(rois["L"].mask)
-    rois["L"] = replace(rois["L"], mask=changed)
+    changed.CopyInformation(rois[Side.LEFT].mask)
+    rois[Side.LEFT] = replace(rois[Side.LEFT], mask=changed)
     with pytest.raises(OutputValidationError, match="1 voxels differ"):
         validate_outputs(
             series, rois, scored.predictions, scored.seg_dataset, scored.sr_dataset, device
@@ -203,6 +202,6 @@ def test_validation_rejects_a_report_that_contradicts_the_call(
 ) -> None:
     series, rois, device = _validation_inputs(scored, study, model)
     flipped = dict(scored.predictions)
-    flipped["L"] = replace(flipped["L"], call=1 - flipped["L"].call)
+    flipped[Side.LEFT] = replace(flipped[Side.LEFT], call=1 - flipped[Side.LEFT].call)
     with pytest.raises(OutputValidationError, match="does not match call"):
         validate_outputs(series, rois, flipped, scored.seg_dataset, scored.sr_dataset, device)

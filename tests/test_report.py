@@ -27,6 +27,7 @@ from model_bundle.evaluation import evaluate_split
 from model_bundle.models import FeatureSelector
 from model_bundle.reporting import SYNTHETIC_WARNING, model_card, render_report
 from model_bundle.reporting.model_details import _lasso_path
+from model_bundle.roi import Side
 from model_bundle.training import (
     MODEL_KEYS,
     TrainConfig,
@@ -54,7 +55,7 @@ def _samples() -> list[HipSample]:
     for p in range(40):
         patient = f"P{p:03d}"
         onfh = p % 2 == 1
-        for side in ("L", "R"):
+        for side in (Side.LEFT, Side.RIGHT):
             label = int(onfh and (side == "L" or p % 3 == 0))
             row = {"PatientID": patient, "Side": side, "Label": str(label)}
             if (p, side) in ((3, "R"), (5, "L")):

@@ -21,7 +21,7 @@ from PIL import Image
 
 from model_bundle.roi import HipROI, Side
 from model_bundle.series import LoadedSeries, load_series
-from model_bundle.serving import HipPrediction
+from model_bundle.serving import HipPrediction, ModelName
 from onfh_dlr.errors import OutputError
 from phantom.dicom_writer import write_series
 from phantom.generator import generate_study
@@ -44,14 +44,15 @@ DEVICE = OutputDevice(
     threshold=0.4,
     deployed_model="dlr",
 )
+L, R = Side.LEFT, Side.RIGHT
 SC_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
 
 
 def _prediction(side: Side, probability: float) -> HipPrediction:
     return HipPrediction(
         side=side,
-        probabilities={"dlr": probability},
-        deployed_model="dlr",
+        probabilities={ModelName.DLR: probability},
+        deployed_model=ModelName.DLR,
         probability=probability,
         score=math.log(probability / (1 - probability)),
         threshold=DEVICE.threshold,
@@ -61,7 +62,7 @@ def _prediction(side: Side, probability: float) -> HipPrediction:
     )
 
 
-PREDICTIONS: dict[Side, HipPrediction] = {"L": _prediction("L", 0.123), "R": _prediction("R", 0.87)}
+PREDICTIONS = {L: _prediction(L, 0.123), R: _prediction(R, 0.87)}
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> Case:
         if segment.kind == "femoral_head":
             mask = sitk.GetImageFromArray(segment.mask.astype(np.uint8))
             mask.CopyInformation(series.image)
-            rois[segment.side] = HipROI(segment.side, mask, "auto", "truth")
+            rois[Side(segment.side)] = HipROI(Side(segment.side), mask, "auto", "truth")
     card = build_result_card(series, rois, PREDICTIONS, DEVICE, series_number=9003)
     path = directory / "card.dcm"
     card.save_as(path, enforce_file_format=True)
@@ -136,8 +137,8 @@ def test_the_slice_shown_goes_through_both_heads(case: Case) -> None:
     index = card_slice(case.rois)
     assert both[index] == both.max() > 0
     # With one hip, its own largest slice.
-    right = masks["R"].sum(axis=(1, 2))
-    assert card_slice({"R": case.rois["R"]}) == int(np.argmax(right))
+    right = masks[R].sum(axis=(1, 2))
+    assert card_slice({R: case.rois[R]}) == int(np.argmax(right))
 
 
 def test_each_roi_is_outlined_in_the_colour_of_its_call(case: Case) -> None:
@@ -152,9 +153,9 @@ def test_each_roi_is_outlined_in_the_colour_of_its_call(case: Case) -> None:
     pixels = card.pixel_array
     index = card_slice(case.rois)
     masks = _masks(case.rois)
-    zoom = pixels.shape[1] // masks["R"].shape[2]  # the slice fills the card's width
-    image_rows = masks["R"].shape[1] * zoom
-    expected: dict[Side, tuple[int, int, int]] = {"R": SUSPECTED_RGB, "L": NOT_SUSPECTED_RGB}
+    zoom = pixels.shape[1] // masks[R].shape[2]  # the slice fills the card's width
+    image_rows = masks[R].shape[1] * zoom
+    expected: dict[Side, tuple[int, int, int]] = {R: SUSPECTED_RGB, L: NOT_SUSPECTED_RGB}
     for side, colour in expected.items():
         rows, columns = np.nonzero(masks[side][index])
         top, bottom = rows.min() * zoom, (rows.max() + 1) * zoom
@@ -167,7 +168,7 @@ def test_each_roi_is_outlined_in_the_colour_of_its_call(case: Case) -> None:
         assert abs(found_columns.max() - (right - left + 1)) <= 2
         # And it is a line, not a fill: far fewer pixels than the ROI's area.
         assert len(found_rows) < 0.5 * len(rows) * zoom * zoom
-        other = expected["L" if side == "R" else "R"]
+        other = expected[L if side == R else R]
         assert not np.all(region == other, axis=-1).any()
 
 
@@ -189,7 +190,7 @@ def test_the_banner_is_there_exactly_when_the_bundle_says_not_for_clinical_use(
 
 def test_a_one_hip_card_names_only_that_hip(case: Case) -> None:
     card = build_result_card(
-        case.series, {"R": case.rois["R"]}, {"R": PREDICTIONS["R"]}, DEVICE, series_number=9003
+        case.series, {R: case.rois[R]}, {R: PREDICTIONS[R]}, DEVICE, series_number=9003
     )
     lines = str(card.ImageComments).split("\n")
     assert any(line.startswith("Right femoral head") for line in lines)
@@ -199,6 +200,4 @@ def test_a_one_hip_card_names_only_that_hip(case: Case) -> None:
 
 def test_a_predicted_hip_without_its_roi_is_refused(case: Case) -> None:
     with pytest.raises(OutputError, match="Left femoral head"):
-        build_result_card(
-            case.series, {"R": case.rois["R"]}, PREDICTIONS, DEVICE, series_number=9003
-        )
+        build_result_card(case.series, {R: case.rois[R]}, PREDICTIONS, DEVICE, series_number=9003)

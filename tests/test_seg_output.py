@@ -10,7 +10,6 @@ import io
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import cast
 
 import highdicom as hd
 import numpy as np
@@ -69,7 +68,9 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> Case:
     rois: dict[Side, HipROI] = {}
     for segment in study.segments:
         if segment.kind == "femoral_head":
-            rois[segment.side] = HipROI(segment.side, _mask(series, segment.mask), "auto", "truth")
+            rois[Side(segment.side)] = HipROI(
+                Side(segment.side), _mask(series, segment.mask), "auto", "truth"
+            )
     seg = build_segmentation(series, rois, DEVICE, series_number=9001)
     path = directory / "seg.dcm"
     seg.save_as(path, enforce_file_format=True)
@@ -85,10 +86,10 @@ def test_seg_masks_round_trip_voxel_for_voxel_by_source_instance(case: Case) -> 
     assert numbers == {"L": 1, "R": 2}
     pixels = case.seg.get_pixels_by_source_instance(
         source_sop_instance_uids=list(case.series.sop_instance_uids),
-        segment_numbers=[numbers["L"], numbers["R"]],
+        segment_numbers=[numbers[Side.LEFT], numbers[Side.RIGHT]],
         assert_missing_frames_are_empty=True,
     )
-    sides: tuple[Side, Side] = ("L", "R")
+    sides: tuple[Side, Side] = (Side.LEFT, Side.RIGHT)
     for i, side in enumerate(sides):
         expected = sitk.GetArrayFromImage(case.rois[side].mask) > 0
         assert expected.any()
@@ -180,7 +181,7 @@ def test_model_bundle_reads_the_seg_back_as_the_same_rois(case: Case) -> None:
     back = rois_from_seg(pydicom.dcmread(case.seg_path), case.series)
     assert set(back) == {"L", "R"}
     for side, roi in back.items():
-        expected = case.rois[cast(Side, side)].mask
+        expected = case.rois[side].mask
         np.testing.assert_array_equal(
             sitk.GetArrayFromImage(roi.mask), sitk.GetArrayFromImage(expected)
         )
@@ -191,7 +192,7 @@ def test_roi_from_a_received_manual_segment_stays_manual(case: Case) -> None:
     received.SegmentAlgorithmType = "MANUAL"
     rois = {side: replace(roi, source="seg") for side, roi in case.rois.items()}
     seg = build_segmentation(
-        case.series, rois, DEVICE, series_number=9001, source_segments={"L": received}
+        case.series, rois, DEVICE, series_number=9001, source_segments={Side.LEFT: received}
     )
     left, right = (seg.get_segment_description(n) for n in (1, 2))
     assert left.algorithm_type == hd.seg.SegmentAlgorithmTypeValues.MANUAL
@@ -203,16 +204,21 @@ def test_roi_from_a_received_manual_segment_stays_manual(case: Case) -> None:
 
 
 def test_one_hip_gives_one_segment_numbered_one(case: Case) -> None:
-    seg = build_segmentation(case.series, {"R": case.rois["R"]}, DEVICE, series_number=9001)
+    seg = build_segmentation(
+        case.series, {Side.RIGHT: case.rois[Side.RIGHT]}, DEVICE, series_number=9001
+    )
     assert segment_numbers_by_side(seg) == {"R": 1}
 
 
 def test_a_mask_off_the_series_grid_is_refused(case: Case) -> None:
-    mask = sitk.Image(case.rois["L"].mask)
+    mask = sitk.Image(case.rois[Side.LEFT].mask)
     mask.SetOrigin(tuple(v + 1.0 for v in mask.GetOrigin()))
     with pytest.raises(OutputError, match="not on the grid"):
         build_segmentation(
-            case.series, {"L": HipROI("L", mask, "auto", "shifted")}, DEVICE, series_number=1
+            case.series,
+            {Side.LEFT: HipROI(Side.LEFT, mask, "auto", "shifted")},
+            DEVICE,
+            series_number=1,
         )
 
 
@@ -226,8 +232,8 @@ def test_enhanced_mr_source_round_trips_by_source_frame(tmp_path: Path) -> None:
     series = load_series([make_enhanced(synthetic)])  # frames stored out of order
     array = np.zeros(sitk.GetArrayFromImage(series.image).shape, dtype=bool)
     array[2:5, 10:30, 5:20] = True
-    roi = HipROI("L", _mask(series, array), "auto", "box")
-    seg = build_segmentation(series, {"L": roi}, DEVICE, series_number=3)
+    roi = HipROI(Side.LEFT, _mask(series, array), "auto", "box")
+    seg = build_segmentation(series, {Side.LEFT: roi}, DEVICE, series_number=3)
     path = tmp_path / "seg.dcm"
     seg.save_as(path, enforce_file_format=True)
     assert dciodvfy_errors(path) == []

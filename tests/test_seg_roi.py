@@ -22,7 +22,7 @@ from highdicom.sr.coding import CodedConcept
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from model_bundle.roi import HipROI
+from model_bundle.roi import HipROI, Side
 from model_bundle.seg_roi import _label_side, _normalise_label, rois_from_seg
 from model_bundle.series import LoadedSeries, load_series
 from onfh_dlr.errors import (
@@ -224,8 +224,8 @@ def test_phantom_seg_gives_the_truth_masks_exactly(case: Case) -> None:
         np.testing.assert_array_equal(_array(roi), case.head(side))
         assert "matched by coded" in roi.description
         assert "source references" in roi.description
-    assert "segment 1 'Left femoral head'" in rois["L"].description
-    assert "segment 2 'Right femoral head'" in rois["R"].description
+    assert "segment 1 'Left femoral head'" in rois[Side.LEFT].description
+    assert "segment 2 'Right femoral head'" in rois[Side.RIGHT].description
 
 
 def test_lesion_segments_are_never_heads(case: Case, other_case: Case) -> None:
@@ -234,8 +234,8 @@ def test_lesion_segments_are_never_heads(case: Case, other_case: Case) -> None:
     assert labels[2:] == ["Left femoral head necrotic lesion", "Right femoral head necrotic lesion"]
     rois = rois_from_seg(other_case.seg_path, other_case.series)
     for side in ("L", "R"):
-        np.testing.assert_array_equal(_array(rois[side]), other_case.head(side))
-        assert "necrotic" not in rois[side].description
+        np.testing.assert_array_equal(_array(rois[Side(side)]), other_case.head(side))
+        assert "necrotic" not in rois[Side(side)].description
 
     # Lesions listed first, labelled with the head's name and a side, generic codes for
     # the heads: labels must still not take the lesion.
@@ -256,8 +256,8 @@ def test_lesion_segments_are_never_heads(case: Case, other_case: Case) -> None:
         ],
     )
     rois = rois_from_seg(seg, case.series)
-    assert "segment 2 'Right femoral head'" in rois["R"].description
-    np.testing.assert_array_equal(_array(rois["R"]), case.head("R"))
+    assert "segment 2 'Right femoral head'" in rois[Side.RIGHT].description
+    np.testing.assert_array_equal(_array(rois[Side.RIGHT]), case.head("R"))
 
 
 def test_dataset_input_is_read_and_not_modified(case: Case) -> None:
@@ -296,13 +296,13 @@ def test_coded_match_ignores_labels(case: Case) -> None:
 
     rois = rois_from_seg(seg, case.series)
 
-    np.testing.assert_array_equal(_array(rois["R"]), case.head("R"))
-    np.testing.assert_array_equal(_array(rois["L"]), case.head("L"))
-    assert "segment 1" in rois["R"].description
-    assert "segment 2" in rois["L"].description
+    np.testing.assert_array_equal(_array(rois[Side.RIGHT]), case.head("R"))
+    np.testing.assert_array_equal(_array(rois[Side.LEFT]), case.head("L"))
+    assert "segment 1" in rois[Side.RIGHT].description
+    assert "segment 2" in rois[Side.LEFT].description
     for roi in rois.values():
         assert "matched by coded" in roi.description
-    assert "anatomic region modifier" in rois["L"].description
+    assert "anatomic region modifier" in rois[Side.LEFT].description
 
 
 def test_label_match_without_codes(case: Case) -> None:
@@ -315,9 +315,10 @@ def test_label_match_without_codes(case: Case) -> None:
     rois = rois_from_seg(seg, case.series)
 
     for side, number in (("R", 1), ("L", 2)):
-        np.testing.assert_array_equal(_array(rois[side]), case.head(side))
-        assert f"segment {number}" in rois[side].description
-        assert "matched by label" in rois[side].description
+        np.testing.assert_array_equal(_array(rois[Side(side)]), case.head(side))
+        assert f"segment {number}" in rois[Side(side)].description
+        assert rois[Side(side)].segment_number == number
+        assert "matched by label" in rois[Side(side)].description
 
 
 def test_position_match_for_unlabelled_segments(case: Case) -> None:
@@ -332,16 +333,16 @@ def test_position_match_for_unlabelled_segments(case: Case) -> None:
     rois = rois_from_seg(seg, case.series)
 
     for side, number in (("R", 1), ("L", 2)):
-        np.testing.assert_array_equal(_array(rois[side]), case.head(side))
-        assert f"segment {number}" in rois[side].description
-        assert "matched by position" in rois[side].description
+        np.testing.assert_array_equal(_array(rois[Side(side)]), case.head(side))
+        assert f"segment {number}" in rois[Side(side)].description
+        assert "matched by position" in rois[Side(side)].description
 
 
 def test_single_unlabelled_segment_goes_to_its_side_of_the_midline(case: Case) -> None:
     seg = _segmentation(case.datasets, _stack(case.head("L")), [_description(1, "Segment 1")])
     rois = rois_from_seg(seg, case.series)
     assert set(rois) == {"L"}
-    assert "matched by position" in rois["L"].description
+    assert "matched by position" in rois[Side.LEFT].description
 
 
 @pytest.mark.parametrize(
@@ -402,7 +403,7 @@ def test_seg_with_one_head_gives_only_that_side(case: Case, tmp_path: Path) -> N
     rois = rois_from_seg(tmp_path / "right.dcm", case.series)
 
     assert set(rois) == {"R"}
-    np.testing.assert_array_equal(_array(rois["R"]), case.head("R"))
+    np.testing.assert_array_equal(_array(rois[Side.RIGHT]), case.head("R"))
 
 
 def test_empty_head_segment_leaves_that_side_out(case: Case) -> None:
@@ -506,8 +507,8 @@ def test_sparse_seg_on_every_other_slice_is_read_as_written(case: Case) -> None:
     rois = rois_from_seg(seg, case.series)
 
     for side in ("L", "R"):
-        mask, truth = _array(rois[side]), case.head(side)
-        assert "source references" in rois[side].description
+        mask, truth = _array(rois[Side(side)]), case.head(side)
+        assert "source references" in rois[Side(side)].description
         np.testing.assert_array_equal(mask[::2], truth[::2])
         assert not mask[1::2].any()
 
@@ -525,8 +526,8 @@ def test_seg_volume_on_every_other_slice_is_resampled(case: Case, tmp_path: Path
     rois = rois_from_seg(tmp_path / "coarse.dcm", case.series)
 
     for side in ("L", "R"):
-        mask, truth = _array(rois[side]), case.head(side)
-        assert "resampled by geometry" in rois[side].description
+        mask, truth = _array(rois[Side(side)]), case.head(side)
+        assert "resampled by geometry" in rois[Side(side)].description
         # The slices the SEG has are exact; each one between is a neighbour's copy.
         np.testing.assert_array_equal(mask[::2], truth[::2])
         assert mask[1::2].any()
@@ -558,8 +559,8 @@ def test_seg_on_an_axial_isotropic_grid_is_resampled(case: Case) -> None:
     rois = rois_from_seg(seg, case.series)
 
     for side in ("L", "R"):
-        assert "resampled by geometry" in rois[side].description
-        assert _dice(_array(rois[side]), case.head(side)) >= 0.95
+        assert "resampled by geometry" in rois[Side(side)].description
+        assert _dice(_array(rois[Side(side)]), case.head(side)) >= 0.95
 
 
 def test_seg_with_cropped_frames_is_placed_exactly(case: Case) -> None:
@@ -574,7 +575,7 @@ def test_seg_with_cropped_frames_is_placed_exactly(case: Case) -> None:
     rois = rois_from_seg(seg, case.series)
 
     for side in ("L", "R"):
-        np.testing.assert_array_equal(_array(rois[side]), case.head(side))
+        np.testing.assert_array_equal(_array(rois[Side(side)]), case.head(side))
 
 
 def test_fractional_seg_is_thresholded_at_half(case: Case) -> None:
@@ -592,7 +593,7 @@ def test_fractional_seg_is_thresholded_at_half(case: Case) -> None:
     rois = rois_from_seg(seg, case.series)
 
     for side in ("L", "R"):
-        np.testing.assert_array_equal(_array(rois[side]), case.head(side))
+        np.testing.assert_array_equal(_array(rois[Side(side)]), case.head(side))
 
 
 def test_labelmap_seg_is_read_per_segment(case: Case) -> None:
@@ -603,7 +604,7 @@ def test_labelmap_seg_is_read_per_segment(case: Case) -> None:
     rois = rois_from_seg(seg, case.series)
 
     for side in ("L", "R"):
-        np.testing.assert_array_equal(_array(rois[side]), case.head(side))
+        np.testing.assert_array_equal(_array(rois[Side(side)]), case.head(side))
 
 
 def test_seg_of_a_multiframe_series_is_read_by_frame_references(case: Case) -> None:
@@ -625,5 +626,5 @@ def test_seg_of_a_multiframe_series_is_read_by_frame_references(case: Case) -> N
     rois = rois_from_seg(seg, series)
 
     for side in ("L", "R"):
-        assert "source references" in rois[side].description
-        np.testing.assert_array_equal(_array(rois[side]), case.head(side))
+        assert "source references" in rois[Side(side)].description
+        np.testing.assert_array_equal(_array(rois[Side(side)]), case.head(side))

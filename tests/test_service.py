@@ -31,6 +31,7 @@ from service_harness import (
     wait_until,
 )
 
+from model_bundle.roi import Side
 from worker.seg_output import segment_numbers_by_side
 from worker.sr_output import read_report
 
@@ -84,7 +85,7 @@ def test_a_pushed_study_comes_back_as_a_valid_sr_and_seg_in_the_same_study(
         assert hip.segmentation_uid == seg_item.sop_instance_uid
         assert hip.segment_number == numbers[side]
     # The phantom's right hip has a large ARCO I lesion, the left is healthy.
-    assert hips["R"].necrosis_present and not hips["L"].necrosis_present
+    assert hips[Side.RIGHT].necrosis_present and not hips[Side.LEFT].necrosis_present
     referenced = {
         str(ref.ReferencedSOPInstanceUID)
         for frame in seg.PerFrameFunctionalGroupsSequence

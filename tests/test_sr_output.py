@@ -29,7 +29,7 @@ from pydicom.sr.codedict import codes
 
 from model_bundle.roi import HipROI, Side
 from model_bundle.series import LoadedSeries, load_series
-from model_bundle.serving import HipPrediction
+from model_bundle.serving import HipPrediction, ModelName
 from onfh_dlr.errors import OutputError
 from phantom.dicom_writer import write_series
 from phantom.generator import generate_study
@@ -54,7 +54,7 @@ DEVICE = OutputDevice(
     not_for_clinical_use=True,
     warning="synthetic demonstration \u2014 not for clinical use",
     threshold=0.4,
-    deployed_model="dlr",
+    deployed_model=ModelName.DLR,
     intended_use="Second reader for early ONFH.",
 )
 
@@ -62,8 +62,8 @@ DEVICE = OutputDevice(
 def _prediction(side: Side, probability: float) -> HipPrediction:
     return HipPrediction(
         side=side,
-        probabilities={"dlr": probability},
-        deployed_model="dlr",
+        probabilities={ModelName.DLR: probability},
+        deployed_model=ModelName.DLR,
         probability=probability,
         score=math.log(probability / (1 - probability)),
         threshold=DEVICE.threshold,
@@ -73,7 +73,10 @@ def _prediction(side: Side, probability: float) -> HipPrediction:
     )
 
 
-PREDICTIONS: dict[Side, HipPrediction] = {"L": _prediction("L", 0.123), "R": _prediction("R", 0.87)}
+PREDICTIONS: dict[Side, HipPrediction] = {
+    Side.LEFT: _prediction(Side.LEFT, 0.123),
+    Side.RIGHT: _prediction(Side.RIGHT, 0.87),
+}
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> Case:
             side = segment.side
             mask = sitk.GetImageFromArray(segment.mask.astype(np.uint8))
             mask.CopyInformation(series.image)
-            rois[side] = HipROI(side, mask, "auto", "truth")
+            rois[Side(side)] = HipROI(Side(side), mask, "auto", "truth")
     seg = build_segmentation(series, rois, DEVICE, series_number=9001)
     sr = build_report(
         series,
@@ -139,7 +142,7 @@ def test_sr_reads_back_with_the_prediction_of_each_hip(case: Case) -> None:
         assert hip.segmentation_uid == case.seg.SOPInstanceUID
         assert hip.segment_number == numbers[side]
         assert hip.volume_ml == pytest.approx(roi_volume_ml(case.rois[side]))
-    assert hips["R"].necrosis_present and not hips["L"].necrosis_present
+    assert hips[Side.RIGHT].necrosis_present and not hips[Side.LEFT].necrosis_present
 
 
 def test_each_hip_is_one_group_with_its_label_laterality_and_tracking_uid(case: Case) -> None:
@@ -176,7 +179,7 @@ def test_measurements_name_the_algorithm_and_use_ucum_units(case: Case) -> None:
 
 def test_referenced_segments_point_at_the_seg_and_its_source_series(case: Case) -> None:
     numbers = segment_numbers_by_side(case.seg)
-    by_label: dict[str, Side] = {"Left femoral head": "L", "Right femoral head": "R"}
+    by_label: dict[str, Side] = {"Left femoral head": Side.LEFT, "Right femoral head": Side.RIGHT}
     for group in _groups(case.sr):
         ref = group.referenced_segment
         assert ref is not None
@@ -259,18 +262,22 @@ def test_a_previous_report_is_listed_as_predecessor(case: Case) -> None:
 
 
 def test_a_predicted_hip_without_its_segment_is_refused(case: Case) -> None:
-    seg = build_segmentation(case.series, {"R": case.rois["R"]}, DEVICE, series_number=9001)
+    seg = build_segmentation(
+        case.series, {Side.RIGHT: case.rois[Side.RIGHT]}, DEVICE, series_number=9001
+    )
     with pytest.raises(OutputError, match="Left femoral head"):
         build_report(case.series, seg, PREDICTIONS, DEVICE, series_number=9002)
 
 
 def test_one_hip_report_references_a_one_segment_seg(case: Case) -> None:
-    seg = build_segmentation(case.series, {"R": case.rois["R"]}, DEVICE, series_number=9001)
+    seg = build_segmentation(
+        case.series, {Side.RIGHT: case.rois[Side.RIGHT]}, DEVICE, series_number=9001
+    )
     sr = build_report(
-        case.series, seg, {"R": PREDICTIONS["R"]}, replace(DEVICE), series_number=9002
+        case.series, seg, {Side.RIGHT: PREDICTIONS[Side.RIGHT]}, replace(DEVICE), series_number=9002
     )
     hips = read_report(sr)
-    assert set(hips) == {"R"} and hips["R"].segment_number == 1
+    assert set(hips) == {"R"} and hips[Side.RIGHT].segment_number == 1
 
 
 def _planar_groups(
@@ -296,7 +303,7 @@ def test_each_hip_has_a_planar_group_tracked_with_its_volumetric_group(case: Cas
 def test_the_planar_outline_is_the_rois_closed_polyline_on_its_largest_slice(
     case: Case,
 ) -> None:
-    by_label: dict[str, Side] = {"Left femoral head": "L", "Right femoral head": "R"}
+    by_label = {"Left femoral head": Side.LEFT, "Right femoral head": Side.RIGHT}
     for group in _planar_groups(case.sr):
         side = by_label[str(group.tracking_identifier)]
         mask = sitk.GetArrayFromImage(case.rois[side].mask) > 0

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from model_bundle.bundle import load_bundle, verify_bundle
 from model_bundle.features import read_cohort, series_job, series_rois
 from model_bundle.series import load_series
-from model_bundle.serving import BundleModel
+from model_bundle.serving import BundleModel, ModelName
 from onfh_dlr.cli import app
 from onfh_dlr.errors import BundleError
 from phantom.cohort import generate_cohort
@@ -100,8 +100,9 @@ def test_the_served_model_reproduces_the_training_predictions(trained: tuple[Pat
     for side, roi in series_rois(series, job.mask).items():
         pred = model.predict_hip(series, roi)
         row = recorded[(job.hips[0]["PatientID"], side)]
-        for key in ("rad", "dl", "dlr"):
-            assert pred.probabilities[key] == pytest.approx(float(row[f"prob_{key}"]), abs=1e-5)
+        for key in ModelName:
+            probability = float(row[f"prob_{key.value}"])
+            assert pred.probabilities[key] == pytest.approx(probability, abs=1e-5)
         assert pred.call == int(row["call"])
 
 

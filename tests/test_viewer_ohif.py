@@ -15,13 +15,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pydicom
 import pytest
 from viewer_harness import Chromium, ConsoleEntry, DicomWebOrthanc, OhifServer, ohif_dist
 
-from model_bundle.roi import Side
 from model_bundle.seg_roi import rois_from_seg
 from model_bundle.series import load_series
 from model_bundle.serving import BundleModel
@@ -94,10 +93,7 @@ def returned(tmp_path_factory: pytest.TempPathFactory) -> ReturnedStudy:
     sr_path, seg_path = write_outputs(scored, directory / "out")
     # The card is not delivered by the worker yet: built here from the same inputs.
     series = load_series(directory / "series")
-    rois = {
-        cast(Side, side): roi
-        for side, roi in rois_from_seg(pydicom.dcmread(seg_path), series).items()
-    }
+    rois = rois_from_seg(pydicom.dcmread(seg_path), series)
     card = build_result_card(
         series,
         rois,

@@ -24,7 +24,6 @@ import io
 import logging
 import math
 import os
-import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,9 +38,8 @@ import SimpleITK as sitk
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from model_bundle.autoseg import auto_rois
+from model_bundle.features import series_rois
 from model_bundle.roi import HipROI, Side
-from model_bundle.seg_roi import rois_from_seg
 from model_bundle.series import LoadedSeries, load_series
 from model_bundle.serving import BundleModel, HipPrediction
 from onfh_dlr.errors import NotASegmentationError, OutputError, OutputValidationError
@@ -69,7 +67,6 @@ LOGGER = logging.getLogger(__name__)
 #: SEG series number = base + 1, SR series number = base + 2: high numbers sort
 #: derived series after the acquired ones in a viewer.
 DEFAULT_SERIES_NUMBER_BASE: Final = 9000
-_SOURCE_SEGMENT: Final = re.compile(r" segment (\d+) ")
 
 
 @dataclass(frozen=True)
@@ -194,16 +191,10 @@ def score_series(
     series = (
         series_source if isinstance(series_source, LoadedSeries) else load_series(series_source)
     )
-    source_segments: dict[Side, Dataset] = {}
-    rois: dict[Side, HipROI]
-    if seg is None:
-        rois = auto_rois(series)
-        roi_source: Literal["seg", "auto"] = "auto"
-    else:
-        seg_ds = _read_seg(seg)
-        rois = {_side(side): roi for side, roi in rois_from_seg(seg_ds, series).items()}
-        source_segments = _source_segments(seg_ds, rois)
-        roi_source = "seg"
+    seg_ds = None if seg is None else _read_seg(seg)
+    rois = series_rois(series, seg_ds)
+    source_segments = {} if seg_ds is None else _source_segments(seg_ds, rois)
+    roi_source: Literal["seg", "auto"] = "auto" if seg_ds is None else "seg"
 
     predictions = model.predict(series, rois)
     device = OutputDevice.from_manifest(model.bundle.manifest)
@@ -276,14 +267,6 @@ def _predecessors(
     return [header]
 
 
-def _side(value: str) -> Side:
-    if value == "L":
-        return "L"
-    if value == "R":
-        return "R"
-    raise ValueError(f"not a side: {value!r}")
-
-
 def _read_seg(seg: str | os.PathLike[str] | Dataset) -> Dataset:
     if isinstance(seg, Dataset):
         return seg
@@ -296,9 +279,8 @@ def _read_seg(seg: str | os.PathLike[str] | Dataset) -> Dataset:
 def _source_segments(seg: Dataset, rois: Mapping[Side, HipROI]) -> dict[Side, Dataset]:
     """The received Segment Sequence item each ROI was taken from.
 
-    :func:`~model_bundle.seg_roi.rois_from_seg` names the segment number in the ROI
-    description ("SEG <uid> segment <n> '<label>': ..."); a side whose segment cannot
-    be identified gets no entry (the SEG writer then says SEMIAUTOMATIC).
+    Each ROI read from a SEG carries its segment number; a side whose segment is not
+    in the Segment Sequence gets no entry (the SEG writer then says SEMIAUTOMATIC).
     """
     items = {
         int(item.SegmentNumber): item
@@ -307,8 +289,7 @@ def _source_segments(seg: Dataset, rois: Mapping[Side, HipROI]) -> dict[Side, Da
     }
     out: dict[Side, Dataset] = {}
     for side, roi in rois.items():
-        match = _SOURCE_SEGMENT.search(roi.description)
-        item = items.get(int(match.group(1))) if match else None
+        item = items.get(roi.segment_number) if roi.segment_number is not None else None
         if item is not None:
             out[side] = item
     return out

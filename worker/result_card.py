@@ -59,7 +59,7 @@ BANNER_RGB: Final = (190, 0, 0)
 _TEXT_RGB: Final = (235, 235, 235)
 _FONT_PX: Final = 18
 _MARGIN: Final = 10
-_SIDE_ORDER: Final[tuple[Side, Side]] = ("R", "L")
+_SIDE_ORDER: Final[tuple[Side, Side]] = (Side.RIGHT, Side.LEFT)
 _IMAGE_COMMENTS_MAX: Final = 10_240  # LT
 
 

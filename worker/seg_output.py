@@ -64,17 +64,17 @@ __all__ = [
 MANUFACTURER: Final = "onfh-dlr"
 #: Segment Label per side: exact, so readers (and our own validation) can rely on it.
 SEGMENT_LABELS: Final[Mapping[Side, str]] = {
-    "L": "Left femoral head",
-    "R": "Right femoral head",
+    Side.LEFT: "Left femoral head",
+    Side.RIGHT: "Right femoral head",
 }
-_SIDE_ORDER: Final[tuple[Side, Side]] = ("L", "R")
+_SIDE_ORDER: Final[tuple[Side, Side]] = (Side.LEFT, Side.RIGHT)
 
 # Codes shared with phantom.dicom_writer (see its comments for the sources).
 ANATOMICAL_STRUCTURE: Final = ("123037004", "SCT", "Anatomical Structure")
 HEAD_OF_FEMUR: Final = ("2812003", "SCT", "Head of femur")
 LATERALITY: Final[Mapping[Side, tuple[str, str, str]]] = {
-    "L": ("7771000", "SCT", "Left"),
-    "R": ("24028007", "SCT", "Right"),
+    Side.LEFT: ("7771000", "SCT", "Left"),
+    Side.RIGHT: ("24028007", "SCT", "Right"),
 }
 # CID 7162: the auto-segmentation votes for sphere centres from image edges and fits
 # a sphere to the strongest edge points (model_bundle.autoseg): edge detection.
@@ -82,8 +82,8 @@ _AUTO_FAMILY: Final = codes.cid7162.EdgeDetection
 # A ROI copied from a received SEG: our software placed it on the series grid.
 _COPY_FAMILY: Final = codes.cid7162.MorphologicalOperations
 _DISPLAY_RGB: Final[Mapping[Side, tuple[int, int, int]]] = {
-    "L": (80, 160, 255),
-    "R": (80, 220, 120),
+    Side.LEFT: (80, 160, 255),
+    Side.RIGHT: (80, 220, 120),
 }
 _LO_MAX: Final = 64  # characters in an LO value
 NOT_FOR_CLINICAL_USE: Final = "NOT FOR CLINICAL USE"

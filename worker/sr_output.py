@@ -115,7 +115,7 @@ ABSENT: Final = CodedConcept("272519000", "SCT", "Absent")
 QUALITATIVE_EVALUATIONS: Final = CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
 COMMENT: Final = CodedConcept("121106", "DCM", "Comment")
 IMAGING_PROCEDURE: Final = CodedConcept("363679005", "SCT", "Imaging procedure")
-_SIDE_ORDER: Final[tuple[Side, Side]] = ("L", "R")
+_SIDE_ORDER: Final[tuple[Side, Side]] = (Side.LEFT, Side.RIGHT)
 _UT_MAX: Final = 10_000  # TEXT content items are UT; keep comments short anyway
 # Outline simplification, in pixels: well under a pixel, so the drawn outline is the
 # mask's, with far fewer points than one per boundary pixel edge.

@@ -394,7 +394,10 @@ def evaluate(
         console=console,
     ) as progress:
         task = progress.add_task("series", total=len(jobs))
-        rows = score_cohort(bundle, jobs, workers=workers, on_job=lambda _: progress.advance(task))
+        scored = score_cohort(
+            bundle, jobs, workers=workers, on_job=lambda _: progress.advance(task)
+        )
+    rows = [row.as_csv() for row in scored]
     metrics = cohort_metrics(rows, thresholds)
     out.mkdir(parents=True, exist_ok=True)
     (out / "predictions.csv").write_bytes(csv_bytes(rows, (*PREDICTION_COLUMNS, "roi_source")))
@@ -407,7 +410,9 @@ def evaluate(
         auc = entry.get("auc")
         if auc and auc["estimate"] is not None:
             low, high = auc["ci95"]
-            console.print(f"AUC {key}: {auc['estimate']:.3f} (95% CI {low:.3f}-{high:.3f})")
+            # A tiny cohort (or one class) has no confidence interval.
+            ci = f" (95% CI {low:.3f}-{high:.3f})" if low is not None and high is not None else ""
+            console.print(f"AUC {key}: {auc['estimate']:.3f}{ci}")
     for miss in metrics["hips_not_scored"]:
         console.print(
             f"[yellow]not scored[/yellow] {miss['PatientID']} {miss['Side']}: {miss['reason']}"

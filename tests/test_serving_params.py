@@ -1,0 +1,115 @@
+"""Serving reads the radiomics parameters of the bundle it serves, not the package's.
+
+A tiny bundle is trained on features extracted with a non-default parameter file
+(binWidth 20 instead of 10). Served with that file, the bundle's radiomics are the
+non-default ones and its probabilities are the ones training recorded.
+
+Note: :func:`model_bundle.training.publish` still copies the *package's* parameter file
+into every bundle, whatever file the features were extracted with (outside this
+change's files). The fixture therefore re-writes the published bundle with the file
+training used, as publish should; everything else in the bundle is publish's output.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import yaml
+
+from model_bundle.bundle import Bundle, load_bundle, write_bundle
+from model_bundle.dataset import build_dataset
+from model_bundle.features import Preprocessing, read_cohort, series_rois
+from model_bundle.radiomics import extract_radiomics, load_params, read_params_text
+from model_bundle.series import load_series
+from model_bundle.serving import BundleModel, ModelName
+from model_bundle.training import TrainConfig, publish, train_models
+from onfh_dlr.errors import ConfigurationError
+from phantom.cohort import generate_cohort
+
+TRAIN_YAML = "epochs: 2\nbatch_size: 8\nlasso_folds: 3\ncv_folds: 3\nthreads: 1\nseed: 3\n"
+COMPUTED = {"created", "device_uid", "files", "format", "format_version", "libraries"}
+
+
+def _with_params(published: Bundle, params_text: str, out: Path) -> Path:
+    """``published`` written again with ``params_text`` as its radiomics_params.yaml."""
+    fields = {k: v for k, v in published.manifest.as_dict().items() if k not in COMPUTED}
+    files: dict[str, bytes | Path] = {
+        rel: published.directory / rel for rel in published.manifest.files
+    }
+    files["radiomics_params.yaml"] = params_text.encode("utf-8")
+    write_bundle(out, fields, files)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(cohort CSV, bundle) trained on binWidth-20 radiomics of 12 phantom patients."""
+    root = tmp_path_factory.mktemp("params")
+    cohort = generate_cohort(root / "cohort", cases=12, seed=61, onfh_fraction=0.5, workers=2)
+    text = read_params_text()
+    assert text.count("\n  binWidth: 10\n") == 1
+    custom = root / "binwidth20.yaml"
+    custom.write_text(text.replace("\n  binWidth: 10\n", "\n  binWidth: 20\n"), encoding="utf-8")
+    samples = build_dataset(read_cohort(cohort), params_file=custom, workers=2)
+    result = train_models(samples, TrainConfig.model_validate(yaml.safe_load(TRAIN_YAML)))
+    published = publish(result, root / "published", synthetic=True)
+    bundle = _with_params(published, custom.read_text(encoding="utf-8"), root / "bundle")
+    return cohort, bundle
+
+
+def test_serving_extracts_radiomics_with_the_bundles_parameter_file(
+    trained: tuple[Path, Path],
+) -> None:
+    cohort, path = trained
+    model = BundleModel.load(path)
+    assert model.radiomics_names, "the tiny bundle selected no radiomics"
+    bundle_params = load_params(load_bundle(path).radiomics_params_path)
+    assert bundle_params["setting"]["binWidth"] == 20
+    job = read_cohort(cohort)[0]
+    series = load_series(job.image)
+    differs = 0
+    for roi in series_rois(series, job.mask).values():
+        served = model.features(series, roi)
+        names = model.radiomics_names
+        own = extract_radiomics(series.image, roi.mask, bundle_params, features=names)
+        package = extract_radiomics(series.image, roi.mask, load_params(), features=names)
+        assert {n: served[n] for n in names} == own
+        differs += sum(own[n] != package[n] for n in names)
+    assert differs > 0, "no selected feature depends on binWidth: the check cannot fail"
+
+
+def test_serving_reproduces_training_with_a_non_default_parameter_file(
+    trained: tuple[Path, Path],
+) -> None:
+    cohort, path = trained
+    model = BundleModel.load(path)
+    with (path / "predictions.csv").open(encoding="utf-8", newline="") as fh:
+        recorded = {(r["PatientID"], r["Side"]): r for r in csv.DictReader(fh)}
+    job = read_cohort(cohort)[0]
+    series = load_series(job.image)
+    for side, roi in series_rois(series, job.mask).items():
+        probabilities = model.predict_hip(series, roi).probabilities
+        row = recorded[(job.hips[0]["PatientID"], side.value)]
+        # Rad reads radiomics only: the same six decimals training wrote. (DL's and DLR's
+        # deep part differs in the last digits: training used float32 weights, the
+        # bundle holds float16.)
+        assert f"{probabilities[ModelName.RAD]:.6f}" == row["prob_rad"]
+
+
+def test_the_demo_bundles_preprocessing_is_what_training_uses() -> None:
+    demo = load_bundle(Path(__file__).resolve().parents[1] / "model_bundle" / "demo")
+    deep_input = demo.preprocessing()["deep_input"]
+    assert isinstance(deep_input, dict)
+    assert Preprocessing.from_json(deep_input) == Preprocessing()
+
+
+def test_a_bundle_asking_for_other_preprocessing_is_refused_not_served_differently() -> None:
+    with pytest.raises(ConfigurationError, match="interpolator"):
+        Preprocessing.from_json({"interpolator": "linear"})
+    with pytest.raises(ConfigurationError, match="not a number"):
+        Preprocessing.from_json({"region_margin_mm": "40"})
+    assert Preprocessing.from_json({"region_margin_mm": 30, "size": 112}) == Preprocessing(
+        region_margin_mm=30.0, size=112
+    )
