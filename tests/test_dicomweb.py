@@ -1,0 +1,344 @@
+"""STOW-RS in: the listener's DICOMweb endpoint over real HTTP (requests, dicomweb-client).
+
+Each test starts the endpoint on a free port over a real spool and the C-STORE handler
+(as the listener process does), sends phantom instances and checks the response, what
+the spool holds and what the series tracker was told.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+import requests
+from dicomweb_client.api import DICOMwebClient
+from service_harness import CohortMaker, PhantomStudy
+
+from listener.dicomweb import DICOM_JSON, DicomWebServer
+from listener.scp import (
+    CANNOT_UNDERSTAND,
+    INVALID_UID,
+    NOT_MR,
+    SOP_CLASS_NOT_SUPPORTED,
+    UID_MISMATCH,
+    StoreHandler,
+)
+from listener.spool import TMP_DIR, Spool, StoredInstance
+from onfh_dlr.errors import ConfigurationError
+from onfh_dlr.settings import Settings
+
+TOKEN = "s3cret-stow-token"
+BOUNDARY = "onfh-test-boundary"
+# The broken datasets this file sends make pydicom (rightly) warn while decoding them.
+pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI:UserWarning")
+RELATED = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
+
+
+class RecordingIntake:
+    """Records what the handler tells the tracker."""
+
+    def __init__(self) -> None:
+        self.stored: list[StoredInstance] = []
+        self.released: list[tuple[str, frozenset[str]]] = []
+        self._lock = threading.Lock()
+
+    def instance_stored(self, instance: StoredInstance) -> None:
+        with self._lock:
+            self.stored.append(instance)
+
+    def association_released(self, calling_ae: str, series_uids: frozenset[str]) -> None:
+        with self._lock:
+            self.released.append((calling_ae, series_uids))
+
+
+class Endpoint:
+    """A running STOW-RS endpoint, its spool and intake."""
+
+    def __init__(self, root: Path, **settings: Any) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        settings.setdefault("dicomweb_token", TOKEN)
+        self.settings = Settings(data_dir=root, host="127.0.0.1", dicomweb_port=port, **settings)
+        self.spool = Spool(root / "spool")
+        self.intake = RecordingIntake()
+        self.handler = StoreHandler(self.spool, self.intake)
+        self.server = DicomWebServer(self.settings, self.handler)
+        self.url = f"http://127.0.0.1:{port}"
+        self.port = port
+
+    def stored_files(self) -> list[Path]:
+        return sorted(
+            p for p in self.spool.root.rglob("*") if p.is_file() and TMP_DIR not in p.parts
+        )
+
+
+@pytest.fixture
+def endpoint(tmp_path: Path) -> Iterator[Callable[..., Endpoint]]:
+    started: list[Endpoint] = []
+
+    def start(**settings: Any) -> Endpoint:
+        ep = Endpoint(tmp_path / f"data{len(started)}", **settings)
+        ep.server.start()
+        started.append(ep)
+        return ep
+
+    yield start
+    for ep in started:
+        ep.server.stop()
+
+
+@pytest.fixture(scope="module")
+def phantom(phantom_cohort: CohortMaker) -> PhantomStudy:
+    (study,) = phantom_cohort(1, 3, onfh_fraction=1.0).studies
+    return study
+
+
+def multipart(parts: list[bytes], part_type: str = "application/dicom") -> bytes:
+    body = b""
+    for part in parts:
+        body += f"--{BOUNDARY}\r\nContent-Type: {part_type}\r\n\r\n".encode() + part + b"\r\n"
+    return body + f"--{BOUNDARY}--\r\n".encode()
+
+
+def post(ep: Endpoint, body: bytes, *, path: str = "/studies", **headers: str) -> Any:
+    sent = {"Authorization": f"Bearer {TOKEN}", "Content-Type": RELATED} | headers
+    return requests.post(ep.url + path, data=body, headers=sent, timeout=30)
+
+
+def failed_reasons(response: Any) -> list[int]:
+    body = response.json()
+    return [item["00081197"]["Value"][0] for item in body.get("00081198", {}).get("Value", [])]
+
+
+def _modified(path: Path, **values: Any) -> bytes:
+    ds = pydicom.dcmread(path)
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    if "SOPInstanceUID" in values:
+        ds.file_meta.MediaStorageSOPInstanceUID = values["SOPInstanceUID"]
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+# --- stored -------------------------------------------------------------------------------
+
+
+def test_a_series_posted_is_stored_as_received_and_the_request_end_releases_it(
+    endpoint: Callable[..., Endpoint], phantom: PhantomStudy
+) -> None:
+    ep = endpoint()
+    parts = [p.read_bytes() for p in phantom.slices] + [phantom.seg.read_bytes()]
+    response = post(ep, multipart(parts))
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith(DICOM_JSON)
+    referenced = response.json()["00081199"]["Value"]
+    assert len(referenced) == len(parts)
+    assert "00081198" not in response.json()
+    for path in phantom.slices:
+        sop = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+        stored = ep.spool.root / phantom.study_uid / phantom.series_uid / f"{sop}.dcm"
+        assert stored.read_bytes() == path.read_bytes()
+    assert len(ep.intake.stored) == len(parts)
+    # One release for the whole request, naming the MR series (and the SEG's own series).
+    assert len(ep.intake.released) == 1
+    source, series = ep.intake.released[0]
+    assert phantom.series_uid in series
+    assert source == "127.0.0.1"
+
+
+def test_dicomweb_client_stores_into_the_target_study_and_resending_is_idempotent(
+    endpoint: Callable[..., Endpoint], phantom: PhantomStudy
+) -> None:
+    ep = endpoint()
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {TOKEN}"
+    client = DICOMwebClient(url=ep.url, session=session)
+    datasets = [pydicom.dcmread(p) for p in phantom.slices[:4]]
+    result = client.store_instances(datasets, study_instance_uid=phantom.study_uid)
+    assert len(result.ReferencedSOPSequence) == 4
+    again = client.store_instances(datasets, study_instance_uid=phantom.study_uid)
+    assert len(again.ReferencedSOPSequence) == 4
+    assert len(ep.stored_files()) == 4
+    assert [i.duplicate for i in ep.intake.stored] == [False] * 4 + [True] * 4
+
+
+# --- refused per instance (FailedSOPSequence) ----------------------------------------------
+
+
+def test_refused_instances_carry_the_c_store_status_as_failure_reason(
+    endpoint: Callable[..., Endpoint], phantom: PhantomStudy
+) -> None:
+    ep = endpoint()
+    good = phantom.slices[0]
+    parts = [
+        good.read_bytes(),
+        _modified(phantom.slices[1], Modality="CT"),
+        _modified(phantom.slices[2], SOPClassUID="1.2.840.10008.5.1.4.1.1.2"),
+        _modified(phantom.slices[3], SOPInstanceUID="1.2.3.4", SeriesInstanceUID="../../etc"),
+        b"not a DICOM file at all",
+    ]
+    response = post(ep, multipart(parts))
+    assert response.status_code == 202, response.text
+    assert failed_reasons(response) == [
+        NOT_MR,
+        SOP_CLASS_NOT_SUPPORTED,
+        INVALID_UID,
+        CANNOT_UNDERSTAND,
+    ]
+    assert len(ep.stored_files()) == 1
+    assert not (ep.spool.root.parent / "etc").exists()
+
+
+def test_an_instance_of_another_study_than_the_target_is_refused_and_none_stored_is_409(
+    endpoint: Callable[..., Endpoint], phantom: PhantomStudy
+) -> None:
+    ep = endpoint()
+    response = post(ep, multipart([phantom.slices[0].read_bytes()]), path="/studies/1.2.826.0.1.99")
+    assert response.status_code == 409
+    assert failed_reasons(response) == [UID_MISMATCH]
+    assert ep.stored_files() == []
+
+
+# --- refused as a whole: nothing stored ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Authorization": ""}, 401),
+        ({"Authorization": "Bearer wrong-token"}, 401),
+        ({"Authorization": f"Basic {TOKEN}"}, 401),
+        ({"Content-Type": "application/dicom"}, 415),
+        (
+            {"Content-Type": f"multipart/related; type=application/json; boundary={BOUNDARY}"},
+            415,
+        ),
+        ({"Content-Type": 'multipart/related; type="application/dicom"'}, 415),
+        ({"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}, 415),
+    ],
+)
+def test_wrong_token_or_content_type_is_refused_and_stores_nothing(
+    endpoint: Callable[..., Endpoint],
+    phantom: PhantomStudy,
+    headers: dict[str, str],
+    status: int,
+) -> None:
+    ep = endpoint()
+    response = post(ep, multipart([phantom.slices[0].read_bytes()]), **headers)
+    assert response.status_code == status
+    if status == 401:
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert ep.stored_files() == []
+    assert ep.intake.stored == []
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [
+        pytest.param(lambda body: body[: len(body) // 2], id="truncated"),
+        pytest.param(lambda body: body.replace(b"--\r\n", b"\r\n"), id="no-closing-boundary"),
+        pytest.param(lambda body: b"garbage" + body[2:], id="no-opening-boundary"),
+        pytest.param(lambda body: f"--{BOUNDARY}--\r\n".encode(), id="no-part"),
+    ],
+)
+def test_malformed_multipart_is_400_and_stores_nothing_even_before_the_damage(
+    endpoint: Callable[..., Endpoint], phantom: PhantomStudy, cut: Callable[[bytes], bytes]
+) -> None:
+    ep = endpoint()
+    body = multipart([p.read_bytes() for p in phantom.slices[:3]])
+    response = post(ep, cut(body))
+    assert response.status_code == 400
+    assert ep.stored_files() == []
+    assert ep.intake.released == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/studies/..%2F..%2Fetc", "/studies/1.2.3/../../x", "/studies/1.2.3%00", "/studies/abc"],
+)
+def test_a_target_study_that_is_not_a_uid_is_400_and_stores_nothing(
+    endpoint: Callable[..., Endpoint], phantom: PhantomStudy, path: str
+) -> None:
+    ep = endpoint()
+    # http.client sends the path as written (requests would normalise the dots away).
+    connection = http.client.HTTPConnection("127.0.0.1", ep.port, timeout=10)
+    body = multipart([phantom.slices[0].read_bytes()])
+    connection.request(
+        "POST",
+        path,
+        body=body,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": RELATED},
+    )
+    assert connection.getresponse().status in (400, 404)
+    connection.close()
+    assert ep.stored_files() == []
+
+
+def test_a_2_gb_declared_length_is_refused_at_the_header(
+    endpoint: Callable[..., Endpoint],
+) -> None:
+    ep = endpoint()
+    with socket.create_connection(("127.0.0.1", ep.port), timeout=10) as sock:
+        sock.sendall(
+            (
+                "POST /studies HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {TOKEN}\r\nContent-Type: {RELATED}\r\n"
+                f"Content-Length: {2 * 1024**3}\r\n\r\n"
+            ).encode()
+            + f"--{BOUNDARY}\r\n".encode()
+        )
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert ep.stored_files() == []
+
+
+def test_a_streamed_body_over_the_limit_is_413_and_stores_nothing(
+    endpoint: Callable[..., Endpoint], phantom: PhantomStudy
+) -> None:
+    ep = endpoint(dicomweb_max_request=64 * 1024)
+    body = multipart([p.read_bytes() for p in phantom.slices[:4]])
+    assert len(body) > 64 * 1024
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: chunked transfer encoding
+        for i in range(0, len(body), 8192):
+            yield body[i : i + 8192]
+
+    response = post(ep, chunks())  # type: ignore[arg-type]
+    assert response.status_code == 413
+    assert ep.stored_files() == []
+
+
+def test_peers_outside_allowed_hosts_get_403(
+    endpoint: Callable[..., Endpoint], phantom: PhantomStudy
+) -> None:
+    ep = endpoint(allowed_hosts=["10.9.8.0/24"])
+    response = post(ep, multipart([phantom.slices[0].read_bytes()]))
+    assert response.status_code == 403
+    assert ep.stored_files() == []
+
+
+def test_without_a_token_the_endpoint_cannot_be_built(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError):
+        Endpoint(tmp_path, dicomweb_token=None)
+
+
+def test_the_response_is_dicom_json_that_pydicom_reads(
+    endpoint: Callable[..., Endpoint], phantom: PhantomStudy
+) -> None:
+    ep = endpoint()
+    response = post(ep, multipart([phantom.slices[0].read_bytes(), b"junk"]))
+    ds = pydicom.Dataset.from_json(json.dumps(response.json()))
+    assert ds.FailedSOPSequence[0].FailureReason == CANNOT_UNDERSTAND
+    assert ds.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == str(
+        pydicom.dcmread(phantom.slices[0], stop_before_pixels=True).SOPInstanceUID
+    )
