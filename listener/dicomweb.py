@@ -70,6 +70,7 @@ from onfh_dlr.settings import Settings, Transport
 log = logging.getLogger(__name__)
 
 DICOM_JSON = "application/dicom+json"
+MAX_BOUNDARY = 200  # characters of a multipart boundary (python-multipart accepts 256)
 _MAX_PARTS = 10_000  # parts per request; a body of empty parts must not cost unbounded work
 
 
@@ -294,9 +295,14 @@ class StowApp:
             kind != "multipart/related"
             or params.get("type", "").lower() != "application/dicom"
             or not boundary
-            or len(boundary) > 70  # RFC 2046
+            # RFC 2046 says 70 characters; Orthanc sends two UUIDs (73).
+            or len(boundary) > MAX_BOUNDARY
         ):
-            log.warning("STOW-RS from %s refused: content type %r", peer, kind[:64])
+            log.warning(
+                "STOW-RS from %s refused: content type %r",
+                peer,
+                request.headers.get("content-type", "")[:200],
+            )
             return _problem(415, 'multipart/related; type="application/dicom" expected')
         declared = request.headers.get("content-length")
         if declared is not None:
