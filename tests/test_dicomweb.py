@@ -1,8 +1,10 @@
-"""STOW-RS in: the listener's DICOMweb endpoint over real HTTP (requests, dicomweb-client).
+"""STOW-RS in and out over real HTTP: the listener's DICOMweb endpoint (requests,
+dicomweb-client, raw sockets as senders) and the worker's ``stow+http://`` delivery.
 
 Each test starts the endpoint on a free port over a real spool and the C-STORE handler
 (as the listener process does), sends phantom instances and checks the response, what
-the spool holds and what the series tracker was told.
+the spool holds and what the series tracker was told. The delivery tests send to that
+same endpoint as their peer.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from listener.scp import (
     StoreHandler,
 )
 from listener.spool import TMP_DIR, Spool, StoredInstance
-from onfh_dlr.errors import ConfigurationError
-from onfh_dlr.settings import Settings
+from onfh_dlr.errors import ConfigurationError, DeliveryError, PermanentError
+from onfh_dlr.settings import Destination, Settings, Transport
+from worker.delivery import send_files
 
 TOKEN = "s3cret-stow-token"
 BOUNDARY = "onfh-test-boundary"
@@ -342,3 +345,82 @@ def test_the_response_is_dicom_json_that_pydicom_reads(
     assert ds.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == str(
         pydicom.dcmread(phantom.slices[0], stop_before_pixels=True).SOPInstanceUID
     )
+
+
+# --- STOW-RS out: destinations and delivery -------------------------------------------------
+
+
+def test_stow_destinations_parse_print_and_refuse_credentials_in_the_url() -> None:
+    dest = Destination.parse("stow+https://pacs.example.org/dicom-web/")
+    assert dest.transport is Transport.STOW_RS
+    assert (dest.host, dest.port, dest.url) == ("pacs.example.org", 443, dest.url)
+    assert dest.url == "https://pacs.example.org/dicom-web"
+    assert str(dest) == "stow+https://pacs.example.org/dicom-web"
+    assert Destination.parse(str(dest)) == dest
+    assert Destination.parse("stow+http://10.0.0.5:8042").port == 8042
+    for bad in (
+        "stow+http://user:pw@h/x",
+        "stow+ftp://h/x",
+        "stow+http:///x",
+        "stow+http://h/?t=1",
+    ):
+        with pytest.raises(ValueError):
+            Destination.parse(bad)
+    settings = Settings(destinations="PACS@10.0.0.1:104,stow+http://orthanc:8042/dicom-web")
+    assert [d.transport for d in settings.destinations] == [Transport.DIMSE, Transport.STOW_RS]
+    assert str(settings.destinations[0]) == "PACS@10.0.0.1:104"
+
+
+def test_send_files_stows_to_a_dicomweb_peer_with_the_bearer_token(
+    endpoint: Callable[..., Endpoint], phantom: PhantomStudy
+) -> None:
+    ep = endpoint()
+    destination = Destination.parse(f"stow+{ep.url}")
+    send_files(destination, [phantom.slices[0], phantom.seg], calling_ae="ONFH_DLR", token=TOKEN)
+    assert len(ep.stored_files()) == 2
+    with pytest.raises(DeliveryError, match="HTTP 401"):
+        send_files(destination, [phantom.slices[1]], calling_ae="ONFH_DLR", token="wrong")
+    with pytest.raises(DeliveryError, match="HTTP 401"):
+        send_files(destination, [phantom.slices[1]], calling_ae="ONFH_DLR")
+    assert len(ep.stored_files()) == 2
+
+
+def test_an_instance_the_peer_refuses_fails_the_delivery_with_its_reason(
+    endpoint: Callable[..., Endpoint], phantom: PhantomStudy, tmp_path: Path
+) -> None:
+    ep = endpoint()
+    refused = tmp_path / "ct-modality.dcm"
+    refused.write_bytes(_modified(phantom.slices[0], Modality="CT"))
+    with pytest.raises(DeliveryError, match=f"1 of 2 refused .*0x{NOT_MR:04X}"):
+        send_files(
+            Destination.parse(f"stow+{ep.url}"),
+            [phantom.slices[1], refused],
+            calling_ae="ONFH_DLR",
+            token=TOKEN,
+        )
+
+
+def test_an_unreachable_stow_destination_is_a_delivery_error_to_retry(
+    phantom: PhantomStudy,
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    with pytest.raises(DeliveryError):
+        send_files(
+            Destination.parse(f"stow+http://127.0.0.1:{port}/dicom-web"),
+            [phantom.slices[0]],
+            calling_ae="ONFH_DLR",
+            token=TOKEN,
+            timeout=5,
+        )
+
+
+def test_an_unreadable_result_file_is_a_permanent_error(
+    endpoint: Callable[..., Endpoint], tmp_path: Path
+) -> None:
+    ep = endpoint()
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(b"not DICOM")
+    with pytest.raises(PermanentError):
+        send_files(Destination.parse(f"stow+{ep.url}"), [broken], calling_ae="X", token=TOKEN)
