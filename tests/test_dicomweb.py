@@ -35,7 +35,7 @@ from listener.scp import (
 )
 from listener.spool import TMP_DIR, Spool, StoredInstance
 from onfh_dlr.errors import ConfigurationError, DeliveryError, PermanentError
-from onfh_dlr.settings import Destination, Settings, Transport
+from onfh_dlr.settings import Destination, Settings, Transport, load_settings
 from worker.delivery import send_files
 
 TOKEN = "s3cret-stow-token"
@@ -366,7 +366,9 @@ def test_stow_destinations_parse_print_and_refuse_credentials_in_the_url() -> No
     ):
         with pytest.raises(ValueError):
             Destination.parse(bad)
-    settings = Settings(destinations="PACS@10.0.0.1:104,stow+http://orthanc:8042/dicom-web")
+    settings = load_settings(
+        environ={"ONFH_DESTINATIONS": "PACS@10.0.0.1:104,stow+http://orthanc:8042/dicom-web"}
+    )
     assert [d.transport for d in settings.destinations] == [Transport.DIMSE, Transport.STOW_RS]
     assert str(settings.destinations[0]) == "PACS@10.0.0.1:104"
 
