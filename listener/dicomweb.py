@@ -68,6 +68,8 @@ from onfh_dlr.metrics import INSTANCES
 from onfh_dlr.settings import Settings, Transport
 
 log = logging.getLogger(__name__)
+# python-multipart logs each syntax error it raises; the refusal is logged once, here.
+logging.getLogger("python_multipart").setLevel(logging.ERROR)
 
 DICOM_JSON = "application/dicom+json"
 MAX_BOUNDARY = 200  # characters of a multipart boundary (python-multipart accepts 256)
