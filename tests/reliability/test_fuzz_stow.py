@@ -19,6 +19,7 @@ Cases are drawn by hypothesis (derandomized): ``scale.fuzz_stow`` requests (300 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import json
@@ -234,12 +235,11 @@ def send(port: int, raw: bytes) -> int | str | None:
     """Send one raw request; its status, None if the server closed without one, or
     ``"hang"``."""
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
-        try:
-            # No half-close: uvicorn takes EOF from the client as the end of the
-            # connection and would drop the answer of a request still being stored.
+        # The server may refuse at the header and close before the whole body is sent.
+        # No half-close after it: uvicorn takes EOF from the client as the end of the
+        # connection and would drop the answer of a request still being stored.
+        with contextlib.suppress(OSError):
             sock.sendall(raw)
-        except OSError:
-            pass  # the server may refuse at the header and close before the body is sent
         answer = b""
         deadline = time.monotonic() + TIMEOUT
         try:
