@@ -21,8 +21,10 @@ from typing import Any
 import pydicom
 import pytest
 import requests
+import test_scp
 from dicomweb_client.api import DICOMwebClient
 from service_harness import CohortMaker, PhantomStudy
+from test_scp import Certs
 
 from listener.dicomweb import DICOM_JSON, DicomWebServer
 from listener.scp import (
@@ -38,6 +40,8 @@ from onfh_dlr.errors import ConfigurationError, DeliveryError, PermanentError
 from onfh_dlr.settings import Destination, Settings, Transport, load_settings
 from worker.delivery import send_files
 
+#: The DICOM TLS tests' PKI (CA, server and client certificates), as a fixture here too.
+tls_pki = test_scp.certs
 TOKEN = "s3cret-stow-token"
 BOUNDARY = "onfh-test-boundary"
 # The broken datasets this file sends make pydicom (rightly) warn while decoding them.
@@ -426,3 +430,27 @@ def test_an_unreadable_result_file_is_a_permanent_error(
     broken.write_bytes(b"not DICOM")
     with pytest.raises(PermanentError):
         send_files(Destination.parse(f"stow+{ep.url}"), [broken], calling_ae="X", token=TOKEN)
+
+
+# --- TLS: the DICOM TLS certificates ----------------------------------------------------------
+
+
+def test_with_the_dicom_tls_certificates_only_https_with_a_client_certificate_is_served(
+    endpoint: Callable[..., Endpoint], phantom: PhantomStudy, tls_pki: Certs
+) -> None:
+    certs = tls_pki
+    ep = endpoint(tls_cert=certs.server_cert, tls_key=certs.server_key, tls_ca=certs.ca)
+    url = f"https://localhost:{ep.port}/studies"
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": RELATED}
+    body = multipart([phantom.slices[0].read_bytes()])
+    client = (str(certs.client_cert), str(certs.client_key))
+    response = requests.post(
+        url, data=body, headers=headers, verify=str(certs.ca), cert=client, timeout=30
+    )
+    assert response.status_code == 200
+    # no client certificate: refused in the handshake (TLS 1.3: a reset right after it)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.post(url, data=body, headers=headers, verify=str(certs.ca), timeout=30)
+    with pytest.raises(requests.exceptions.ConnectionError):  # plain HTTP
+        requests.post(f"http://localhost:{ep.port}/studies", data=body, headers=headers, timeout=30)
+    assert len(ep.stored_files()) == 1
