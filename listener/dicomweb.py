@@ -20,12 +20,14 @@ Answers (PS3.18 Table 10.5.3-1):
 403    the peer address is outside ``allowed_hosts``
 413    the declared or the streamed length exceeds ``dicomweb_max_request``
 415    not ``multipart/related; type="application/dicom"`` with a boundary
+503    more than ``MAX_CONNECTIONS`` connections at once (uvicorn)
 =====  ============================================================================
 
 A request answered 400, 401, 403, 413 or 415 stores nothing: the whole body is read and
-parsed before any part is stored. The endpoint is off without ``dicomweb_token``; with
-``tls_cert``/``tls_key`` it speaks only HTTPS, with ``tls_ca`` it requires client
-certificates, as the DICOM port does.
+parsed (in memory, at most ``dicomweb_max_request`` bytes) before any part is stored; a
+peer that leaves before its body ends stores nothing either. The endpoint is off without
+``dicomweb_token``; with ``tls_cert``/``tls_key`` it speaks only HTTPS, with ``tls_ca`` it
+requires client certificates, as the DICOM port does.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -72,6 +74,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("python_multipart").setLevel(logging.ERROR)
 
 DICOM_JSON = "application/dicom+json"
+MAX_CONNECTIONS = 32  # concurrent connections; more are answered 503 by uvicorn
 MAX_BOUNDARY = 200  # characters of a multipart boundary (python-multipart accepts 256)
 _MAX_PARTS = 10_000  # parts per request; a body of empty parts must not cost unbounded work
 
@@ -325,6 +328,11 @@ class StowApp:
         except MalformedBodyError as exc:
             log.warning("STOW-RS from %s refused: malformed multipart body (%s)", peer, exc)
             return _problem(400, "malformed multipart body")
+        except ClientDisconnect:
+            log.warning(
+                "STOW-RS from %s: the peer left before the body ended; nothing stored", peer
+            )
+            return _problem(400, "incomplete body")
         outcomes = await run_in_threadpool(self._store, parts, peer, study)
         body = _response_body(outcomes)
         stored = sum(1 for o in outcomes if o.status == SUCCESS)
@@ -405,6 +413,8 @@ class DicomWebServer:
             access_log=False,
             lifespan="off",
             timeout_keep_alive=5,
+            # Bodies are held in memory until parsed whole: bound how many at once.
+            limit_concurrency=MAX_CONNECTIONS,
             **tls,
         )
         self._server = uvicorn.Server(config)

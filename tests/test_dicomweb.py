@@ -454,3 +454,24 @@ def test_with_the_dicom_tls_certificates_only_https_with_a_client_certificate_is
     with pytest.raises(requests.exceptions.ConnectionError):  # plain HTTP
         requests.post(f"http://localhost:{ep.port}/studies", data=body, headers=headers, timeout=30)
     assert len(ep.stored_files()) == 1
+
+
+def test_a_peer_that_leaves_mid_body_stores_nothing_and_raises_nothing(
+    endpoint: Callable[..., Endpoint], phantom: PhantomStudy, caplog: pytest.LogCaptureFixture
+) -> None:
+    ep = endpoint()
+    body = multipart([p.read_bytes() for p in phantom.slices[:2]])
+    with socket.create_connection(("127.0.0.1", ep.port), timeout=10) as sock:
+        sock.sendall(
+            (
+                "POST /studies HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {TOKEN}\r\nContent-Type: {RELATED}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            + body[: len(body) - 100]
+        )
+    # Still serving, nothing stored from the broken request, no traceback logged.
+    response = post(ep, multipart([phantom.slices[0].read_bytes()]))
+    assert response.status_code == 200
+    assert len(ep.stored_files()) == 1
+    assert not [r for r in caplog.records if r.levelno >= 40 or r.exc_info]
