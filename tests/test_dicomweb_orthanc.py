@@ -4,12 +4,18 @@ STOW-RS and receives the SR and SEG back by STOW-RS; dicomweb-client as a second
 The service (listener + worker processes, ``service`` fixture) serves STOW-RS with a bearer
 token and has one destination, ``stow+http://<orthanc>/dicom-web``. Orthanc (Debian
 ``orthanc`` + ``orthanc-dicomweb``, no DICOM port at all) knows the service as DICOMweb
-server ``ONFH`` and sends through its ``/dicom-web/servers/ONFH/stow`` route.
+server ``ONFH`` and sends through its ``/dicom-web/servers/ONFH/stow`` route. With
+Orthanc down, the STOW-RS destination is retried, dead-lettered and delivered by an
+operator's retry, as a C-STORE destination is.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,3 +154,47 @@ def test_dicomweb_client_as_second_sender_gets_its_study_scored(
     assert job.state == "done", job.reason
     spooled = sorted(Path(service.data_dir / "spool" / study.study_uid).rglob("*.dcm"))
     assert len(spooled) == len(study.slices)
+
+
+def restart(orthanc: DicomWebOrthanc) -> None:
+    """Start Orthanc again on the same configuration, ports and storage."""
+    root = orthanc.log_path.parent
+    orthanc._log = orthanc.log_path.open("ab")
+    orthanc.process = subprocess.Popen(
+        [str(shutil.which("Orthanc")), str(root / "orthanc.json")],
+        stdout=orthanc._log,
+        stderr=orthanc._log,
+    )
+    wait_until(orthanc._up, 60, "Orthanc back up")
+
+
+def test_a_stow_destination_down_is_retried_dead_lettered_and_an_operator_retry_delivers(
+    service: Service, orthanc: DicomWebOrthanc, stow_port: int, phantom_cohort: CohortMaker
+) -> None:
+    (study,) = phantom_cohort(1, 41, onfh_fraction=1.0).studies
+    orthanc.stop()
+    try:
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {TOKEN}"
+        client = DICOMwebClient(url=f"http://127.0.0.1:{stow_port}", session=session)
+        client.store_instances([pydicom.dcmread(p) for p in study.slices])
+        job = service.wait_for_job(study.series_uid, FINISHED, timeout=240)
+        assert job.state == "dead_letter", job.reason
+        (delivery,) = service.db.deliveries(job.id)
+        retries = int(service.env.get("ONFH_DELIVERY_RETRIES", "10"))
+        assert delivery.state == "dead_letter" and delivery.attempts == 1 + retries
+        assert delivery.destination == f"stow+{orthanc.url}/dicom-web"
+        assert "ConnectionError" in delivery.last_error
+    finally:
+        restart(orthanc)
+    run = subprocess.run(
+        [sys.executable, "-m", "onfh_dlr", "retry", job.id],
+        env=service.env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    job = service.wait_for_job(study.series_uid, {"done"})
+    study_id = orthanc_study_id(orthanc, study.study_uid)
+    assert modalities(orthanc, study_id) == ["SEG", "SR"]
