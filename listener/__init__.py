@@ -1,13 +1,14 @@
-"""The DICOM listener: receives series by C-STORE, stores them durably, admits them.
+"""The DICOM listener: receives series (C-STORE, STOW-RS), stores them durably, admits them.
 
 This package is imported by the listener process, which must stay light: it uses
-pynetdicom, pydicom, pydantic and PyYAML only, never torch, SimpleITK, PyRadiomics,
-highdicom or the model bundle.
+pynetdicom, pydicom, pydantic, PyYAML and (STOW-RS) Starlette, uvicorn and
+python-multipart only, never torch, SimpleITK, PyRadiomics, highdicom or the model bundle.
 
-What lives here: the SCP, spool, admission rules, series tracking and completeness, the
-listener's status page (``status_page``) and data retention (``retention``). It imports
-the kernel ``onfh_dlr`` and nothing else of the project (never ``worker``,
-``model_bundle`` or torch); only ``onfh_dlr.cli`` and tests import it.
+What lives here: the SCP, the STOW-RS endpoint (``dicomweb``), spool, admission rules,
+series tracking and completeness, the listener's status page (``status_page``) and data
+retention (``retention``). It imports the kernel ``onfh_dlr`` and nothing else of the
+project (never ``worker``, ``model_bundle`` or torch); only ``onfh_dlr.cli`` and tests
+import it.
 """
 
 from listener.completeness import Completeness, assess

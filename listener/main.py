@@ -1,4 +1,5 @@
-"""The listener process: DICOM server, series tracker, job sweeper and HTTP server.
+"""The listener process: DICOM server, STOW-RS server, series tracker, job sweeper and HTTP
+server.
 
 Imports stay light (no torch, SimpleITK or bundle): the listener talks to workers only
 through task names and job ids on the broker.
@@ -14,6 +15,7 @@ from types import FrameType
 
 from prometheus_client import REGISTRY
 
+from listener.dicomweb import DicomWebServer
 from listener.retention import purge_expired
 from listener.rules import AdmissionRules
 from listener.scp import Listener
@@ -40,6 +42,7 @@ class ListenerProcess:
     tracker: SeriesTracker
     http: HttpServer | None
     db: StateDB
+    dicomweb: DicomWebServer | None = None  # STOW-RS, when dicomweb_token is set
 
 
 def build_listener(settings: Settings, broker_url: str) -> ListenerProcess:
@@ -59,6 +62,9 @@ def build_listener(settings: Settings, broker_url: str) -> ListenerProcess:
     spool = Spool(settings.data_dir / "spool")
     tracker.recover(spool.root)
     listener = Listener(settings, tracker, spool=spool)
+    dicomweb = DicomWebServer(settings, listener.handler) if settings.dicomweb_token else None
+    if dicomweb is None:
+        log.info("STOW-RS is off (set ONFH_DICOMWEB_TOKEN to serve it)")
     http = None
     if settings.metrics_port is not None:
         REGISTRY.register(StateCollector(db, broker_url))
@@ -68,18 +74,27 @@ def build_listener(settings: Settings, broker_url: str) -> ListenerProcess:
             if not listener.serving:
                 raise RuntimeError(f"DICOM port {settings.port} is not bound")
 
+        checks = {
+            "dicom_port": dicom_port,
+            "spool_writable": lambda: check_writable(spool.tmp_dir),
+            "database": db.ping,
+        }
+        if dicomweb is not None:
+            server = dicomweb
+
+            def dicomweb_port() -> None:
+                if not server.serving:
+                    raise RuntimeError(f"STOW-RS port {settings.dicomweb_port} is not bound")
+
+            checks["dicomweb_port"] = dicomweb_port
         http = HttpServer(
             settings.http_host,
             settings.metrics_port,
             registry=REGISTRY,
-            checks={
-                "dicom_port": dicom_port,
-                "spool_writable": lambda: check_writable(spool.tmp_dir),
-                "database": db.ping,
-            },
+            checks=checks,
             routes=page.routes,
         )
-    return ListenerProcess(listener, tracker, http, db)
+    return ListenerProcess(listener, tracker, http, db, dicomweb)
 
 
 def _retention_loop(stop: threading.Event, settings: Settings, db: StateDB) -> None:
@@ -115,6 +130,8 @@ def run_listener(settings: Settings, broker_url: str) -> None:
         ).start()
     if process.http is not None:
         process.http.start()
+    if process.dicomweb is not None:
+        process.dicomweb.start()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: stopping the listener", signum)
@@ -131,6 +148,8 @@ def run_listener(settings: Settings, broker_url: str) -> None:
         process.listener.serve_forever()
     finally:
         stop.set()
+        if process.dicomweb is not None:
+            process.dicomweb.stop()
         ticker.join(5)
         if process.http is not None:
             process.http.stop()

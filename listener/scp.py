@@ -4,7 +4,9 @@ Accepts MR Image, Enhanced MR Image and Segmentation Storage (and Verification) 
 common transfer syntaxes; every other SOP class is refused at association negotiation.
 Each instance is stored *as received* (the file meta information, then the dataset bytes
 exactly as the peer encoded them) durably in the :class:`~listener.spool.Spool` before
-Success is answered, then handed to an :class:`Intake` (the series tracker).
+Success is answered, then handed to an :class:`Intake` (the series tracker). STOW-RS
+(``listener.dicomweb``) hands its parts to the same :meth:`StoreHandler.accept`: one set of
+checks, statuses and durable writes for both transports.
 
 C-STORE statuses (PS3.4 Table B.2-1, PS3.7 Annex C):
 
@@ -21,6 +23,7 @@ C-STORE statuses (PS3.4 Table B.2-1, PS3.7 Annex C):
 0xC211  Error: Cannot understand -- unexpected failure in the handler (logged)
 0xC212  Error: Cannot understand -- Study/Series/SOP Instance UID or SOP Class UID missing
 0xC213  Error: Cannot understand -- a UID is not a valid DICOM UID (e.g. ``../../etc``)
+0xC122  Refused: Transfer Syntax not supported (STOW-RS parts only)
 ======  =====================================================================
 
 The handler never raises: whatever a peer sends, the listener answers with a status and
@@ -50,6 +53,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -87,7 +91,7 @@ from listener.spool import Spool, StoredInstance
 from listener.uids import is_valid_uid
 from onfh_dlr.errors import ConfigurationError, SpoolError, SpoolFullError
 from onfh_dlr.metrics import ASSOCIATIONS, INSTANCES
-from onfh_dlr.settings import Settings
+from onfh_dlr.settings import Settings, Transport
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +129,9 @@ CANNOT_UNDERSTAND = 0xC210
 INTERNAL_ERROR = 0xC211
 MISSING_UID = 0xC212
 INVALID_UID = 0xC213
+#: STOW-RS only (C-STORE refuses other transfer syntaxes at negotiation): PS3.18's
+#: "Referenced Transfer Syntax not supported".
+TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
 
 # The metric outcome of each refusal (bounded label values for Prometheus).
 _REFUSAL_OUTCOMES = {
@@ -135,7 +142,9 @@ _REFUSAL_OUTCOMES = {
     CANNOT_UNDERSTAND: "refused_bad_dataset",
     MISSING_UID: "refused_bad_dataset",
     INVALID_UID: "refused_bad_dataset",
+    TRANSFER_SYNTAX_NOT_SUPPORTED: "refused_bad_dataset",
 }
+_VERB = {Transport.DIMSE: "C-STORE", Transport.STOW_RS: "STOW-RS"}
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
@@ -157,6 +166,38 @@ class Intake(Protocol):
         Called once per association that stored at least one instance (also when the
         peer just drops the connection); not for associations that stored nothing.
         """
+
+
+@dataclass(frozen=True)
+class Received:
+    """One instance as it arrived, by C-STORE or as a STOW-RS part, before any check.
+
+    ``declared_*`` are what the transport says the instance is (the C-STORE request's
+    Affected SOP Instance/Class UID; a STOW-RS part's file meta). ``decode`` parses the
+    dataset (may raise); ``encode`` gives the bytes to store, in pieces. ``session`` is the
+    association or the STOW-RS request, whose end closes complete series; ``study`` is
+    the target study of ``POST /studies/{study}``.
+    """
+
+    session: object
+    source: str
+    transport: Transport
+    declared_instance: str
+    declared_class: str
+    transfer_syntax: UID
+    decode: Callable[[], Dataset]
+    encode: Callable[[], Sequence[bytes]]
+    study: str | None = None
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """What became of a received instance: its status and, once known, its UIDs."""
+
+    status: int
+    sop_instance_uid: str = ""
+    sop_class_uid: str = ""
+    study_uid: str = ""
 
 
 class StoreHandler:
@@ -240,13 +281,11 @@ class StoreHandler:
     def handle_store(self, event: Any) -> int:
         """C-STORE: store the instance durably, tell the intake, answer a status."""
         try:
-            status = self._store(event)
+            return self._store(event)
         except Exception:  # the listener must survive any input
             log.exception("C-STORE from %s: unexpected error", _calling_ae(event))
-            status = INTERNAL_ERROR
-        if status != SUCCESS:
-            INSTANCES.labels(_REFUSAL_OUTCOMES.get(status, "refused_other")).inc()
-        return status
+            INSTANCES.labels(Transport.DIMSE.value, "refused_other").inc()
+            return INTERNAL_ERROR
 
     def handle_connection_closed(self, event: Any) -> None:
         """The connection is gone: end the association now, then as :meth:`handle_finished`.
@@ -270,32 +309,81 @@ class StoreHandler:
 
     def handle_finished(self, event: Any) -> None:
         """End of an association: tell the intake which series it stored into (once)."""
-        try:
-            with self._lock:
-                entry = self._series.pop(event.assoc, None)
-            if entry is None:
-                return
-            calling_ae, series = entry
-            self.intake.association_released(calling_ae, frozenset(series))
-        except Exception:
-            log.exception("intake failed at the end of an association")
+        self.session_ended(event.assoc)
 
     # --- C-STORE ------------------------------------------------------------------------
 
     def _store(self, event: Any) -> int:
         calling_ae = _calling_ae(event)
         request = event.request
-        affected_instance = str(request.AffectedSOPInstanceUID or "")
-        affected_class = str(request.AffectedSOPClassUID or "")
-        where = f"C-STORE from {calling_ae} (SOP Instance {affected_instance[:64]!r})"
+        meta = event.file_meta
+        if calling_ae:
+            meta.SourceApplicationEntityTitle = calling_ae
+        return self.accept(
+            Received(
+                session=event.assoc,
+                source=calling_ae,
+                transport=Transport.DIMSE,
+                declared_instance=str(request.AffectedSOPInstanceUID or ""),
+                declared_class=str(request.AffectedSOPClassUID or ""),
+                transfer_syntax=UID(event.context.transfer_syntax),
+                decode=lambda: event.dataset,
+                encode=lambda: [_encode_meta(meta), event.encoded_dataset(False)],
+            )
+        ).status
+
+    # --- shared by C-STORE and STOW-RS ---------------------------------------------------
+
+    def accept(self, received: Received) -> Acceptance:
+        """Check one received instance, store it durably, tell the intake; never raises.
+
+        The one path for C-STORE and STOW-RS: the same checks, the same refusal statuses
+        (module docstring), the same durable write before the status is returned.
+        """
+        try:
+            acceptance = self._accept(received)
+        except Exception:  # the listener must survive any input
+            log.exception(
+                "%s from %s: unexpected error", _VERB[received.transport], received.source
+            )
+            acceptance = Acceptance(INTERNAL_ERROR)
+        if acceptance.status != SUCCESS:
+            INSTANCES.labels(
+                received.transport.value,
+                _REFUSAL_OUTCOMES.get(acceptance.status, "refused_other"),
+            ).inc()
+        return acceptance
+
+    def session_ended(self, session: object) -> None:
+        """A session (association, STOW-RS request) ended: tell the intake its series, once."""
+        try:
+            with self._lock:
+                entry = self._series.pop(session, None)
+            if entry is None:
+                return
+            source, series = entry
+            self.intake.association_released(source, frozenset(series))
+        except Exception:
+            log.exception("intake failed at the end of a session")
+
+    def _accept(self, received: Received) -> Acceptance:
+        source = received.source
+        verb = _VERB[received.transport]
+        affected_instance = received.declared_instance
+        affected_class = received.declared_class
+        where = f"{verb} from {source} (SOP Instance {affected_instance[:64]!r})"
         if not (is_valid_uid(affected_instance) and is_valid_uid(affected_class)):
-            log.warning("%s: request's Affected SOP Instance/Class UID is invalid", where)
-            return INVALID_UID
+            log.warning("%s: declared SOP Instance/Class UID is invalid", where)
+            return Acceptance(INVALID_UID)
+        if received.transfer_syntax not in TRANSFER_SYNTAXES:
+            # C-STORE never gets here (refused at negotiation); STOW-RS parts may.
+            log.warning("%s: transfer syntax %s is not accepted", where, received.transfer_syntax)
+            return Acceptance(TRANSFER_SYNTAX_NOT_SUPPORTED, affected_instance, affected_class)
 
         try:
-            dataset: Dataset = event.dataset
+            dataset = received.decode()
             has_pixels = any(k in dataset for k in _PIXEL_KEYWORDS)
-            pixel_problem = _pixel_data_problem(dataset, UID(event.context.transfer_syntax))
+            pixel_problem = _pixel_data_problem(dataset, received.transfer_syntax)
             for keyword in _PIXEL_KEYWORDS:
                 if keyword in dataset:
                     del dataset[keyword]
@@ -304,70 +392,74 @@ class StoreHandler:
             dataset.walk(lambda _ds, _elem: None)
         except Exception as exc:
             log.warning("%s: dataset cannot be decoded: %s", where, type(exc).__name__)
-            return CANNOT_UNDERSTAND
+            return Acceptance(CANNOT_UNDERSTAND, affected_instance, affected_class)
 
         uids: dict[str, str] = {}
         for keyword in _REQUIRED_UIDS:
             value = dataset.get(keyword)
             if value is None or str(value).strip("\x00 ") == "":
                 log.warning("%s: %s is missing", where, keyword)
-                return MISSING_UID
+                return Acceptance(MISSING_UID, affected_instance, affected_class)
             if not is_valid_uid(value):
                 log.warning("%s: %s %r is not a valid UID", where, keyword, str(value)[:72])
-                return INVALID_UID
+                return Acceptance(INVALID_UID, affected_instance, affected_class)
             uids[keyword] = str(value).rstrip("\x00 ")
         study, series = uids["StudyInstanceUID"], uids["SeriesInstanceUID"]
         sop_instance, sop_class = uids["SOPInstanceUID"], uids["SOPClassUID"]
-        where = f"C-STORE from {calling_ae} (series {series}, SOP Instance {sop_instance})"
+        where = f"{verb} from {source} (series {series}, SOP Instance {sop_instance})"
+
+        def refuse(status: int) -> Acceptance:
+            return Acceptance(status, sop_instance, sop_class, study)
 
         if sop_instance != affected_instance or sop_class != affected_class:
             log.warning(
-                "%s: dataset's SOP Instance/Class UID %s / %s differ from the request's %s / %s",
+                "%s: dataset's SOP Instance/Class UID %s / %s differ from the declared %s / %s",
                 where,
                 sop_instance,
                 sop_class,
                 affected_instance,
                 affected_class,
             )
-            return UID_MISMATCH
+            return refuse(UID_MISMATCH)
+        if received.study is not None and study != received.study:
+            log.warning(
+                "%s: Study Instance UID %s is not the target %s", where, study, received.study
+            )
+            return refuse(UID_MISMATCH)
         if sop_class not in STORAGE_SOP_CLASSES:
             log.warning("%s: SOP Class %s is not stored here", where, sop_class)
-            return SOP_CLASS_NOT_SUPPORTED
+            return refuse(SOP_CLASS_NOT_SUPPORTED)
         if sop_class in MR_IMAGE_SOP_CLASSES:
             modality = str(dataset.get("Modality", "") or "")
             if modality != "MR":
                 log.warning("%s: MR image with Modality %r", where, modality[:16])
-                return NOT_MR
+                return refuse(NOT_MR)
             if not has_pixels:
                 log.warning("%s: MR image without pixel data", where)
-                return NO_PIXEL_DATA
+                return refuse(NO_PIXEL_DATA)
         if pixel_problem is not None:
             log.warning("%s: pixel data cannot be decoded: %s", where, pixel_problem)
-            return CANNOT_UNDERSTAND
+            return refuse(CANNOT_UNDERSTAND)
 
-        meta = event.file_meta
-        if calling_ae:
-            meta.SourceApplicationEntityTitle = calling_ae
         try:
-            result = self.spool.store(
-                study, series, sop_instance, [_encode_meta(meta), event.encoded_dataset(False)]
-            )
+            result = self.spool.store(study, series, sop_instance, received.encode())
         except SpoolFullError as exc:
             log.error("%s: refused, out of resources: %s", where, exc)
-            return OUT_OF_RESOURCES
+            return refuse(OUT_OF_RESOURCES)
         except SpoolError as exc:
             log.error("%s: refused, cannot write to the spool: %s", where, exc)
-            return OUT_OF_RESOURCES
+            return refuse(OUT_OF_RESOURCES)
         if result.replaced:
             log.warning("%s: re-sent with different content, replaced the stored copy", where)
         elif result.duplicate:
             log.info("%s: re-sent, already stored", where)
         INSTANCES.labels(
-            "duplicate" if result.duplicate and not result.replaced else "stored"
+            received.transport.value,
+            "duplicate" if result.duplicate and not result.replaced else "stored",
         ).inc()
 
         with self._lock:
-            _, stored_series = self._series.setdefault(event.assoc, (calling_ae, set()))
+            _, stored_series = self._series.setdefault(received.session, (source, set()))
             stored_series.add(series)
         instance = StoredInstance(
             path=result.path,
@@ -375,7 +467,7 @@ class StoreHandler:
             series_uid=series,
             sop_instance_uid=sop_instance,
             sop_class_uid=sop_class,
-            calling_ae=calling_ae,
+            calling_ae=source,
             duplicate=result.duplicate,
             header=dataset,
             received_at=self.clock(),
@@ -387,7 +479,7 @@ class StoreHandler:
             # The file is durable and the tracker rebuilds from the spool on restart:
             # refusing now would only make the peer send it again.
             log.exception("%s: intake failed (instance is stored)", where)
-        return SUCCESS
+        return Acceptance(SUCCESS, sop_instance, sop_class, study)
 
 
 def _calling_ae(event: Any) -> str:
@@ -876,9 +968,12 @@ __all__ = [
     "STORAGE_SOP_CLASSES",
     "SUCCESS",
     "TRANSFER_SYNTAXES",
+    "TRANSFER_SYNTAX_NOT_SUPPORTED",
     "UID_MISMATCH",
+    "Acceptance",
     "Intake",
     "Listener",
+    "Received",
     "StoreHandler",
     "build_ae",
     "build_ssl_context",

@@ -69,7 +69,7 @@ from onfh_dlr.errors import (
     UnsupportedPixelDataError,
     WeightsError,
 )
-from onfh_dlr.settings import Destination, Settings, load_settings
+from onfh_dlr.settings import Destination, Settings, Transport, load_settings
 
 __all__ = [
     "AdmissionRulesError",
@@ -123,6 +123,7 @@ __all__ = [
     "StateDBError",
     "TooFewSlicesError",
     "TransientError",
+    "Transport",
     "UnevenSpacingError",
     "UnreadableFileError",
     "UnsafeBundleFileError",

@@ -30,9 +30,10 @@ ASSOCIATIONS = Counter(
 )
 INSTANCES = Counter(
     "instances_received",
-    "C-STORE requests answered by the listener, by outcome "
-    "(stored, duplicate, refused_bad_dataset, refused_out_of_resources, refused_other).",
-    ["outcome"],
+    "Instances answered by the listener, by transport (dimse: C-STORE, stow-rs: a STOW-RS "
+    "part) and outcome (stored, duplicate, refused_bad_dataset, refused_out_of_resources, "
+    "refused_other).",
+    ["transport", "outcome"],
     namespace=NAMESPACE,
 )
 SERIES_CLOSED = Counter(

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -24,25 +26,65 @@ from onfh_dlr.errors import ConfigurationError
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # DICOM AE: 16 chars, no backslash
 
 
-class Destination(BaseModel):
-    """A DICOM peer that results are sent to, written ``AE@host:port``."""
+class Transport(StrEnum):
+    """How DICOM objects move between the service and a peer."""
 
-    ae_title: str
+    DIMSE = "dimse"  # C-STORE over a DICOM association
+    STOW_RS = "stow-rs"  # DICOMweb STOW-RS over HTTP(S)
+
+
+class Destination(BaseModel):
+    """A peer that results are sent to.
+
+    Written ``AE@host:port`` (C-STORE) or ``stow+http://host:port/path`` /
+    ``stow+https://host/path`` (STOW-RS to ``<url>/studies``). The bearer token of STOW-RS
+    destinations is a separate setting (``dicomweb_destination_token``), never part of the
+    destination: destinations appear in logs, metrics and the state DB.
+    """
+
+    transport: Transport = Transport.DIMSE
+    ae_title: str = ""  # DIMSE only
     host: str
     port: int = Field(ge=1, le=65535)
+    url: str = ""  # STOW-RS only: the DICOMweb root, http(s)://host:port/path
 
     @classmethod
     def parse(cls, text: str) -> Destination:
-        """Parse ``AE@host:port``."""
-        match = re.fullmatch(r"\s*([^@]+)@([^:@]+):(\d+)\s*", text)
+        """Parse ``AE@host:port`` or ``stow+http(s)://host[:port][/path]``."""
+        text = text.strip()
+        if text.lower().startswith("stow+"):
+            return cls._parse_stow(text)
+        match = re.fullmatch(r"([^@]+)@([^:@]+):(\d+)", text)
         if match is None:
-            raise ValueError(f"destination {text!r} is not of the form AE@host:port")
+            raise ValueError(
+                f"destination {text!r} is not of the form AE@host:port or stow+http(s)://host/path"
+            )
         ae, host, port = match.groups()
         if not _AE_RE.match(ae.strip()):
             raise ValueError(f"destination AE title {ae!r} is not a valid DICOM AE title")
         return cls(ae_title=ae.strip(), host=host, port=int(port))
 
+    @classmethod
+    def _parse_stow(cls, text: str) -> Destination:
+        url = text[len("stow+") :]
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"destination {text!r}: stow+http://... or stow+https://... expected")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ValueError(
+                f"destination {text!r}: no credentials, query or fragment in a STOW-RS "
+                "destination (the token is dicomweb_destination_token)"
+            )
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as exc:
+            raise ValueError(f"destination {text!r}: {exc}") from None
+        root = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+        return cls(transport=Transport.STOW_RS, host=parts.hostname, port=port, url=root)
+
     def __str__(self) -> str:
+        if self.transport is Transport.STOW_RS:
+            return f"stow+{self.url}"
         return f"{self.ae_title}@{self.host}:{self.port}"
 
 
@@ -128,6 +170,12 @@ class Settings(BaseSettings):
     delivery_retries: int = Field(default=10, ge=0)
     delivery_backoff: float = Field(default=2.0, gt=0)
     delivery_backoff_max: float = Field(default=60.0, gt=0)
+    # DICOMweb: STOW-RS in on its own port (off without a token; TLS as DICOM TLS), and
+    # the bearer token sent to stow+http(s):// destinations.
+    dicomweb_port: int = Field(default=8180, ge=1, le=65535)
+    dicomweb_token: str | None = None
+    dicomweb_max_request: int = Field(default=512 * 1024 * 1024, ge=1024)  # bytes per request
+    dicomweb_destination_token: str | None = None
     log_level: str = "INFO"
     log_json: bool = False
 
@@ -237,6 +285,7 @@ __all__ = [
     "PATH_FIELDS",
     "Destination",
     "Settings",
+    "Transport",
     "absolute_database_url",
     "absolute_path",
     "load_settings",

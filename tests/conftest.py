@@ -17,8 +17,9 @@
 ``scale``
     The reliability suite's scale: reduced in CI, full by hand (``make reliability``).
     ``RELIABILITY_SCALE=full`` runs every fault at the size the issue states (20 worker
-    kills, 10,000 fuzz cases, a 60 s broker outage, a 5 minute destination outage);
-    without it each runs a reduced number of cases that keeps CI within its budget.
+    kills, 10,000 fuzz cases, 2,000 malformed STOW-RS requests, a 60 s broker outage, a 5
+    minute destination outage); without it each runs a reduced number of cases that keeps
+    CI within its budget.
 """
 
 from __future__ import annotations
@@ -77,10 +78,11 @@ class Scale:
     broker_outage_s: float
     destination_outage_s: float
     studies: int
+    fuzz_stow: int  # malformed STOW-RS requests (tests/reliability/test_fuzz_stow.py)
 
 
-FULL = Scale(True, 20, 10_000, 2_000, 60.0, 300.0, 6)
-REDUCED = Scale(False, 3, 1_000, 200, 12.0, 20.0, 3)
+FULL = Scale(True, 20, 10_000, 2_000, 60.0, 300.0, 6, 2_000)
+REDUCED = Scale(False, 3, 1_000, 200, 12.0, 20.0, 3, 300)
 
 
 @pytest.fixture(scope="session")

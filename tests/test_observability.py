@@ -122,7 +122,9 @@ def test_metrics_of_listener_and_worker_move_with_a_study(service: Service, phan
     def moved(before: dict, after: dict, name: str, **labels: str) -> float:  # type: ignore[type-arg]
         return value(after, name, **labels) - value(before, name, **labels)
 
-    assert moved(before_l, after_l, "onfh_instances_received_total", outcome="stored") == len(files)
+    assert moved(
+        before_l, after_l, "onfh_instances_received_total", transport="dimse", outcome="stored"
+    ) == len(files)
     assert moved(before_l, after_l, "onfh_associations_total", outcome="accepted") >= 1
     assert moved(before_l, after_l, "onfh_series_closed_total", trigger="release") == 1
     assert moved(before_l, after_l, "onfh_series_admitted_total") == 1

@@ -6,9 +6,9 @@ PyRadiomics nor highdicom.
 
 What lives here: scoring (``pipeline``), the SEG and SR (``seg_output``, ``sr_output``),
 jobs and delivery with retries (``jobs``, ``delivery``), the SCU (``scu``: C-STORE and
-C-ECHO), the Celery tasks and the worker process (``tasks``, ``main``). It imports the
-kernel ``onfh_dlr``, ``model_bundle`` and nothing else of the project (never
-``listener``); only ``onfh_dlr.cli`` and tests import it.
+C-ECHO), STOW-RS out (``stow``), the Celery tasks and the worker process (``tasks``,
+``main``). It imports the kernel ``onfh_dlr``, ``model_bundle`` and nothing else of the
+project (never ``listener``); only ``onfh_dlr.cli`` and tests import it.
 """
 
 from __future__ import annotations

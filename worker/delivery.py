@@ -1,4 +1,4 @@
-"""Sending results to a destination by C-STORE, and the retry schedule."""
+"""Sending results to a destination (C-STORE or STOW-RS), and the retry schedule."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from onfh_dlr.errors import DeliveryError
-from onfh_dlr.settings import Destination
+from onfh_dlr.settings import Destination, Transport
 from worker.scu import STORED_STATUSES, store_files
+from worker.stow import stow_files
 
 log = logging.getLogger(__name__)
 
@@ -23,17 +24,23 @@ def send_files(
     paths: Sequence[Path],
     *,
     calling_ae: str,
+    token: str | None = None,
     timeout: float = 30.0,
 ) -> None:
-    """C-STORE each file to ``destination`` in one association.
+    """Send every file to ``destination``: C-STORE in one association, or STOW-RS in one
+    request (with ``token`` as bearer token).
 
     Raises
     ------
     DeliveryError
-        The association failed or a store was not answered with a success or warning.
+        The association or request failed, or an object was not stored (a C-STORE
+        status other than success or warning; a STOW-RS failure reason).
     PermanentError
         A file to send cannot be read (a damaged outputs directory).
     """
+    if destination.transport is Transport.STOW_RS:
+        stow_files(destination.url, paths, token=token, timeout=timeout)
+        return
     statuses = store_files(
         paths,
         host=destination.host,

@@ -180,7 +180,12 @@ def deliver_job(ctx: WorkerContext, job_id: str) -> DeliveryRound:
             )
             continue
         try:
-            send_files(dest, [job.seg_out_path, job.sr_path], calling_ae=ctx.settings.ae_title)
+            send_files(
+                dest,
+                [job.seg_out_path, job.sr_path],
+                calling_ae=ctx.settings.ae_title,
+                token=ctx.settings.dicomweb_destination_token,
+            )
         except (DeliveryError, PermanentError) as exc:
             final = delivery.attempts + 1 > ctx.settings.delivery_retries or isinstance(
                 exc, PermanentError
