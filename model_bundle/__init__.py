@@ -19,10 +19,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS: dict[str, str] = {
-    "HeadFit": "autoseg",
-    "auto_rois": "autoseg",
-    "find_femoral_heads": "autoseg",
-    "head_mask": "autoseg",
+    "HeadFit": "imaging",
+    "auto_rois": "imaging",
+    "find_femoral_heads": "imaging",
+    "head_mask": "imaging",
     "FORMAT_VERSION": "bundle",
     "MANIFEST_NAME": "bundle",
     "MODEL_COMPONENTS": "bundle",
@@ -72,9 +72,9 @@ _EXPORTS: dict[str, str] = {
     "feature_names": "radiomics",
     "load_params": "radiomics",
     "read_params_text": "radiomics",
-    "HipROI": "roi",
-    "Side": "roi",
-    "rois_from_seg": "seg_roi",
+    "HipROI": "imaging",
+    "Side": "imaging",
+    "rois_from_seg": "imaging",
     "AUCResult": "evaluation",
     "CalibrationFit": "evaluation",
     "ConfusionCounts": "evaluation",
@@ -95,18 +95,6 @@ _EXPORTS: dict[str, str] = {
 }
 
 if TYPE_CHECKING:
-    from model_bundle.autoseg import (
-        HeadFit as HeadFit,
-    )
-    from model_bundle.autoseg import (
-        auto_rois as auto_rois,
-    )
-    from model_bundle.autoseg import (
-        find_femoral_heads as find_femoral_heads,
-    )
-    from model_bundle.autoseg import (
-        head_mask as head_mask,
-    )
     from model_bundle.bundle import (
         FORMAT_VERSION as FORMAT_VERSION,
     )
@@ -264,10 +252,28 @@ if TYPE_CHECKING:
         MR_IMAGE_SOP_CLASSES as MR_IMAGE_SOP_CLASSES,
     )
     from model_bundle.imaging import (
+        HeadFit as HeadFit,
+    )
+    from model_bundle.imaging import (
+        HipROI as HipROI,
+    )
+    from model_bundle.imaging import (
         Interpolator as Interpolator,
     )
     from model_bundle.imaging import (
         LoadedSeries as LoadedSeries,
+    )
+    from model_bundle.imaging import (
+        Side as Side,
+    )
+    from model_bundle.imaging import (
+        auto_rois as auto_rois,
+    )
+    from model_bundle.imaging import (
+        find_femoral_heads as find_femoral_heads,
+    )
+    from model_bundle.imaging import (
+        head_mask as head_mask,
     )
     from model_bundle.imaging import (
         load_series as load_series,
@@ -277,6 +283,9 @@ if TYPE_CHECKING:
     )
     from model_bundle.imaging import (
         resample_labels as resample_labels,
+    )
+    from model_bundle.imaging import (
+        rois_from_seg as rois_from_seg,
     )
     from model_bundle.imaging import (
         zscore as zscore,
@@ -295,15 +304,6 @@ if TYPE_CHECKING:
     )
     from model_bundle.radiomics import (
         read_params_text as read_params_text,
-    )
-    from model_bundle.roi import (
-        HipROI as HipROI,
-    )
-    from model_bundle.roi import (
-        Side as Side,
-    )
-    from model_bundle.seg_roi import (
-        rois_from_seg as rois_from_seg,
     )
     from model_bundle.training import (
         FineTuneConfig as FineTuneConfig,

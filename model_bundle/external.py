@@ -22,8 +22,7 @@ from numpy.typing import NDArray
 
 from model_bundle.evaluation import evaluate_split
 from model_bundle.features import SeriesJob, per_hip, run_cohort
-from model_bundle.roi import HipROI, Side
-from model_bundle.series import LoadedSeries
+from model_bundle.imaging import HipROI, LoadedSeries, Side
 from model_bundle.serving import BundleModel, ModelName
 from model_bundle.training import MODEL_KEYS
 

@@ -31,13 +31,19 @@ from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 from torch import nn
 
-from model_bundle.autoseg import auto_rois
 from model_bundle.deep import DEEP_FEATURE_NAMES, build_resnet18, deep_features, deep_input
-from model_bundle.preprocess import resample_isotropic, resample_labels, zscore
+from model_bundle.imaging import (
+    HipROI,
+    LoadedSeries,
+    Side,
+    auto_rois,
+    load_series,
+    resample_isotropic,
+    resample_labels,
+    rois_from_seg,
+    zscore,
+)
 from model_bundle.radiomics import FEATURE_NAMES, extract_radiomics, load_params
-from model_bundle.roi import HipROI, Side
-from model_bundle.seg_roi import rois_from_seg
-from model_bundle.series import LoadedSeries, load_series
 from onfh_dlr.errors import ConfigurationError, OnfhError, SegmentationError
 from onfh_dlr.pools import process_pool
 

@@ -49,7 +49,7 @@ class SegmentationError(PermanentError):
     """A region of interest cannot be found or read."""
 
 
-# --- Series loading (model_bundle.series): one class per reason a series is refused,
+# --- Series loading (model_bundle.imaging.series): one class per reason a series is refused,
 # so the listener and the worker can record *why* without parsing messages.
 
 
@@ -121,7 +121,7 @@ class ConstantImageError(SeriesError):
     """The intensities to normalise have zero (or no) variance."""
 
 
-# --- SEG reading (model_bundle.seg_roi): one class per reason a DICOM-SEG is not used.
+# --- SEG reading (model_bundle.imaging.seg_roi): one class per reason a DICOM-SEG is not used.
 
 
 class NotASegmentationError(SegmentationError):

@@ -28,8 +28,7 @@ from model_bundle.deep import (
     deep_input,
     save_backbone,
 )
-from model_bundle.preprocess import resample_isotropic, resample_labels, zscore
-from model_bundle.series import load_series
+from model_bundle.imaging import load_series, resample_isotropic, resample_labels, zscore
 from onfh_dlr.errors import PermanentError, SegmentationError, WeightsError
 from phantom.case import PhantomStudy
 from phantom.dicom_writer import write_series

@@ -18,7 +18,7 @@ from model_bundle import (
     run_series_job,
     series_job,
 )
-from model_bundle.roi import Side
+from model_bundle.imaging import Side
 from onfh_dlr.cli import app
 from phantom.cohort import generate_cohort
 

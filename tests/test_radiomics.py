@@ -21,7 +21,7 @@ import pytest
 import SimpleITK as sitk
 from radiomics import featureextractor
 
-from model_bundle.preprocess import resample_isotropic, resample_labels
+from model_bundle.imaging import load_series, resample_isotropic, resample_labels
 from model_bundle.radiomics import (
     FEATURE_NAMES,
     extract_radiomics,
@@ -29,7 +29,6 @@ from model_bundle.radiomics import (
     load_params,
     read_params_text,
 )
-from model_bundle.series import load_series
 from onfh_dlr.errors import ConfigurationError, FeatureError, SegmentationError
 from phantom.dicom_writer import write_series
 from phantom.generator import generate_study

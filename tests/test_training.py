@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from model_bundle.bundle import load_bundle, verify_bundle
 from model_bundle.features import read_cohort, series_job, series_rois
-from model_bundle.series import load_series
+from model_bundle.imaging import load_series
 from model_bundle.serving import BundleModel, ModelName
 from onfh_dlr.cli import app
 from onfh_dlr.errors import BundleError
