@@ -39,14 +39,14 @@ _EXPORTS: dict[str, str] = {
     "write_bundle": "bundle",
     "HipSample": "dataset",
     "build_dataset": "dataset",
-    "DEEP_FEATURE_DIM": "deep",
-    "DEEP_FEATURE_NAMES": "deep",
-    "DeepCrop": "deep",
-    "build_resnet18": "deep",
-    "deep_crop": "deep",
-    "deep_features": "deep",
-    "deep_input": "deep",
-    "save_backbone": "deep",
+    "DEEP_FEATURE_DIM": "features",
+    "DEEP_FEATURE_NAMES": "features",
+    "DeepCrop": "features",
+    "build_resnet18": "features",
+    "deep_crop": "features",
+    "deep_features": "features",
+    "deep_input": "features",
+    "save_backbone": "features",
     "FeatureSpec": "features",
     "HipRow": "features",
     "SeriesJob": "features",
@@ -67,11 +67,11 @@ _EXPORTS: dict[str, str] = {
     "resample_isotropic": "imaging",
     "resample_labels": "imaging",
     "zscore": "imaging",
-    "FEATURE_NAMES": "radiomics",
-    "extract_radiomics": "radiomics",
-    "feature_names": "radiomics",
-    "load_params": "radiomics",
-    "read_params_text": "radiomics",
+    "FEATURE_NAMES": "features",
+    "extract_radiomics": "features",
+    "feature_names": "features",
+    "load_params": "features",
+    "read_params_text": "features",
     "HipROI": "imaging",
     "Side": "imaging",
     "rois_from_seg": "imaging",
@@ -143,30 +143,6 @@ if TYPE_CHECKING:
     from model_bundle.dataset import (
         build_dataset as build_dataset,
     )
-    from model_bundle.deep import (
-        DEEP_FEATURE_DIM as DEEP_FEATURE_DIM,
-    )
-    from model_bundle.deep import (
-        DEEP_FEATURE_NAMES as DEEP_FEATURE_NAMES,
-    )
-    from model_bundle.deep import (
-        DeepCrop as DeepCrop,
-    )
-    from model_bundle.deep import (
-        build_resnet18 as build_resnet18,
-    )
-    from model_bundle.deep import (
-        deep_crop as deep_crop,
-    )
-    from model_bundle.deep import (
-        deep_features as deep_features,
-    )
-    from model_bundle.deep import (
-        deep_input as deep_input,
-    )
-    from model_bundle.deep import (
-        save_backbone as save_backbone,
-    )
     from model_bundle.evaluation import (
         AUCResult as AUCResult,
     )
@@ -219,6 +195,18 @@ if TYPE_CHECKING:
         youden_threshold as youden_threshold,
     )
     from model_bundle.features import (
+        DEEP_FEATURE_DIM as DEEP_FEATURE_DIM,
+    )
+    from model_bundle.features import (
+        DEEP_FEATURE_NAMES as DEEP_FEATURE_NAMES,
+    )
+    from model_bundle.features import (
+        FEATURE_NAMES as FEATURE_NAMES,
+    )
+    from model_bundle.features import (
+        DeepCrop as DeepCrop,
+    )
+    from model_bundle.features import (
         FeatureSpec as FeatureSpec,
     )
     from model_bundle.features import (
@@ -228,16 +216,43 @@ if TYPE_CHECKING:
         SeriesJob as SeriesJob,
     )
     from model_bundle.features import (
+        build_resnet18 as build_resnet18,
+    )
+    from model_bundle.features import (
         cohort_features as cohort_features,
+    )
+    from model_bundle.features import (
+        deep_crop as deep_crop,
+    )
+    from model_bundle.features import (
+        deep_features as deep_features,
+    )
+    from model_bundle.features import (
+        deep_input as deep_input,
+    )
+    from model_bundle.features import (
+        extract_radiomics as extract_radiomics,
+    )
+    from model_bundle.features import (
+        feature_names as feature_names,
     )
     from model_bundle.features import (
         hip_features as hip_features,
     )
     from model_bundle.features import (
+        load_params as load_params,
+    )
+    from model_bundle.features import (
         read_cohort as read_cohort,
     )
     from model_bundle.features import (
+        read_params_text as read_params_text,
+    )
+    from model_bundle.features import (
         run_series_job as run_series_job,
+    )
+    from model_bundle.features import (
+        save_backbone as save_backbone,
     )
     from model_bundle.features import (
         series_job as series_job,
@@ -289,21 +304,6 @@ if TYPE_CHECKING:
     )
     from model_bundle.imaging import (
         zscore as zscore,
-    )
-    from model_bundle.radiomics import (
-        FEATURE_NAMES as FEATURE_NAMES,
-    )
-    from model_bundle.radiomics import (
-        extract_radiomics as extract_radiomics,
-    )
-    from model_bundle.radiomics import (
-        feature_names as feature_names,
-    )
-    from model_bundle.radiomics import (
-        load_params as load_params,
-    )
-    from model_bundle.radiomics import (
-        read_params_text as read_params_text,
     )
     from model_bundle.training import (
         FineTuneConfig as FineTuneConfig,

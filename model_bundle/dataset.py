@@ -24,9 +24,16 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from model_bundle.features import SeriesJob, hip_inputs, per_hip, run_cohort, series_rois
+from model_bundle.features import (
+    SeriesJob,
+    feature_names,
+    hip_inputs,
+    load_params,
+    per_hip,
+    run_cohort,
+    series_rois,
+)
 from model_bundle.imaging import HipROI, LoadedSeries, Side, lesion_rois_from_seg
-from model_bundle.radiomics import feature_names, load_params
 from onfh_dlr.errors import SegmentationError
 
 F32 = NDArray[np.float32]

@@ -144,14 +144,14 @@ class FemoralHeadNotFoundError(SegmentationError):
     """The SEG holds no (non-empty) femoral-head segment of either side."""
 
 
-# --- Features (model_bundle.radiomics).
+# --- Features (model_bundle.features.radiomics).
 
 
 class FeatureError(PermanentError):
     """Features cannot be computed for an image and ROI, or a feature name is unknown."""
 
 
-# --- Network weights (model_bundle.deep).
+# --- Network weights (model_bundle.features.deep).
 
 
 class WeightsError(PermanentError):

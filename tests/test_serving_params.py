@@ -20,9 +20,15 @@ import yaml
 
 from model_bundle.bundle import Bundle, load_bundle, write_bundle
 from model_bundle.dataset import build_dataset
-from model_bundle.features import Preprocessing, read_cohort, series_rois
+from model_bundle.features import (
+    Preprocessing,
+    extract_radiomics,
+    load_params,
+    read_cohort,
+    read_params_text,
+    series_rois,
+)
 from model_bundle.imaging import load_series
-from model_bundle.radiomics import extract_radiomics, load_params, read_params_text
 from model_bundle.serving import BundleModel, ModelName
 from model_bundle.training import TrainConfig, publish, train_models
 from onfh_dlr.errors import ConfigurationError

@@ -19,11 +19,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model_bundle.bundle import Bundle, canonical_json, write_bundle
-from model_bundle.deep import save_backbone
 from model_bundle.evaluation import auc_entry, evaluate_split
-from model_bundle.features import HIP_MARGIN
+from model_bundle.features import HIP_MARGIN, read_params_text, save_backbone
 from model_bundle.models import to_json
-from model_bundle.radiomics import read_params_text
 from model_bundle.training.fit import MODEL_KEYS, TrainingResult, TrainProbabilities
 
 F64 = NDArray[np.float64]

@@ -122,6 +122,7 @@ def features(
 ) -> None:
     """Compute per-hip radiomics and deep features (one row per hip; failures keep a reason)."""
     from model_bundle.features import (
+        FEATURE_NAMES,
         FeatureSpec,
         HipRow,
         cohort_features,
@@ -129,7 +130,6 @@ def features(
         series_job,
         write_feature_table,
     )
-    from model_bundle.radiomics import FEATURE_NAMES
 
     names = None
     if feature_list is not None:
