@@ -7,7 +7,7 @@ parameter file and preprocessing parameters: the selective radiomics run (only t
 features the bundle's models selected) and the bundle's own ResNet18 weights, PCA,
 selectors and classifiers.
 
-Imported by :mod:`model_bundle.external`, ``worker`` and ``onfh_dlr.cli``.
+Imported through :mod:`model_bundle.serving`.
 """
 
 from __future__ import annotations
