@@ -37,8 +37,8 @@ _EXPORTS: dict[str, str] = {
     "load_bundle": "bundle",
     "verify_bundle": "bundle",
     "write_bundle": "bundle",
-    "HipSample": "dataset",
-    "build_dataset": "dataset",
+    "HipSample": "training",
+    "build_dataset": "training",
     "DEEP_FEATURE_DIM": "features",
     "DEEP_FEATURE_NAMES": "features",
     "DeepCrop": "features",
@@ -136,12 +136,6 @@ if TYPE_CHECKING:
     )
     from model_bundle.bundle import (
         write_bundle as write_bundle,
-    )
-    from model_bundle.dataset import (
-        HipSample as HipSample,
-    )
-    from model_bundle.dataset import (
-        build_dataset as build_dataset,
     )
     from model_bundle.evaluation import (
         AUCResult as AUCResult,
@@ -310,6 +304,12 @@ if TYPE_CHECKING:
     )
     from model_bundle.training import (
         FineTuneResult as FineTuneResult,
+    )
+    from model_bundle.training import (
+        HipSample as HipSample,
+    )
+    from model_bundle.training import (
+        build_dataset as build_dataset,
     )
     from model_bundle.training import (
         fine_tune as fine_tune,

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_bundle.dataset import build_dataset, cache_key
 from model_bundle.features import load_params, read_cohort
+from model_bundle.training import build_dataset, cache_key
 from phantom.cohort import generate_cohort
 
 
@@ -67,8 +67,8 @@ def test_a_hip_that_cannot_be_used_keeps_its_reason(tmp_path: Path) -> None:
 
 
 def test_the_lesion_protocol_gives_onfh_hips_their_lesion_roi(cohort: Path) -> None:
-    from model_bundle.dataset import extract_job
     from model_bundle.features import FEATURE_NAMES
+    from model_bundle.training import extract_job
 
     params = load_params()
     volume = FEATURE_NAMES.index("original_shape_VoxelVolume")

@@ -19,7 +19,6 @@ import pytest
 import yaml
 
 from model_bundle.bundle import Bundle, load_bundle, write_bundle
-from model_bundle.dataset import build_dataset
 from model_bundle.features import (
     Preprocessing,
     extract_radiomics,
@@ -30,7 +29,7 @@ from model_bundle.features import (
 )
 from model_bundle.imaging import load_series
 from model_bundle.serving import BundleModel, ModelName
-from model_bundle.training import TrainConfig, publish, train_models
+from model_bundle.training import TrainConfig, build_dataset, publish, train_models
 from onfh_dlr.errors import ConfigurationError
 from phantom.cohort import generate_cohort
 

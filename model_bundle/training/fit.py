@@ -30,7 +30,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn.decomposition import PCA
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from model_bundle.dataset import HipSample
 from model_bundle.evaluation import youden_threshold
 from model_bundle.features import FEATURE_NAMES, build_resnet18, deep_features
 from model_bundle.models import (
@@ -41,6 +40,7 @@ from model_bundle.models import (
     make_classifier,
     positive_probability,
 )
+from model_bundle.training.dataset import HipSample
 from model_bundle.training.finetune import FineTuneConfig, FineTuneResult, fine_tune
 from onfh_dlr.errors import ClassifierError, ConfigurationError
 

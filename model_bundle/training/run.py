@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 
 from model_bundle.bundle import Bundle
-from model_bundle.dataset import HipSample, build_dataset
 from model_bundle.features import SeriesJob, read_cohort
+from model_bundle.training.dataset import HipSample, build_dataset
 from model_bundle.training.fit import TrainConfig, TrainingResult, shape_leak, train_models
 from model_bundle.training.publishing import publish
 from onfh_dlr.errors import ConfigurationError

@@ -367,7 +367,7 @@ def evaluate(
 ) -> None:
     """Score a labelled cohort with a bundle at its fixed thresholds and report the metrics."""
     from model_bundle.bundle import load_bundle
-    from model_bundle.external import cohort_metrics, score_cohort
+    from model_bundle.evaluation import cohort_metrics, score_cohort
     from model_bundle.features import read_cohort
     from model_bundle.reporting import render_evaluation_report
     from model_bundle.training import PREDICTION_COLUMNS, csv_bytes, dump_json
