@@ -1,11 +1,15 @@
 """The DLR model core: imaging, ROI, features, selection, classifiers and the bundle.
 
-How the model is made and used, by subpackage: ``models`` (feature selection, PCA, the
-classifiers and their JSON codec), ``evaluation`` (the statistics and the metrics of a
-split), ``training`` (fine-tuning, fitting, publishing, a whole training run),
-``reporting`` (the training and evaluation reports, the model card) and ``bundle`` (the
-bundle format: manifest, verification, reading, atomic writing). Each subpackage's
-``__init__`` re-exports its public names; import from the subpackage, not its modules.
+How the model is made and used, by subpackage: ``imaging`` (series loading, resampling
+and normalisation, the per-hip ROI, ROIs from a DICOM-SEG, auto-segmentation),
+``features`` (radiomics, deep features, the per-hip feature path, cohorts, the feature
+table), ``models`` (feature selection, PCA, the classifiers and their JSON codec),
+``evaluation`` (the statistics, the metrics of a split, scoring a labelled cohort),
+``training`` (the cached dataset, fine-tuning, fitting, publishing, a whole training
+run), ``serving`` (scoring hips with a verified bundle), ``reporting`` (the training and
+evaluation reports, the model card) and ``bundle`` (the bundle format: manifest,
+verification, reading, atomic writing). Each subpackage's ``__init__`` re-exports its
+public names; import from the subpackage, not its modules.
 
 Public names are re-exported here too but imported on first use (PEP 562): ``import
 model_bundle`` stays cheap, and a process that only verifies a bundle or reads a SEG
