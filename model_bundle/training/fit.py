@@ -61,6 +61,9 @@ class TrainConfig(BaseModel):
     learning_rate: float = Field(default=0.001, gt=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
     pretrained: Path | None = None  # a local torchvision ImageNet ResNet18 checkpoint
+    # The PyRadiomics parameter file the features are computed with (None: the packaged
+    # one); the bundle carries this very file, so serving computes the same features.
+    radiomics_params: Path | None = None
     pca_variance: float = Field(default=0.95, gt=0, le=1)
     pca_max_components: int = Field(default=64, ge=1)
     p_threshold: float = Field(default=0.05, gt=0, le=1)

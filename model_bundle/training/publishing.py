@@ -163,7 +163,14 @@ def publish(
     deployed = config.deployed_model
     metrics = training_metrics(result)
     device_uid = str(generate_uid())
-    files: dict[str, bytes | Path] = {"radiomics_params.yaml": read_params_text().encode("utf-8")}
+    # The parameter file the features were computed with, byte for byte: serving reads
+    # its parameters from the bundle, so it computes the features training used.
+    params = (
+        config.radiomics_params.read_bytes()
+        if config.radiomics_params is not None
+        else read_params_text().encode("utf-8")
+    )
+    files: dict[str, bytes | Path] = {"radiomics_params.yaml": params}
     files["preprocessing.json"] = canonical_json(
         {
             "roi": "whole femoral head of every hip (DICOM-SEG, else auto-segmentation)",

@@ -243,6 +243,17 @@ def train(
             "--pretrained", help="Local torchvision ImageNet ResNet18 checkpoint.", exists=True
         ),
     ] = None,
+    radiomics_params: Annotated[
+        Path | None,
+        typer.Option(
+            "--radiomics-params",
+            help="PyRadiomics parameter file for the features (default: the packaged one); "
+            "the bundle carries it.",
+            exists=True,
+            dir_okay=False,
+            resolve_path=True,
+        ),
+    ] = None,
     cache: Annotated[
         Path | None, typer.Option("--cache", help="Feature cache directory (default: OUT.cache).")
     ] = None,
@@ -285,7 +296,7 @@ def train(
         plan = plan_training(
             cohort,
             out,
-            config=read_train_config(config, pretrained),
+            config=read_train_config(config, pretrained, radiomics_params),
             cache=cache,
             roi_protocol=RoiProtocol(roi),
         )
