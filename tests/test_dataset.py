@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from service_harness import CohortMaker
 
 from model_bundle.features import load_params, read_cohort
 from model_bundle.training import build_dataset, cache_key
-from phantom.cohort import generate_cohort
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate_cohort(tmp_path_factory.mktemp("ds"), cases=2, seed=43, onfh_fraction=0.5)
+def cohort(tmp_path_factory: pytest.TempPathFactory, phantom_cohort: CohortMaker) -> Path:
+    # A copy: the shared cohort is read-only, and a test here touches a mask's mtime.
+    out = tmp_path_factory.mktemp("ds") / "cohort"
+    shutil.copytree(phantom_cohort(2, 43).root, out)
+    return out / "cohort.csv"
 
 
 def test_dataset_is_extracted_once_then_read_from_the_cache(cohort: Path, tmp_path: Path) -> None:

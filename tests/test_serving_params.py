@@ -12,6 +12,7 @@ import csv
 from pathlib import Path
 
 import pytest
+from service_harness import CohortMaker
 
 from model_bundle.bundle import load_bundle
 from model_bundle.features import (
@@ -26,16 +27,17 @@ from model_bundle.imaging import load_series
 from model_bundle.serving import BundleModel, ModelName
 from model_bundle.training import plan_training, read_train_config, run_training
 from onfh_dlr.errors import ConfigurationError
-from phantom.cohort import generate_cohort
 
 TRAIN_YAML = "epochs: 2\nbatch_size: 8\nlasso_folds: 3\ncv_folds: 3\nthreads: 1\nseed: 3\n"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+def trained(
+    tmp_path_factory: pytest.TempPathFactory, phantom_cohort: CohortMaker
+) -> tuple[Path, Path, Path]:
     """(cohort CSV, bundle, parameter file) trained on binWidth-20 radiomics of 12 patients."""
     root = tmp_path_factory.mktemp("params")
-    cohort = generate_cohort(root / "cohort", cases=12, seed=61, onfh_fraction=0.5, workers=2)
+    cohort = phantom_cohort(12, 61).csv  # the cohort test_training trains on
     text = read_params_text()
     assert text.count("\n  binWidth: 10\n") == 1
     custom = root / "binwidth20.yaml"
