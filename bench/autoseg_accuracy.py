@@ -19,9 +19,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from model_bundle.autoseg import find_femoral_heads, head_mask
-from model_bundle.roi import Side
-from model_bundle.series import load_series
+from model_bundle.imaging import Side, find_femoral_heads, head_mask, load_series
 from onfh_dlr.errors import FemoralHeadNotFoundError
 from phantom.case import HipTruth, PhantomStudy
 from phantom.cohort import assign_hips

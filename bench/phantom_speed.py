@@ -4,7 +4,7 @@ Run: ``.venv/bin/python bench/phantom_speed.py [--cases N] [--sites NAME,...] [-
 Prints per-case times of rendering (``generate_study``) and of writing the DICOM series
 and SEG, for the default generator and for each named site profile (``all``: every
 profile in :data:`phantom.sites.SITES`). With ``--autoseg``, also reloads each series
-and runs the service's auto-segmenter (``model_bundle.autoseg.auto_rois``): hips found
+and runs the service's auto-segmenter (``model_bundle.imaging.autoseg.auto_rois``): hips found
 per site, with Dice against the truth of the heads it found.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 from numpy.typing import NDArray
 
-from model_bundle.roi import Side
+from model_bundle.imaging import Side
 from phantom.cohort import assign_hips
 from phantom.dicom_writer import write_segmentation, write_series
 from phantom.generator import generate_study
@@ -43,8 +43,7 @@ class SiteRun:
 
 def _autoseg(run: SiteRun, folder: Path, study_segments: dict[Side, NDArray[np.bool_]]) -> None:
     # Imported here: the speed bench must run without the model package's extras.
-    from model_bundle.autoseg import auto_rois
-    from model_bundle.series import load_series
+    from model_bundle.imaging import auto_rois, load_series
     from onfh_dlr.errors import FemoralHeadNotFoundError
 
     run.hips += 2

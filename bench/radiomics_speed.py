@@ -20,8 +20,8 @@ import numpy as np
 import SimpleITK as sitk
 from numpy.typing import NDArray
 
-from model_bundle.radiomics import FEATURE_NAMES, extract_radiomics
-from model_bundle.series import load_series
+from model_bundle.features import FEATURE_NAMES, extract_radiomics
+from model_bundle.imaging import load_series
 from phantom.case import PhantomStudy
 from phantom.dicom_writer import write_series
 from phantom.generator import generate_study

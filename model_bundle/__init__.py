@@ -1,11 +1,15 @@
 """The DLR model core: imaging, ROI, features, selection, classifiers and the bundle.
 
-How the model is made and used, by subpackage: ``models`` (feature selection, PCA, the
-classifiers and their JSON codec), ``evaluation`` (the statistics and the metrics of a
-split), ``training`` (fine-tuning, fitting, publishing, a whole training run),
-``reporting`` (the training and evaluation reports, the model card) and ``bundle`` (the
-bundle format: manifest, verification, reading, atomic writing). Each subpackage's
-``__init__`` re-exports its public names; import from the subpackage, not its modules.
+How the model is made and used, by subpackage: ``imaging`` (series loading, resampling
+and normalisation, the per-hip ROI, ROIs from a DICOM-SEG, auto-segmentation),
+``features`` (radiomics, deep features, the per-hip feature path, cohorts, the feature
+table), ``models`` (feature selection, PCA, the classifiers and their JSON codec),
+``evaluation`` (the statistics, the metrics of a split, scoring a labelled cohort),
+``training`` (the cached dataset, fine-tuning, fitting, publishing, a whole training
+run), ``serving`` (scoring hips with a verified bundle), ``reporting`` (the training and
+evaluation reports, the model card) and ``bundle`` (the bundle format: manifest,
+verification, reading, atomic writing). Each subpackage's ``__init__`` re-exports its
+public names; import from the subpackage, not its modules.
 
 Public names are re-exported here too but imported on first use (PEP 562): ``import
 model_bundle`` stays cheap, and a process that only verifies a bundle or reads a SEG
@@ -19,10 +23,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS: dict[str, str] = {
-    "HeadFit": "autoseg",
-    "auto_rois": "autoseg",
-    "find_femoral_heads": "autoseg",
-    "head_mask": "autoseg",
+    "HeadFit": "imaging",
+    "auto_rois": "imaging",
+    "find_femoral_heads": "imaging",
+    "head_mask": "imaging",
     "FORMAT_VERSION": "bundle",
     "MANIFEST_NAME": "bundle",
     "MODEL_COMPONENTS": "bundle",
@@ -37,16 +41,16 @@ _EXPORTS: dict[str, str] = {
     "load_bundle": "bundle",
     "verify_bundle": "bundle",
     "write_bundle": "bundle",
-    "HipSample": "dataset",
-    "build_dataset": "dataset",
-    "DEEP_FEATURE_DIM": "deep",
-    "DEEP_FEATURE_NAMES": "deep",
-    "DeepCrop": "deep",
-    "build_resnet18": "deep",
-    "deep_crop": "deep",
-    "deep_features": "deep",
-    "deep_input": "deep",
-    "save_backbone": "deep",
+    "HipSample": "training",
+    "build_dataset": "training",
+    "DEEP_FEATURE_DIM": "features",
+    "DEEP_FEATURE_NAMES": "features",
+    "DeepCrop": "features",
+    "build_resnet18": "features",
+    "deep_crop": "features",
+    "deep_features": "features",
+    "deep_input": "features",
+    "save_backbone": "features",
     "FeatureSpec": "features",
     "HipRow": "features",
     "SeriesJob": "features",
@@ -67,14 +71,14 @@ _EXPORTS: dict[str, str] = {
     "resample_isotropic": "imaging",
     "resample_labels": "imaging",
     "zscore": "imaging",
-    "FEATURE_NAMES": "radiomics",
-    "extract_radiomics": "radiomics",
-    "feature_names": "radiomics",
-    "load_params": "radiomics",
-    "read_params_text": "radiomics",
-    "HipROI": "roi",
-    "Side": "roi",
-    "rois_from_seg": "seg_roi",
+    "FEATURE_NAMES": "features",
+    "extract_radiomics": "features",
+    "feature_names": "features",
+    "load_params": "features",
+    "read_params_text": "features",
+    "HipROI": "imaging",
+    "Side": "imaging",
+    "rois_from_seg": "imaging",
     "AUCResult": "evaluation",
     "CalibrationFit": "evaluation",
     "ConfusionCounts": "evaluation",
@@ -95,18 +99,6 @@ _EXPORTS: dict[str, str] = {
 }
 
 if TYPE_CHECKING:
-    from model_bundle.autoseg import (
-        HeadFit as HeadFit,
-    )
-    from model_bundle.autoseg import (
-        auto_rois as auto_rois,
-    )
-    from model_bundle.autoseg import (
-        find_femoral_heads as find_femoral_heads,
-    )
-    from model_bundle.autoseg import (
-        head_mask as head_mask,
-    )
     from model_bundle.bundle import (
         FORMAT_VERSION as FORMAT_VERSION,
     )
@@ -148,36 +140,6 @@ if TYPE_CHECKING:
     )
     from model_bundle.bundle import (
         write_bundle as write_bundle,
-    )
-    from model_bundle.dataset import (
-        HipSample as HipSample,
-    )
-    from model_bundle.dataset import (
-        build_dataset as build_dataset,
-    )
-    from model_bundle.deep import (
-        DEEP_FEATURE_DIM as DEEP_FEATURE_DIM,
-    )
-    from model_bundle.deep import (
-        DEEP_FEATURE_NAMES as DEEP_FEATURE_NAMES,
-    )
-    from model_bundle.deep import (
-        DeepCrop as DeepCrop,
-    )
-    from model_bundle.deep import (
-        build_resnet18 as build_resnet18,
-    )
-    from model_bundle.deep import (
-        deep_crop as deep_crop,
-    )
-    from model_bundle.deep import (
-        deep_features as deep_features,
-    )
-    from model_bundle.deep import (
-        deep_input as deep_input,
-    )
-    from model_bundle.deep import (
-        save_backbone as save_backbone,
     )
     from model_bundle.evaluation import (
         AUCResult as AUCResult,
@@ -231,6 +193,18 @@ if TYPE_CHECKING:
         youden_threshold as youden_threshold,
     )
     from model_bundle.features import (
+        DEEP_FEATURE_DIM as DEEP_FEATURE_DIM,
+    )
+    from model_bundle.features import (
+        DEEP_FEATURE_NAMES as DEEP_FEATURE_NAMES,
+    )
+    from model_bundle.features import (
+        FEATURE_NAMES as FEATURE_NAMES,
+    )
+    from model_bundle.features import (
+        DeepCrop as DeepCrop,
+    )
+    from model_bundle.features import (
         FeatureSpec as FeatureSpec,
     )
     from model_bundle.features import (
@@ -240,16 +214,43 @@ if TYPE_CHECKING:
         SeriesJob as SeriesJob,
     )
     from model_bundle.features import (
+        build_resnet18 as build_resnet18,
+    )
+    from model_bundle.features import (
         cohort_features as cohort_features,
+    )
+    from model_bundle.features import (
+        deep_crop as deep_crop,
+    )
+    from model_bundle.features import (
+        deep_features as deep_features,
+    )
+    from model_bundle.features import (
+        deep_input as deep_input,
+    )
+    from model_bundle.features import (
+        extract_radiomics as extract_radiomics,
+    )
+    from model_bundle.features import (
+        feature_names as feature_names,
     )
     from model_bundle.features import (
         hip_features as hip_features,
     )
     from model_bundle.features import (
+        load_params as load_params,
+    )
+    from model_bundle.features import (
         read_cohort as read_cohort,
     )
     from model_bundle.features import (
+        read_params_text as read_params_text,
+    )
+    from model_bundle.features import (
         run_series_job as run_series_job,
+    )
+    from model_bundle.features import (
+        save_backbone as save_backbone,
     )
     from model_bundle.features import (
         series_job as series_job,
@@ -264,10 +265,28 @@ if TYPE_CHECKING:
         MR_IMAGE_SOP_CLASSES as MR_IMAGE_SOP_CLASSES,
     )
     from model_bundle.imaging import (
+        HeadFit as HeadFit,
+    )
+    from model_bundle.imaging import (
+        HipROI as HipROI,
+    )
+    from model_bundle.imaging import (
         Interpolator as Interpolator,
     )
     from model_bundle.imaging import (
         LoadedSeries as LoadedSeries,
+    )
+    from model_bundle.imaging import (
+        Side as Side,
+    )
+    from model_bundle.imaging import (
+        auto_rois as auto_rois,
+    )
+    from model_bundle.imaging import (
+        find_femoral_heads as find_femoral_heads,
+    )
+    from model_bundle.imaging import (
+        head_mask as head_mask,
     )
     from model_bundle.imaging import (
         load_series as load_series,
@@ -279,37 +298,22 @@ if TYPE_CHECKING:
         resample_labels as resample_labels,
     )
     from model_bundle.imaging import (
-        zscore as zscore,
-    )
-    from model_bundle.radiomics import (
-        FEATURE_NAMES as FEATURE_NAMES,
-    )
-    from model_bundle.radiomics import (
-        extract_radiomics as extract_radiomics,
-    )
-    from model_bundle.radiomics import (
-        feature_names as feature_names,
-    )
-    from model_bundle.radiomics import (
-        load_params as load_params,
-    )
-    from model_bundle.radiomics import (
-        read_params_text as read_params_text,
-    )
-    from model_bundle.roi import (
-        HipROI as HipROI,
-    )
-    from model_bundle.roi import (
-        Side as Side,
-    )
-    from model_bundle.seg_roi import (
         rois_from_seg as rois_from_seg,
+    )
+    from model_bundle.imaging import (
+        zscore as zscore,
     )
     from model_bundle.training import (
         FineTuneConfig as FineTuneConfig,
     )
     from model_bundle.training import (
         FineTuneResult as FineTuneResult,
+    )
+    from model_bundle.training import (
+        HipSample as HipSample,
+    )
+    from model_bundle.training import (
+        build_dataset as build_dataset,
     )
     from model_bundle.training import (
         fine_tune as fine_tune,

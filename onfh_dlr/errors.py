@@ -49,7 +49,7 @@ class SegmentationError(PermanentError):
     """A region of interest cannot be found or read."""
 
 
-# --- Series loading (model_bundle.series): one class per reason a series is refused,
+# --- Series loading (model_bundle.imaging.series): one class per reason a series is refused,
 # so the listener and the worker can record *why* without parsing messages.
 
 
@@ -121,7 +121,7 @@ class ConstantImageError(SeriesError):
     """The intensities to normalise have zero (or no) variance."""
 
 
-# --- SEG reading (model_bundle.seg_roi): one class per reason a DICOM-SEG is not used.
+# --- SEG reading (model_bundle.imaging.seg_roi): one class per reason a DICOM-SEG is not used.
 
 
 class NotASegmentationError(SegmentationError):
@@ -144,14 +144,14 @@ class FemoralHeadNotFoundError(SegmentationError):
     """The SEG holds no (non-empty) femoral-head segment of either side."""
 
 
-# --- Features (model_bundle.radiomics).
+# --- Features (model_bundle.features.radiomics).
 
 
 class FeatureError(PermanentError):
     """Features cannot be computed for an image and ROI, or a feature name is unknown."""
 
 
-# --- Network weights (model_bundle.deep).
+# --- Network weights (model_bundle.features.deep).
 
 
 class WeightsError(PermanentError):

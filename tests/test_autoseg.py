@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from model_bundle import LoadedSeries, auto_rois, find_femoral_heads, head_mask, load_series
-from model_bundle.roi import Side
+from model_bundle.imaging import Side
 from onfh_dlr.errors import FemoralHeadNotFoundError
 from phantom.case import PhantomStudy
 from phantom.dicom_writer import write_series

@@ -11,7 +11,7 @@ from pathlib import Path
 import pydicom
 from service_harness import CohortMaker
 
-from model_bundle.roi import Side
+from model_bundle.imaging import Side
 from worker.sr_output import read_report
 
 

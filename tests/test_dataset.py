@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from service_harness import CohortMaker
 
-from model_bundle.dataset import build_dataset, cache_key
-from model_bundle.features import read_cohort
-from model_bundle.radiomics import load_params
-from phantom.cohort import generate_cohort
+from model_bundle.features import load_params, read_cohort
+from model_bundle.training import build_dataset, cache_key
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate_cohort(tmp_path_factory.mktemp("ds"), cases=2, seed=43, onfh_fraction=0.5)
+def cohort(tmp_path_factory: pytest.TempPathFactory, phantom_cohort: CohortMaker) -> Path:
+    # A copy: the shared cohort is read-only, and a test here touches a mask's mtime.
+    out = tmp_path_factory.mktemp("ds") / "cohort"
+    shutil.copytree(phantom_cohort(2, 43).root, out)
+    return out / "cohort.csv"
 
 
 def test_dataset_is_extracted_once_then_read_from_the_cache(cohort: Path, tmp_path: Path) -> None:
@@ -68,8 +71,8 @@ def test_a_hip_that_cannot_be_used_keeps_its_reason(tmp_path: Path) -> None:
 
 
 def test_the_lesion_protocol_gives_onfh_hips_their_lesion_roi(cohort: Path) -> None:
-    from model_bundle.dataset import extract_job
-    from model_bundle.radiomics import FEATURE_NAMES
+    from model_bundle.features import FEATURE_NAMES
+    from model_bundle.training import extract_job
 
     params = load_params()
     volume = FEATURE_NAMES.index("original_shape_VoxelVolume")

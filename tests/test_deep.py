@@ -1,4 +1,4 @@
-"""Deep features (model_bundle.deep): the network input, the ResNet18 and its weights."""
+"""Deep features (model_bundle.features.deep): the network input, the ResNet18 and its weights."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torchvision
 from safetensors.torch import save_file
 
 import onfh_dlr
-from model_bundle.deep import (
+from model_bundle.features import (
     DEEP_FEATURE_NAMES,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -28,8 +28,7 @@ from model_bundle.deep import (
     deep_input,
     save_backbone,
 )
-from model_bundle.preprocess import resample_isotropic, resample_labels, zscore
-from model_bundle.series import load_series
+from model_bundle.imaging import load_series, resample_isotropic, resample_labels, zscore
 from onfh_dlr.errors import PermanentError, SegmentationError, WeightsError
 from phantom.case import PhantomStudy
 from phantom.dicom_writer import write_series

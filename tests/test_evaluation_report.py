@@ -4,7 +4,7 @@
 
 The predictions rows are built from seeded random labels and probabilities (Rad and DLR
 informative, DL barely), with some hips not scored for reasons that carry markup; the
-metrics are those of ``onfh-dlr evaluate``: :func:`~model_bundle.external.cohort_metrics`
+metrics are those of ``onfh-dlr evaluate``: :func:`~model_bundle.evaluation.external.cohort_metrics`
 of the rows at fixed thresholds.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from html_checks import ParsedHtml, parse_html
 
-from model_bundle.external import cohort_metrics
+from model_bundle.evaluation import cohort_metrics
 from model_bundle.reporting import SYNTHETIC_WARNING, render_evaluation_report
 
 THRESHOLDS: dict[str, float] = {"rad": 0.5, "dl": 0.45, "dlr": 0.55}

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import math
+import shutil
 from pathlib import Path
 
 import pytest
+from service_harness import CohortMaker
 from typer.testing import CliRunner
 
 from model_bundle import (
@@ -18,9 +20,8 @@ from model_bundle import (
     run_series_job,
     series_job,
 )
-from model_bundle.roi import Side
+from model_bundle.imaging import Side
 from onfh_dlr.cli import app
-from phantom.cohort import generate_cohort
 
 # A small spread of radiomics names (shape, first order, texture, filtered images).
 SUBSET = (
@@ -33,10 +34,12 @@ SUBSET = (
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def cohort(tmp_path_factory: pytest.TempPathFactory, phantom_cohort: CohortMaker) -> Path:
     """Two phantom patients (one with ONFH) and a cohort.csv; a third row points at junk."""
-    out = tmp_path_factory.mktemp("features")
-    csv_path = generate_cohort(out, cases=2, seed=41, onfh_fraction=0.5)
+    # A copy: the shared cohort is read-only, and this one gets a broken row.
+    out = tmp_path_factory.mktemp("features") / "cohort"
+    shutil.copytree(phantom_cohort(2, 41).root, out)
+    csv_path = out / "cohort.csv"
     # A hospital's cohort will contain a broken series now and then.
     broken = out / "broken"
     broken.mkdir()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from model_bundle.deep import build_resnet18, deep_features, save_backbone
+from model_bundle.features import build_resnet18, deep_features, save_backbone
 from model_bundle.training import FineTuneConfig, fine_tune
 from onfh_dlr.errors import ConfigurationError
 

@@ -164,12 +164,14 @@ def test_the_rules_catch_an_import_against_the_layering() -> None:
         Import("model_bundle.training", "worker.pipeline", here, 5),
         Import("onfh_dlr.state", "listener.spool", here, 6),
         Import("worker.jobs", "onfh_dlr.cli.root", here, 7),
-        Import("model_bundle.deep", "onfh_dlr", here, 8),  # its __init__ loads the settings
+        Import(
+            "model_bundle.features.deep", "onfh_dlr", here, 8
+        ),  # its __init__ loads the settings
     ]
     assert len(violations(wrong)) == len(wrong)
     right = [
         Import("worker.jobs", "model_bundle.serving", here, 1),
-        Import("model_bundle.deep", "onfh_dlr.errors", here, 2),
+        Import("model_bundle.features.deep", "onfh_dlr.errors", here, 2),
         Import("onfh_dlr.cli.demo", "phantom.cohort", here, 3),
         Import("onfh_dlr.__main__", "onfh_dlr.cli", here, 4),
     ]

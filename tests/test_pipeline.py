@@ -17,9 +17,7 @@ import SimpleITK as sitk
 from dicom_checks import dciodvfy_errors
 from dicom_factory import SeriesSpec, make_series
 
-from model_bundle.roi import HipROI, Side
-from model_bundle.seg_roi import rois_from_seg
-from model_bundle.series import LoadedSeries, load_series
+from model_bundle.imaging import HipROI, LoadedSeries, Side, load_series, rois_from_seg
 from model_bundle.serving import BundleModel
 from onfh_dlr.errors import FemoralHeadNotFoundError, OutputValidationError
 from phantom.dicom_writer import write_segmentation, write_series

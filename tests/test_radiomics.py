@@ -21,15 +21,14 @@ import pytest
 import SimpleITK as sitk
 from radiomics import featureextractor
 
-from model_bundle.preprocess import resample_isotropic, resample_labels
-from model_bundle.radiomics import (
+from model_bundle.features import (
     FEATURE_NAMES,
     extract_radiomics,
     feature_names,
     load_params,
     read_params_text,
 )
-from model_bundle.series import load_series
+from model_bundle.imaging import load_series, resample_isotropic, resample_labels
 from onfh_dlr.errors import ConfigurationError, FeatureError, SegmentationError
 from phantom.dicom_writer import write_series
 from phantom.generator import generate_study

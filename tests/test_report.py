@@ -22,14 +22,14 @@ import numpy as np
 import pytest
 from html_checks import parse_html
 
-from model_bundle.dataset import HipSample
 from model_bundle.evaluation import evaluate_split
+from model_bundle.imaging import Side
 from model_bundle.models import FeatureSelector
 from model_bundle.reporting import SYNTHETIC_WARNING, model_card, render_report
 from model_bundle.reporting.model_details import _lasso_path
-from model_bundle.roi import Side
 from model_bundle.training import (
     MODEL_KEYS,
+    HipSample,
     TrainConfig,
     TrainingResult,
     TrainProbabilities,

@@ -21,9 +21,7 @@ from dicom_checks import dciodvfy_errors
 from dicom_factory import SeriesSpec, make_enhanced, make_series
 from pydicom.dataset import Dataset
 
-from model_bundle.roi import HipROI, Side
-from model_bundle.seg_roi import rois_from_seg
-from model_bundle.series import LoadedSeries, load_series
+from model_bundle.imaging import HipROI, LoadedSeries, Side, load_series, rois_from_seg
 from onfh_dlr.errors import OutputError
 from phantom.dicom_writer import write_series
 from phantom.generator import generate_study

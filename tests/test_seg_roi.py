@@ -1,4 +1,4 @@
-"""Femoral-head ROIs from DICOM-SEG (model_bundle.seg_roi), on real phantom SEGs.
+"""Femoral-head ROIs from DICOM-SEG (model_bundle.imaging.seg_roi), on real phantom SEGs.
 
 Every SEG here is a real object: the phantom's own, or one written with highdicom from
 the phantom's MR datasets (other labels and codes, another grid, FRACTIONAL, one head
@@ -22,9 +22,8 @@ from highdicom.sr.coding import CodedConcept
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from model_bundle.roi import HipROI, Side
-from model_bundle.seg_roi import _label_side, _normalise_label, rois_from_seg
-from model_bundle.series import LoadedSeries, load_series
+from model_bundle.imaging import HipROI, LoadedSeries, Side, load_series
+from model_bundle.imaging.seg_roi import _label_side, _normalise_label, rois_from_seg
 from onfh_dlr.errors import (
     AmbiguousSegmentError,
     FemoralHeadNotFoundError,

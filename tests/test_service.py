@@ -31,7 +31,7 @@ from service_harness import (
     wait_until,
 )
 
-from model_bundle.roi import Side
+from model_bundle.imaging import Side
 from worker.seg_output import segment_numbers_by_side
 from worker.sr_output import read_report
 

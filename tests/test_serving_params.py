@@ -1,13 +1,9 @@
 """Serving reads the radiomics parameters of the bundle it serves, not the package's.
 
-A tiny bundle is trained on features extracted with a non-default parameter file
-(binWidth 20 instead of 10). Served with that file, the bundle's radiomics are the
-non-default ones and its probabilities are the ones training recorded.
-
-Note: :func:`model_bundle.training.publish` still copies the *package's* parameter file
-into every bundle, whatever file the features were extracted with (outside this
-change's files). The fixture therefore re-writes the published bundle with the file
-training used, as publish should; everything else in the bundle is publish's output.
+A tiny bundle is trained, through the real training run, on features extracted with a
+non-default parameter file (binWidth 20 instead of 10). The bundle carries that file;
+served with it, the bundle's radiomics are the non-default ones and its probabilities
+are the ones training recorded.
 """
 
 from __future__ import annotations
@@ -16,53 +12,55 @@ import csv
 from pathlib import Path
 
 import pytest
-import yaml
+from service_harness import CohortMaker
 
-from model_bundle.bundle import Bundle, load_bundle, write_bundle
-from model_bundle.dataset import build_dataset
-from model_bundle.features import Preprocessing, read_cohort, series_rois
-from model_bundle.radiomics import extract_radiomics, load_params, read_params_text
-from model_bundle.series import load_series
+from model_bundle.bundle import load_bundle
+from model_bundle.features import (
+    Preprocessing,
+    extract_radiomics,
+    load_params,
+    read_cohort,
+    read_params_text,
+    series_rois,
+)
+from model_bundle.imaging import load_series
 from model_bundle.serving import BundleModel, ModelName
-from model_bundle.training import TrainConfig, publish, train_models
+from model_bundle.training import plan_training, read_train_config, run_training
 from onfh_dlr.errors import ConfigurationError
-from phantom.cohort import generate_cohort
 
 TRAIN_YAML = "epochs: 2\nbatch_size: 8\nlasso_folds: 3\ncv_folds: 3\nthreads: 1\nseed: 3\n"
-COMPUTED = {"created", "device_uid", "files", "format", "format_version", "libraries"}
-
-
-def _with_params(published: Bundle, params_text: str, out: Path) -> Path:
-    """``published`` written again with ``params_text`` as its radiomics_params.yaml."""
-    fields = {k: v for k, v in published.manifest.as_dict().items() if k not in COMPUTED}
-    files: dict[str, bytes | Path] = {
-        rel: published.directory / rel for rel in published.manifest.files
-    }
-    files["radiomics_params.yaml"] = params_text.encode("utf-8")
-    write_bundle(out, fields, files)
-    return out
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(cohort CSV, bundle) trained on binWidth-20 radiomics of 12 phantom patients."""
+def trained(
+    tmp_path_factory: pytest.TempPathFactory, phantom_cohort: CohortMaker
+) -> tuple[Path, Path, Path]:
+    """(cohort CSV, bundle, parameter file) trained on binWidth-20 radiomics of 12 patients."""
     root = tmp_path_factory.mktemp("params")
-    cohort = generate_cohort(root / "cohort", cases=12, seed=61, onfh_fraction=0.5, workers=2)
+    cohort = phantom_cohort(12, 61).csv  # the cohort test_training trains on
     text = read_params_text()
     assert text.count("\n  binWidth: 10\n") == 1
     custom = root / "binwidth20.yaml"
     custom.write_text(text.replace("\n  binWidth: 10\n", "\n  binWidth: 20\n"), encoding="utf-8")
-    samples = build_dataset(read_cohort(cohort), params_file=custom, workers=2)
-    result = train_models(samples, TrainConfig.model_validate(yaml.safe_load(TRAIN_YAML)))
-    published = publish(result, root / "published", synthetic=True)
-    bundle = _with_params(published, custom.read_text(encoding="utf-8"), root / "bundle")
-    return cohort, bundle
+    train_yaml = root / "train.yaml"
+    train_yaml.write_text(TRAIN_YAML, encoding="utf-8")
+    config = read_train_config(train_yaml, radiomics_params=custom)
+    plan = plan_training(cohort, root / "bundle", config=config)
+    run = run_training(plan, synthetic=True, workers=2)
+    return cohort, run.bundle.directory, custom
+
+
+def test_training_puts_the_parameter_file_it_used_into_the_bundle(
+    trained: tuple[Path, Path, Path],
+) -> None:
+    _, path, custom = trained
+    assert load_bundle(path).radiomics_params_path.read_bytes() == custom.read_bytes()
 
 
 def test_serving_extracts_radiomics_with_the_bundles_parameter_file(
-    trained: tuple[Path, Path],
+    trained: tuple[Path, Path, Path],
 ) -> None:
-    cohort, path = trained
+    cohort, path, _ = trained
     model = BundleModel.load(path)
     assert model.radiomics_names, "the tiny bundle selected no radiomics"
     bundle_params = load_params(load_bundle(path).radiomics_params_path)
@@ -81,9 +79,9 @@ def test_serving_extracts_radiomics_with_the_bundles_parameter_file(
 
 
 def test_serving_reproduces_training_with_a_non_default_parameter_file(
-    trained: tuple[Path, Path],
+    trained: tuple[Path, Path, Path],
 ) -> None:
-    cohort, path = trained
+    cohort, path, _ = trained
     model = BundleModel.load(path)
     with (path / "predictions.csv").open(encoding="utf-8", newline="") as fh:
         recorded = {(r["PatientID"], r["Side"]): r for r in csv.DictReader(fh)}

@@ -27,8 +27,7 @@ from dicom_checks import dciodvfy_errors
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from model_bundle.roi import HipROI, Side
-from model_bundle.series import LoadedSeries, load_series
+from model_bundle.imaging import HipROI, LoadedSeries, Side, load_series
 from model_bundle.serving import HipPrediction, ModelName
 from onfh_dlr.errors import OutputError
 from phantom.dicom_writer import write_series

@@ -8,24 +8,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from service_harness import CohortMaker
 from typer.testing import CliRunner
 
 from model_bundle.bundle import load_bundle, verify_bundle
 from model_bundle.features import read_cohort, series_job, series_rois
-from model_bundle.series import load_series
+from model_bundle.imaging import load_series
 from model_bundle.serving import BundleModel, ModelName
 from onfh_dlr.cli import app
 from onfh_dlr.errors import BundleError
-from phantom.cohort import generate_cohort
 
 TRAIN_YAML = "epochs: 2\nbatch_size: 8\nlasso_folds: 3\ncv_folds: 3\nthreads: 1\nseed: 3\n"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def trained(
+    tmp_path_factory: pytest.TempPathFactory, phantom_cohort: CohortMaker
+) -> tuple[Path, Path]:
     """A tiny bundle trained with `onfh-dlr train` on 12 phantom patients."""
     root = tmp_path_factory.mktemp("training")
-    cohort = generate_cohort(root / "cohort", cases=12, seed=61, onfh_fraction=0.5, workers=2)
+    cohort = phantom_cohort(12, 61).csv
     config = root / "train.yaml"
     config.write_text(TRAIN_YAML)
     bundle = root / "bundle"
@@ -121,14 +123,16 @@ def test_a_tampered_bundle_is_refused(trained: tuple[Path, Path], tmp_path: Path
 
 
 def test_evaluate_scores_an_external_cohort_with_auto_segmentation(
-    trained: tuple[Path, Path], tmp_path: Path
+    trained: tuple[Path, Path], tmp_path: Path, phantom_cohort: CohortMaker
 ) -> None:
     _, path = trained
-    external = generate_cohort(tmp_path / "external", cases=4, seed=62, onfh_fraction=0.5)
+    external = phantom_cohort(4, 62).csv
     # The deployed path: no masks at all.
     with external.open(encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    stripped = tmp_path / "external" / "nomask.csv"
+    for row in rows:  # the new CSV lives elsewhere: the shared cohort stays read-only
+        row["Image"] = str((external.parent / row["Image"]).resolve())
+    stripped = tmp_path / "nomask.csv"
     with stripped.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["PatientID", "Side", "Image", "Label"])
         writer.writeheader()

@@ -21,8 +21,7 @@ import pydicom
 import pytest
 from viewer_harness import Chromium, ConsoleEntry, DicomWebOrthanc, OhifServer, ohif_dist
 
-from model_bundle.seg_roi import rois_from_seg
-from model_bundle.series import load_series
+from model_bundle.imaging import load_series, rois_from_seg
 from model_bundle.serving import BundleModel
 from phantom.dicom_writer import write_segmentation, write_series
 from phantom.generator import generate_study

@@ -39,8 +39,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from model_bundle.features import series_rois
-from model_bundle.roi import HipROI, Side
-from model_bundle.series import LoadedSeries, load_series
+from model_bundle.imaging import HipROI, LoadedSeries, Side, load_series
 from model_bundle.serving import BundleModel, HipPrediction
 from onfh_dlr.errors import NotASegmentationError, OutputError, OutputValidationError
 from worker.seg_output import (
@@ -153,7 +152,7 @@ def score_series(
     Parameters
     ----------
     series_source
-        A loaded series, or what :func:`model_bundle.series.load_series` reads
+        A loaded series, or what :func:`model_bundle.imaging.series.load_series` reads
         (directory, file, datasets).
     model
         The loaded bundle.

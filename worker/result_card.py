@@ -30,8 +30,7 @@ import SimpleITK as sitk
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.uid import generate_uid
 
-from model_bundle.roi import HipROI, Side
-from model_bundle.series import LoadedSeries
+from model_bundle.imaging import HipROI, LoadedSeries, Side
 from model_bundle.serving import HipPrediction
 from onfh_dlr.errors import OutputError
 from worker.seg_output import (

@@ -3,14 +3,14 @@
 One BINARY SEG per scored series, in the source study, in a new series, on the source
 frame of reference and slice grid: every frame references the source slice it was drawn
 on (Derivation Image Sequence), so a viewer overlays it without resampling and
-:func:`model_bundle.seg_roi.rois_from_seg` reads it back by reference.
+:func:`model_bundle.imaging.seg_roi.rois_from_seg` reads it back by reference.
 
 Segments
     One per hip that was scored, labelled exactly :data:`SEGMENT_LABELS`
     ("Left femoral head", "Right femoral head"), category SCT 123037004 *Anatomical
     Structure*, type SCT 2812003 *Head of femur* with the side as a Segmented Property
     Type Modifier (SCT 7771000 *Left* / 24028007 *Right*): the same codes the phantom's
-    ground truth uses (:mod:`phantom.dicom_writer`) and :mod:`model_bundle.seg_roi`
+    ground truth uses (:mod:`phantom.dicom_writer`) and :mod:`model_bundle.imaging.seg_roi`
     matches first. Left is segment 1 and right segment 2 when both are present.
 Algorithm type
     AUTOMATIC for an auto-segmented ROI, with the bundle named as the algorithm.
@@ -44,8 +44,7 @@ from pydicom.uid import generate_uid
 from pydicom.valuerep import DA, DT, TM
 
 from model_bundle.bundle import Manifest
-from model_bundle.roi import HipROI, Side
-from model_bundle.series import LoadedSeries
+from model_bundle.imaging import HipROI, LoadedSeries, Side
 from onfh_dlr.errors import OutputError
 
 __all__ = [
@@ -77,7 +76,7 @@ LATERALITY: Final[Mapping[Side, tuple[str, str, str]]] = {
     Side.RIGHT: ("24028007", "SCT", "Right"),
 }
 # CID 7162: the auto-segmentation votes for sphere centres from image edges and fits
-# a sphere to the strongest edge points (model_bundle.autoseg): edge detection.
+# a sphere to the strongest edge points (model_bundle.imaging.autoseg): edge detection.
 _AUTO_FAMILY: Final = codes.cid7162.EdgeDetection
 # A ROI copied from a received SEG: our software placed it on the series grid.
 _COPY_FAMILY: Final = codes.cid7162.MorphologicalOperations

@@ -68,8 +68,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 from skimage.measure import approximate_polygon, find_contours
 
-from model_bundle.roi import HipROI, Side
-from model_bundle.series import LoadedSeries
+from model_bundle.imaging import HipROI, LoadedSeries, Side
 from model_bundle.serving import HipPrediction
 from onfh_dlr.errors import OutputError
 from worker.seg_output import (

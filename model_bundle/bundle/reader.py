@@ -108,7 +108,7 @@ class Bundle:
 
     @property
     def radiomics_params_path(self) -> Path:
-        """The PyRadiomics parameter file (for :func:`model_bundle.radiomics.load_params`)."""
+        """The PyRadiomics parameter file (for :func:`model_bundle.features.load_params`)."""
         return self.path(self._manifest.references["radiomics_params"])
 
     @property

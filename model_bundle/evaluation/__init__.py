@@ -22,10 +22,21 @@ Conventions shared by every function
   shapes, non-binary labels, non-finite scores, a single class where two are needed)
   raises :class:`ValueError`.
 
-Who may import it: training, reporting, external evaluation and tests; it imports no
-other part of ``model_bundle``. Import the public names from this package, not from its
-modules.
+Also here: external evaluation (``external``: scoring a labelled cohort at a bundle's
+fixed thresholds, :func:`score_cohort`, and its metrics, :func:`cohort_metrics`), what
+``onfh-dlr evaluate`` runs.
+
+Who may import it: training, reporting, the CLI and tests. The statistics import no
+other part of ``model_bundle``; ``external`` imports serving, features, imaging and
+training, so its names are imported on first use (PEP 562): training imports the
+statistics from here without a cycle, and without loading torch. Import the public
+names from this package, not from its modules.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from model_bundle.evaluation.calibration import (
     CalibrationFit,
@@ -52,6 +63,17 @@ from model_bundle.evaluation.threshold_metrics import (
     youden_threshold,
 )
 
+if TYPE_CHECKING:
+    from model_bundle.evaluation.external import (
+        PredictionRow,
+        cohort_metrics,
+        predict_job,
+        score_cohort,
+    )
+
+# Names of ``external``, loaded on first access.
+_EXTERNAL = frozenset({"PredictionRow", "cohort_metrics", "predict_job", "score_cohort"})
+
 __all__ = [
     "TREAT_ALL",
     "TREAT_NONE",
@@ -61,17 +83,29 @@ __all__ = [
     "DeLongTest",
     "HLResult",
     "MetricEstimate",
+    "PredictionRow",
     "auc_entry",
     "binary_metrics",
     "calibration_curve",
     "calibration_slope_intercept",
+    "cohort_metrics",
     "confusion_counts",
     "decision_curve",
     "delong_covariance",
     "delong_test",
     "evaluate_split",
     "hosmer_lemeshow",
+    "predict_job",
     "roc_auc_delong",
+    "score_cohort",
     "wilson_interval",
     "youden_threshold",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXTERNAL:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module("model_bundle.evaluation.external"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value

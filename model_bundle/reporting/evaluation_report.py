@@ -2,7 +2,7 @@
 # Read by clinicians: typographic dashes, signs and Greek letters are intended.
 """The report of ``onfh-dlr evaluate``: a bundle scored on an external cohort at its fixed
 thresholds, with the same figures and tables as the training report, from the
-predictions rows and :func:`~model_bundle.external.cohort_metrics`.
+predictions rows and :func:`~model_bundle.evaluation.cohort_metrics`.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def _label(row: Mapping[str, str]) -> int | None:
 
 
 def _is_scored(row: Mapping[str, str]) -> bool:
-    """Scored as :func:`~model_bundle.external.cohort_metrics` decides: a DLR probability."""
+    """Scored as :func:`~model_bundle.evaluation.cohort_metrics` decides: a DLR probability."""
     return bool(row.get("prob_dlr"))
 
 
@@ -348,12 +348,12 @@ def render_evaluation_report(
     Parameters
     ----------
     rows
-        The predictions rows of :func:`~model_bundle.external.score_cohort` (``PatientID``,
+        The predictions rows of :func:`~model_bundle.evaluation.score_cohort` (``PatientID``,
         ``Side``, ``Label``, ``prob_rad``, ``prob_dl``, ``prob_dlr``, ``call``,
         ``roi_source``, ``reason``); a hip that could not be scored has no probabilities
         and a reason. The ROC curves are drawn from them.
     metrics
-        :func:`~model_bundle.external.cohort_metrics` of the same rows and the bundle's
+        :func:`~model_bundle.evaluation.cohort_metrics` of the same rows and the bundle's
         thresholds (an :func:`~model_bundle.evaluation.evaluate_split` dict with
         ``external=True``); a model missing from it is reported as not evaluated.
     bundle_summary

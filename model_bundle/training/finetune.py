@@ -3,7 +3,7 @@
 The paper fine-tunes ResNet18 with SGD (learning rate 0.001, batch 96, 30 epochs) on
 the coronal slice with the largest ROI area, then takes the 512-d pooled output as deep
 features. Here a temporary two-class head sits on the backbone during training and is
-dropped afterwards: :func:`~model_bundle.deep.save_backbone` writes only the backbone.
+dropped afterwards: :func:`~model_bundle.features.deep.save_backbone` writes only the backbone.
 
 Only training hips may be passed in: the caller splits by patient first.
 """
@@ -18,7 +18,7 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from model_bundle.deep import DEEP_FEATURE_DIM
+from model_bundle.features import DEEP_FEATURE_DIM
 from onfh_dlr.errors import ConfigurationError
 
 
@@ -68,10 +68,10 @@ def fine_tune(
     Parameters
     ----------
     backbone
-        From :func:`~model_bundle.deep.build_resnet18`; left in eval mode afterwards.
+        From :func:`~model_bundle.features.deep.build_resnet18`; left in eval mode afterwards.
     inputs
         ``(N, 3, 224, 224)`` network inputs of the training hips
-        (:func:`~model_bundle.deep.deep_input`).
+        (:func:`~model_bundle.features.deep.deep_input`).
     labels
         ``(N,)`` 0/1 labels.
     config

@@ -30,9 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn.decomposition import PCA
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from model_bundle.dataset import HipSample
-from model_bundle.deep import build_resnet18, deep_features
 from model_bundle.evaluation import youden_threshold
+from model_bundle.features import FEATURE_NAMES, build_resnet18, deep_features
 from model_bundle.models import (
     CLASSIFIERS,
     FeatureSelector,
@@ -41,7 +40,7 @@ from model_bundle.models import (
     make_classifier,
     positive_probability,
 )
-from model_bundle.radiomics import FEATURE_NAMES
+from model_bundle.training.dataset import HipSample
 from model_bundle.training.finetune import FineTuneConfig, FineTuneResult, fine_tune
 from onfh_dlr.errors import ClassifierError, ConfigurationError
 
@@ -62,6 +61,9 @@ class TrainConfig(BaseModel):
     learning_rate: float = Field(default=0.001, gt=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
     pretrained: Path | None = None  # a local torchvision ImageNet ResNet18 checkpoint
+    # The PyRadiomics parameter file the features are computed with (None: the packaged
+    # one); the bundle carries this very file, so serving computes the same features.
+    radiomics_params: Path | None = None
     pca_variance: float = Field(default=0.95, gt=0, le=1)
     pca_max_components: int = Field(default=64, ge=1)
     p_threshold: float = Field(default=0.05, gt=0, le=1)

@@ -19,11 +19,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model_bundle.bundle import Bundle, canonical_json, write_bundle
-from model_bundle.deep import save_backbone
 from model_bundle.evaluation import auc_entry, evaluate_split
-from model_bundle.features import HIP_MARGIN
+from model_bundle.features import HIP_MARGIN, read_params_text, save_backbone
 from model_bundle.models import to_json
-from model_bundle.radiomics import read_params_text
 from model_bundle.training.fit import MODEL_KEYS, TrainingResult, TrainProbabilities
 
 F64 = NDArray[np.float64]
@@ -165,7 +163,14 @@ def publish(
     deployed = config.deployed_model
     metrics = training_metrics(result)
     device_uid = str(generate_uid())
-    files: dict[str, bytes | Path] = {"radiomics_params.yaml": read_params_text().encode("utf-8")}
+    # The parameter file the features were computed with, byte for byte: serving reads
+    # its parameters from the bundle, so it computes the features training used.
+    params = (
+        config.radiomics_params.read_bytes()
+        if config.radiomics_params is not None
+        else read_params_text().encode("utf-8")
+    )
+    files: dict[str, bytes | Path] = {"radiomics_params.yaml": params}
     files["preprocessing.json"] = canonical_json(
         {
             "roi": "whole femoral head of every hip (DICOM-SEG, else auto-segmentation)",

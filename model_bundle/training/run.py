@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 
 from model_bundle.bundle import Bundle
-from model_bundle.dataset import HipSample, build_dataset
-from model_bundle.features import SeriesJob, read_cohort
+from model_bundle.features import SeriesJob, load_params, read_cohort
+from model_bundle.training.dataset import HipSample, build_dataset
 from model_bundle.training.fit import TrainConfig, TrainingResult, shape_leak, train_models
 from model_bundle.training.publishing import publish
 from onfh_dlr.errors import ConfigurationError
@@ -86,7 +86,9 @@ class TrainingRun:
         return [s for s in self.result.samples if not s.ok]
 
 
-def read_train_config(path: Path | None, pretrained: Path | None = None) -> TrainConfig:
+def read_train_config(
+    path: Path | None, pretrained: Path | None = None, radiomics_params: Path | None = None
+) -> TrainConfig:
     """Training settings from a YAML file (defaults without one).
 
     Parameters
@@ -95,6 +97,8 @@ def read_train_config(path: Path | None, pretrained: Path | None = None) -> Trai
         A YAML mapping of :class:`TrainConfig` fields, or ``None`` for the defaults.
     pretrained
         A local torchvision ImageNet ResNet18 checkpoint; overrides the file's.
+    radiomics_params
+        A PyRadiomics parameter file for the features; overrides the file's.
 
     Raises
     ------
@@ -111,6 +115,8 @@ def read_train_config(path: Path | None, pretrained: Path | None = None) -> Trai
     settings: dict[str, Any] = dict(loaded or {})
     if pretrained is not None:
         settings["pretrained"] = pretrained
+    if radiomics_params is not None:
+        settings["radiomics_params"] = radiomics_params
     return TrainConfig.model_validate(settings)
 
 
@@ -140,10 +146,13 @@ def plan_training(
     Raises
     ------
     onfh_dlr.errors.ConfigurationError
-        ``out`` exists and is not empty.
+        ``out`` exists and is not empty, or the configured radiomics parameter file is
+        not a usable PyRadiomics parameter file.
     onfh_dlr.errors.OnfhError, ValueError
         The cohort CSV cannot be read.
     """
+    if config.radiomics_params is not None:
+        load_params(config.radiomics_params)  # refused now, not after an hour of extraction
     jobs = read_cohort(cohort)
     if out.exists() and any(out.iterdir()):
         raise ConfigurationError(f"{out} exists and is not empty")
@@ -204,6 +213,7 @@ def run_training(
 
     samples = build_dataset(
         plan.jobs,
+        params_file=plan.config.radiomics_params,
         cache=plan.cache,
         workers=workers,
         on_job=job_done,

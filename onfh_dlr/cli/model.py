@@ -122,6 +122,7 @@ def features(
 ) -> None:
     """Compute per-hip radiomics and deep features (one row per hip; failures keep a reason)."""
     from model_bundle.features import (
+        FEATURE_NAMES,
         FeatureSpec,
         HipRow,
         cohort_features,
@@ -129,7 +130,6 @@ def features(
         series_job,
         write_feature_table,
     )
-    from model_bundle.radiomics import FEATURE_NAMES
 
     names = None
     if feature_list is not None:
@@ -243,6 +243,17 @@ def train(
             "--pretrained", help="Local torchvision ImageNet ResNet18 checkpoint.", exists=True
         ),
     ] = None,
+    radiomics_params: Annotated[
+        Path | None,
+        typer.Option(
+            "--radiomics-params",
+            help="PyRadiomics parameter file for the features (default: the packaged one); "
+            "the bundle carries it.",
+            exists=True,
+            dir_okay=False,
+            resolve_path=True,
+        ),
+    ] = None,
     cache: Annotated[
         Path | None, typer.Option("--cache", help="Feature cache directory (default: OUT.cache).")
     ] = None,
@@ -285,7 +296,7 @@ def train(
         plan = plan_training(
             cohort,
             out,
-            config=read_train_config(config, pretrained),
+            config=read_train_config(config, pretrained, radiomics_params),
             cache=cache,
             roi_protocol=RoiProtocol(roi),
         )
@@ -367,7 +378,7 @@ def evaluate(
 ) -> None:
     """Score a labelled cohort with a bundle at its fixed thresholds and report the metrics."""
     from model_bundle.bundle import load_bundle
-    from model_bundle.external import cohort_metrics, score_cohort
+    from model_bundle.evaluation import cohort_metrics, score_cohort
     from model_bundle.features import read_cohort
     from model_bundle.reporting import render_evaluation_report
     from model_bundle.training import PREDICTION_COLUMNS, csv_bytes, dump_json

@@ -43,7 +43,7 @@ class HipROI:
         The patient's left or right hip.
     mask
         ``sitk.sitkUInt8`` image, 1 inside the ROI, on exactly the grid (size, origin,
-        spacing, direction) of the :class:`~model_bundle.series.LoadedSeries` image.
+        spacing, direction) of the :class:`~model_bundle.imaging.series.LoadedSeries` image.
     source
         ``"seg"`` when read from a DICOM-SEG, ``"auto"`` when auto-segmented.
     description

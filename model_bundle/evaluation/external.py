@@ -7,7 +7,8 @@ thresholds. Nothing is refitted. Each hip becomes a :class:`PredictionRow`; its
 :meth:`~PredictionRow.as_csv` is the ``predictions.csv`` row that
 :func:`cohort_metrics` and the evaluation report read.
 
-Imported by ``onfh_dlr.cli``.
+Imported through :mod:`model_bundle.evaluation` (on first use: it loads serving, features
+and torch) by ``onfh_dlr.cli``.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from model_bundle.evaluation import evaluate_split
+from model_bundle.evaluation.split import evaluate_split
 from model_bundle.features import SeriesJob, per_hip, run_cohort
-from model_bundle.roi import HipROI, Side
-from model_bundle.series import LoadedSeries
+from model_bundle.imaging import HipROI, LoadedSeries, Side
 from model_bundle.serving import BundleModel, ModelName
 from model_bundle.training import MODEL_KEYS
 

@@ -37,9 +37,9 @@ import SimpleITK as sitk
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from model_bundle.preprocess import resample_isotropic
-from model_bundle.roi import HipROI, Side
-from model_bundle.series import LoadedSeries
+from model_bundle.imaging.preprocess import resample_isotropic
+from model_bundle.imaging.roi import HipROI, Side
+from model_bundle.imaging.series import LoadedSeries
 from onfh_dlr.errors import FemoralHeadNotFoundError
 
 F64 = NDArray[np.float64]

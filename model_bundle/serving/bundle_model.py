@@ -7,7 +7,7 @@ parameter file and preprocessing parameters: the selective radiomics run (only t
 features the bundle's models selected) and the bundle's own ResNet18 weights, PCA,
 selectors and classifiers.
 
-Imported by :mod:`model_bundle.external`, ``worker`` and ``onfh_dlr.cli``.
+Imported through :mod:`model_bundle.serving`.
 """
 
 from __future__ import annotations
@@ -22,12 +22,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model_bundle.bundle import Bundle, load_bundle
-from model_bundle.deep import DEEP_FEATURE_NAMES, build_resnet18
-from model_bundle.features import FeatureSpec, Preprocessing, hip_features
+from model_bundle.features import (
+    DEEP_FEATURE_NAMES,
+    FEATURE_NAMES,
+    FeatureSpec,
+    Preprocessing,
+    build_resnet18,
+    hip_features,
+    load_params,
+)
+from model_bundle.imaging import HipROI, LoadedSeries, Side
 from model_bundle.models import FeatureSelector, PCAParams, from_json, positive_probability
-from model_bundle.radiomics import FEATURE_NAMES, load_params
-from model_bundle.roi import HipROI, Side
-from model_bundle.series import LoadedSeries
 from model_bundle.training import MODEL_KEYS
 from onfh_dlr.errors import ConfigurationError
 

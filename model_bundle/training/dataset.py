@@ -24,11 +24,16 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from model_bundle.features import SeriesJob, hip_inputs, per_hip, run_cohort, series_rois
-from model_bundle.radiomics import feature_names, load_params
-from model_bundle.roi import HipROI, Side
-from model_bundle.seg_roi import lesion_rois_from_seg
-from model_bundle.series import LoadedSeries
+from model_bundle.features import (
+    SeriesJob,
+    feature_names,
+    hip_inputs,
+    load_params,
+    per_hip,
+    run_cohort,
+    series_rois,
+)
+from model_bundle.imaging import HipROI, LoadedSeries, Side, lesion_rois_from_seg
 from onfh_dlr.errors import SegmentationError
 
 F32 = NDArray[np.float32]

@@ -12,9 +12,9 @@ PyRadiomics does the paper's preprocessing itself, as the parameter file says: i
 z-scores the *whole* image (``normalize``, times ``normalizeScale`` = 100), resamples
 image (B-spline) and mask (nearest neighbour) to 1 x 1 x 1 mm over the ROI's bounding box
 plus ``padDistance``, filters that box and crops it to the ROI. So pass the series image
-exactly as :func:`model_bundle.series.load_series` returns it, and the ROI mask on that
-grid (:class:`model_bundle.roi.HipROI`); never an image already resampled or z-scored by
-:mod:`model_bundle.preprocess` (that is for the deep-feature branch), or it is
+exactly as :func:`model_bundle.imaging.series.load_series` returns it, and the ROI mask on that
+grid (:class:`model_bundle.imaging.roi.HipROI`); never an image already resampled or z-scored by
+:mod:`model_bundle.imaging.preprocess` (that is for the deep-feature branch), or it is
 normalised twice. Keeping all of it in the parameter file means the stock ``pyradiomics``
 command line reproduces our features from the series and mask written as NIfTI/NRRD.
 

@@ -1,0 +1,63 @@
+"""Imaging: load an MR series, resample and normalise it, and find both femoral heads.
+
+Lives here: DICOM series loading with its geometry checks (``series``), resampling and
+z-scoring (``preprocess``), the per-hip ROI value (``roi``: :class:`HipROI`, :class:`Side`),
+ROIs read from a DICOM-SEG (``seg_roi``, which decides which segment is which hip, and
+``seg_grid``, which places a segment on the series grid) and auto-segmentation of the
+femoral heads (``autoseg``).
+
+Who may import it: every other part of ``model_bundle`` (features, training, serving,
+evaluation), the worker, the CLI, tests and benchmarks. It imports no other part of
+``model_bundle``. Import the public names from this package, not from its modules.
+"""
+
+from model_bundle.imaging.autoseg import (
+    HeadFit,
+    auto_rois,
+    find_femoral_heads,
+    head_mask,
+    neck_direction,
+)
+from model_bundle.imaging.preprocess import (
+    Interpolator,
+    resample_isotropic,
+    resample_labels,
+    zscore,
+)
+from model_bundle.imaging.roi import HipROI, Side
+from model_bundle.imaging.seg_roi import (
+    ABNORMAL_CATEGORY_CODES,
+    ABNORMAL_TYPE_CODES,
+    HEAD_OF_FEMUR_CODES,
+    LEFT_CODES,
+    RIGHT_CODES,
+    SEGMENTATION_SOP_CLASSES,
+    lesion_rois_from_seg,
+    rois_from_seg,
+)
+from model_bundle.imaging.series import MR_IMAGE_SOP_CLASSES, LoadedSeries, load_series
+
+__all__ = [
+    "ABNORMAL_CATEGORY_CODES",
+    "ABNORMAL_TYPE_CODES",
+    "HEAD_OF_FEMUR_CODES",
+    "LEFT_CODES",
+    "MR_IMAGE_SOP_CLASSES",
+    "RIGHT_CODES",
+    "SEGMENTATION_SOP_CLASSES",
+    "HeadFit",
+    "HipROI",
+    "Interpolator",
+    "LoadedSeries",
+    "Side",
+    "auto_rois",
+    "find_femoral_heads",
+    "head_mask",
+    "lesion_rois_from_seg",
+    "load_series",
+    "neck_direction",
+    "resample_isotropic",
+    "resample_labels",
+    "rois_from_seg",
+    "zscore",
+]
