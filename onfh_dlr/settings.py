@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,6 +45,57 @@ class Destination(BaseModel):
 
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+class OutputKind(StrEnum):
+    """A kind of object the worker delivers for a job."""
+
+    SR = "sr"  # the TID 1500 report (references the SEG when the hips were scored)
+    SEG = "seg"  # the segmentation of the ROIs used
+    CARD = "card"  # the result card (Secondary Capture), for viewers without SR
+
+
+#: What a destination not named in ``ONFH_DESTINATION_OBJECTS`` receives.
+ALL_OUTPUT_KINDS: frozenset[OutputKind] = frozenset(OutputKind)
+
+
+def parse_destination_objects(value: Any) -> Any:
+    """``PACS=sr+seg+card,VIEWER=card`` -> ``{"PACS": {SR, SEG, CARD}, "VIEWER": {CARD}}``.
+
+    A mapping (from a YAML file) may give the kinds as a ``+``-joined string or a list.
+    The SR and the SEG go together: the SR references the SEG's segments, and a PACS
+    holding one without the other has a report pointing at nothing.
+    """
+    if isinstance(value, str):
+        entries: dict[str, Any] = {}
+        for part in _split_commas(value):
+            name, sep, kinds = part.partition("=")
+            if not sep:
+                raise ValueError(f"destination objects {part!r} is not of the form AE=sr+seg+card")
+            entries[name.strip()] = kinds
+        value = entries
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, frozenset[OutputKind]] = {}
+    for name, kinds in value.items():
+        if not _AE_RE.match(str(name)):
+            raise ValueError(f"destination objects: {name!r} is not a valid DICOM AE title")
+        words = kinds.split("+") if isinstance(kinds, str) else list(kinds)
+        try:
+            parsed = frozenset(OutputKind(str(w).strip().lower()) for w in words if str(w).strip())
+        except ValueError:
+            known = "+".join(k.value for k in OutputKind)
+            raise ValueError(
+                f"destination objects of {name}: {kinds!r} is not a +-joined subset of {known}"
+            ) from None
+        if not parsed:
+            raise ValueError(f"destination objects of {name}: no object kind given")
+        if (OutputKind.SR in parsed) != (OutputKind.SEG in parsed):
+            raise ValueError(
+                f"destination objects of {name}: sr and seg go together (the SR references the SEG)"
+            )
+        out[str(name)] = parsed
+    return out
 
 
 # Settings that name files or directories; made absolute where Settings is built.
@@ -103,6 +155,10 @@ class Settings(BaseSettings):
     port: int = Field(default=11112, ge=1, le=65535)
     allowed_calling_aes: Annotated[list[str], NoDecode] = Field(default_factory=list)
     destinations: Annotated[list[Destination], NoDecode] = Field(default_factory=list)
+    # Which objects each destination (by AE title) receives; unlisted ones get all.
+    destination_objects: Annotated[dict[str, frozenset[OutputKind]], NoDecode] = Field(
+        default_factory=dict
+    )
     broker_url: str | None = None
     database_url: str | None = None
     bundle: Path | None = None
@@ -156,6 +212,15 @@ class Settings(BaseSettings):
     @classmethod
     def _split_aes(cls, value: Any) -> Any:
         return _split_commas(value)
+
+    @field_validator("destination_objects", mode="before")
+    @classmethod
+    def _parse_destination_objects(cls, value: Any) -> Any:
+        return parse_destination_objects(value)
+
+    def objects_for(self, destination: Destination) -> frozenset[OutputKind]:
+        """The kinds of object ``destination`` receives (all unless configured)."""
+        return self.destination_objects.get(destination.ae_title, ALL_OUTPUT_KINDS)
 
     @field_validator("destinations", mode="before")
     @classmethod
@@ -234,10 +299,13 @@ def _settings_from(env: dict[str, str], values: dict[str, Any]) -> Settings:
 
 
 __all__ = [
+    "ALL_OUTPUT_KINDS",
     "PATH_FIELDS",
     "Destination",
+    "OutputKind",
     "Settings",
     "absolute_database_url",
     "absolute_path",
     "load_settings",
+    "parse_destination_objects",
 ]
