@@ -7,6 +7,10 @@ tests share the results.
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -210,6 +214,21 @@ def test_series_without_femoral_heads_gets_a_not_analysed_report_and_card(
     hips = read_report(pydicom.dcmread(written.sr))
     assert {side: hip.not_analysed for side, hip in hips.items()} == reasons
     assert all(hip.score is None and hip.necrosis_present is None for hip in hips.values())
+    # dcmqi reads it: each hip's group with its reason as a qualitative evaluation.
+    exe = shutil.which("tid1500reader", path=str(Path(sys.executable).parent))
+    assert exe is not None, "dcmqi's tid1500reader is required: pip install -e '.[dev]'"
+    out = tmp_path / "tid1500.json"
+    subprocess.run(
+        [exe, "--inputDICOM", str(written.sr), "--outputMetadata", str(out)],
+        capture_output=True,
+        check=True,
+    )
+    groups = json.loads(out.read_text())["Measurements"]
+    assert {g["TrackingIdentifier"] for g in groups} == {"Left femoral head", "Right femoral head"}
+    for group in groups:
+        values = [str(e["conceptValue"]) for e in group["qualitativeEvaluations"]]
+        assert f"could not analyse: {reason}" in values
+        assert group["measurementItems"] == []
     card = pydicom.dcmread(written.card)
     assert card.StudyInstanceUID == blob.datasets[0].StudyInstanceUID
     assert str(card.ImageComments).count(f"could not analyse: {reason}") == 2

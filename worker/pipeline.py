@@ -602,6 +602,11 @@ def _report_problems(
             )
         if hip.necrosis_present != bool(prediction.call):
             problems.append(f"{label}: SR finding does not match call {prediction.call}")
+        if set(hip.inputs) != set(prediction.inputs) or not all(
+            math.isclose(hip.inputs[name], value, rel_tol=1e-9, abs_tol=1e-12)
+            for name, value in prediction.inputs.items()
+        ):
+            problems.append(f"{label}: SR input features differ from the model's")
     return problems
 
 

@@ -14,6 +14,9 @@ Content tree::
           Algorithm Identification (TID 4019): bundle name, version, threshold
           Score (log-odds, unit "1"), Probability (unit "1"), Volume (ml)
           Necrosis = Present | Absent   (the model's call at the bundle threshold)
+          the model's inputs: each selected feature of the deployed model, unscaled,
+          named with its IBSI code or PyRadiomics name, the image type as measurement
+          method, its UCUM unit (:mod:`worker.feature_codes`)
         Planar group (TID 1410), when the ROIs are given
           Image Region = closed POLYLINE (SCOORD) of the ROI's outline on the MR
           slice where the ROI is largest, SELECTED FROM that image
@@ -58,7 +61,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Final
 
@@ -76,6 +79,7 @@ from model_bundle.roi import HipROI, Side
 from model_bundle.series import LoadedSeries
 from model_bundle.serving import HipPrediction
 from onfh_dlr.errors import OutputError
+from worker.feature_codes import feature_coding, feature_name
 from worker.seg_output import (
     HEAD_OF_FEMUR,
     LATERALITY,
@@ -283,6 +287,17 @@ def _group(
     ]
     if volume_ml is not None:
         measurements.append(hd.sr.Measurement(name=VOLUME, value=volume_ml, unit=MILLILITRE))
+    for feature, value in prediction.inputs.items():
+        coding = feature_coding(feature)
+        measurements.append(
+            hd.sr.Measurement(
+                name=coding.name,
+                value=value,
+                unit=coding.unit,
+                method=coding.method,
+                algorithm_id=algorithm,
+            )
+        )
     return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracking(side, tracking_uid),
         referenced_segment=_referenced_segment(seg, segment_number),
@@ -554,6 +569,7 @@ class ReportedHip:
     outline_image_uid: str | None = None  # the MR image of the planar group's outline
     area_mm2: float | None = None
     not_analysed: str | None = None
+    inputs: Mapping[str, float] = field(default_factory=dict)  # the model's, by feature name
 
 
 def read_report(sr: Dataset) -> dict[Side, ReportedHip]:
@@ -602,6 +618,7 @@ def read_report(sr: Dataset) -> dict[Side, ReportedHip]:
             probability=_required_value(group, PROBABILITY, side),
             volume_ml=_one_value(group, VOLUME, side, required=False),
             necrosis_present=value == PRESENT,
+            inputs=_inputs(group),
         )
     for plain in report.get_image_measurement_groups():
         side = _side_of(plain)
@@ -633,6 +650,16 @@ _Group = (
     | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
     | hd.sr.MeasurementsAndQualitativeEvaluations
 )
+
+
+def _inputs(group: hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations) -> dict[str, float]:
+    """The model-input features of a group, by the bundle's names."""
+    out: dict[str, float] = {}
+    for measurement in group.get_measurements():
+        name = feature_name(measurement.name, measurement.method)
+        if name is not None:
+            out[name] = float(measurement.value)
+    return out
 
 
 def _not_analysed_hip(
