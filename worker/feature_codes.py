@@ -58,7 +58,6 @@ IBSI_CODES: Final[dict[str, tuple[str, str]]] = {
     "shape_SurfaceArea": ("C0JK", "Surface area"),
     "shape_SurfaceVolumeRatio": ("2PR5", "Surface to volume ratio"),
     "shape_Sphericity": ("QCFX", "Sphericity"),
-    "shape_SphericalDisproportion": ("KRCK", "Spherical disproportion"),
     "shape_Maximum3DDiameter": ("L0JK", "Maximum 3D diameter"),
     "shape_MajorAxisLength": ("TDIC", "Major axis length"),
     "shape_MinorAxisLength": ("P9VJ", "Minor axis length"),

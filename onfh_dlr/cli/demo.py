@@ -200,6 +200,12 @@ def _print_report(console: Console, sr: pydicom.Dataset, truth: list[dict[str, s
         if hip is None:
             console.print(f"SR read back: {name} hip not scored", soft_wrap=True)
             continue
+        if hip.not_analysed is not None or hip.probability is None:
+            console.print(
+                f"SR read back: {name} hip could not be analysed: {hip.not_analysed}",
+                soft_wrap=True,
+            )
+            continue
         finding = "suspected early ONFH" if hip.necrosis_present else "not suspected"
         console.print(
             f"SR read back: {name} hip p = {hip.probability:.3f}, {finding}", soft_wrap=True
