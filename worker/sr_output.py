@@ -17,7 +17,9 @@ Content tree::
           the model's inputs: each selected feature of the deployed model, unscaled,
           named with its IBSI code or PyRadiomics name, the image type as measurement
           method, its UCUM unit (:mod:`worker.feature_codes`)
-        Planar group (TID 1410), when the ROIs are given
+        Planar group (TID 1410), when the ROIs are given (written before the
+        volumetric group, so OHIF labels the outline with Area, Score, Probability
+        and Volume before the input features)
           Image Region = closed POLYLINE (SCOORD) of the ROI's outline on the MR
           slice where the ROI is largest, SELECTED FROM that image
           Finding, Finding Site as above; Area (mm2) of the ROI on that slice
@@ -493,6 +495,13 @@ def build_report(
             groups.append(_not_analysed_group(side, failed[side], algorithm, tracking_uid))
             continue
         assert seg is not None  # checked above: predictions need the SEG
+        # The planar group first: OHIF labels the drawn outline with the first few
+        # values of the merged groups, and Area, Score, Probability and Volume must be
+        # among them, not pushed out by the model's input features.
+        if side in outlines:
+            if outlines[side].side != side:
+                raise OutputError(f"the outline given for {SEGMENT_LABELS[side]} is another's")
+            groups.append(_planar_group(outlines[side], tracking_uid))
         groups.append(
             _group(
                 side,
@@ -504,10 +513,6 @@ def build_report(
                 volumes.get(side),
             )
         )
-        if side in outlines:
-            if outlines[side].side != side:
-                raise OutputError(f"the outline given for {SEGMENT_LABELS[side]} is another's")
-            groups.append(_planar_group(outlines[side], tracking_uid))
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
