@@ -1,7 +1,8 @@
-"""What a radiologist sees in OHIF: a study with our SR and SEG, in a real viewer.
+"""What a radiologist sees in OHIF: a study with our SR, SEG and card, in a real viewer.
 
 A phantom study is scored offline (the worker's pipeline, the phantom's SEG as ROI
-source); the MR series, the SR and the SEG go into Orthanc (Debian, DICOMweb plugin); the
+source, ``write_outputs`` writing the SR, SEG and card the worker delivers); the MR
+series and those three go into Orthanc (Debian, DICOMweb plugin); the
 OHIF Viewer build from npm (``make ohif``) opens the study in headless Chromium, driven
 over the DevTools protocol. The SR and then the SEG are opened as a user does, by
 double-clicking their entries in the study browser. Screenshots land in the test's tmp
