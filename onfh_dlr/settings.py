@@ -24,6 +24,7 @@ from pydantic_settings import (
 from onfh_dlr.errors import ConfigurationError
 
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # DICOM AE: 16 chars, no backslash
+_HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")  # a DNS name or IPv4
 
 
 class Transport(StrEnum):
@@ -88,6 +89,59 @@ class Destination(BaseModel):
         return f"{self.ae_title}@{self.host}:{self.port}"
 
 
+class OutputKind(StrEnum):
+    """A kind of object the worker delivers for a job."""
+
+    SR = "sr"  # the TID 1500 report (references the SEG when the hips were scored)
+    SEG = "seg"  # the segmentation of the ROIs used
+    CARD = "card"  # the result card (Secondary Capture), for viewers without SR
+
+
+#: What a destination not named in ``ONFH_DESTINATION_OBJECTS`` receives.
+ALL_OUTPUT_KINDS: frozenset[OutputKind] = frozenset(OutputKind)
+
+
+def parse_destination_objects(value: Any) -> Any:
+    """``PACS=sr+seg+card,VIEWER=card`` -> ``{"PACS": {SR, SEG, CARD}, "VIEWER": {CARD}}``.
+
+    A mapping (from a YAML file) may give the kinds as a ``+``-joined string or a list.
+    The SR and the SEG go together: the SR references the SEG's segments, and a PACS
+    holding one without the other has a report pointing at nothing.
+    """
+    if isinstance(value, str):
+        entries: dict[str, Any] = {}
+        for part in _split_commas(value):
+            name, sep, kinds = part.partition("=")
+            if not sep:
+                raise ValueError(f"destination objects {part!r} is not of the form AE=sr+seg+card")
+            entries[name.strip()] = kinds
+        value = entries
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, frozenset[OutputKind]] = {}
+    for name, kinds in value.items():
+        if not (_AE_RE.match(str(name)) or _HOST_RE.match(str(name))):
+            raise ValueError(
+                f"destination objects: {name!r} is neither a DICOM AE title nor a host name"
+            )
+        words = kinds.split("+") if isinstance(kinds, str) else list(kinds)
+        try:
+            parsed = frozenset(OutputKind(str(w).strip().lower()) for w in words if str(w).strip())
+        except ValueError:
+            known = "+".join(k.value for k in OutputKind)
+            raise ValueError(
+                f"destination objects of {name}: {kinds!r} is not a +-joined subset of {known}"
+            ) from None
+        if not parsed:
+            raise ValueError(f"destination objects of {name}: no object kind given")
+        if (OutputKind.SR in parsed) != (OutputKind.SEG in parsed):
+            raise ValueError(
+                f"destination objects of {name}: sr and seg go together (the SR references the SEG)"
+            )
+        out[str(name)] = parsed
+    return out
+
+
 # Settings that name files or directories; made absolute where Settings is built.
 PATH_FIELDS = ("data_dir", "bundle", "tls_cert", "tls_key", "tls_ca", "admission_rules")
 
@@ -145,6 +199,10 @@ class Settings(BaseSettings):
     port: int = Field(default=11112, ge=1, le=65535)
     allowed_calling_aes: Annotated[list[str], NoDecode] = Field(default_factory=list)
     destinations: Annotated[list[Destination], NoDecode] = Field(default_factory=list)
+    # Which objects each destination (by AE title) receives; unlisted ones get all.
+    destination_objects: Annotated[dict[str, frozenset[OutputKind]], NoDecode] = Field(
+        default_factory=dict
+    )
     broker_url: str | None = None
     database_url: str | None = None
     bundle: Path | None = None
@@ -204,6 +262,21 @@ class Settings(BaseSettings):
     @classmethod
     def _split_aes(cls, value: Any) -> Any:
         return _split_commas(value)
+
+    @field_validator("destination_objects", mode="before")
+    @classmethod
+    def _parse_destination_objects(cls, value: Any) -> Any:
+        return parse_destination_objects(value)
+
+    def objects_for(self, destination: Destination) -> frozenset[OutputKind]:
+        """The kinds of object ``destination`` receives (all unless configured).
+
+        A C-STORE destination is named by its AE title, a STOW-RS one by its host.
+        """
+        name = (
+            destination.ae_title if destination.transport is Transport.DIMSE else destination.host
+        )
+        return self.destination_objects.get(name, ALL_OUTPUT_KINDS)
 
     @field_validator("destinations", mode="before")
     @classmethod
@@ -282,11 +355,14 @@ def _settings_from(env: dict[str, str], values: dict[str, Any]) -> Settings:
 
 
 __all__ = [
+    "ALL_OUTPUT_KINDS",
     "PATH_FIELDS",
     "Destination",
+    "OutputKind",
     "Settings",
     "Transport",
     "absolute_database_url",
     "absolute_path",
     "load_settings",
+    "parse_destination_objects",
 ]

@@ -13,6 +13,10 @@ Job states::
        └─sweeper──┘           ▼          ▼
                             failed    dead_letter ──retry──▶ scored
 
+A job whose series was admitted but cannot be scored (no femoral head, unusable SEG)
+still goes ``running ──▶ scored``: its "could not analyse" SR and card are delivered
+like a result, and once delivered it ends ``failed`` with the reason, not ``done``.
+
 ``pending``: written before the broker is asked; the sweeper re-enqueues pending jobs
 (broker was down) and queued jobs that never started (message lost). ``scored``: SR and
 SEG are on disk and deliveries are under way. ``superseded``: a newer job of the same
@@ -48,6 +52,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from onfh_dlr.errors import StateDBError
 from onfh_dlr.logs import redacted_url
+from onfh_dlr.settings import OutputKind
 
 JOB_STATES: Final = (
     "pending",
@@ -143,6 +148,27 @@ class EventRow(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
 
 
+class JobOutputRow(Base):
+    """One written output object of a job (SR, SEG, card).
+
+    A table of its own rather than a column per kind: ``create_schema`` only creates
+    missing tables, so a new table reaches an existing database with no migration,
+    where a new column of ``jobs`` would not. The SR and SEG paths stay on the job row
+    too (older rows have no entries here).
+    """
+
+    __tablename__ = "job_outputs"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+
+
+#: The key of ``Job.result`` that marks a job whose outputs say "could not analyse".
+NOT_ANALYSED_KEY: Final = "not_analysed"
+
+
 @dataclass(frozen=True)
 class Job:
     """A job as read from the database (detached from any session)."""
@@ -188,6 +214,12 @@ class Job:
             result=json.loads(row.result_json or "{}"),
             supersedes=row.supersedes,
         )
+
+    @property
+    def not_analysed(self) -> str | None:
+        """The reason, when this job's outputs say "could not analyse"."""
+        reason = self.result.get(NOT_ANALYSED_KEY)
+        return str(reason) if reason else None
 
 
 @dataclass(frozen=True)
@@ -472,27 +504,71 @@ class StateDB:
         job_id: str,
         *,
         sr_path: Path,
-        seg_path: Path,
+        seg_path: Path | None,
         sr_uid: str,
         result: dict[str, Any],
         destinations: Sequence[str],
+        card_path: Path | None = None,
+        output_uids: dict[OutputKind, str] | None = None,
+        not_analysed: str | None = None,
     ) -> bool:
         """Record the outputs of a job and its pending deliveries.
+
+        ``not_analysed``: the reason the series could not be scored; the outputs say
+        so, and the job ends ``failed`` with it once they are delivered. ``seg_path``
+        is ``None`` when there is no SEG (no ROI was found).
 
         Returns False when the job was superseded meanwhile (its outputs are not sent).
         """
         now = time.time()
+        paths = {OutputKind.SR: sr_path, OutputKind.SEG: seg_path, OutputKind.CARD: card_path}
+        uids = output_uids or {}
         with self.session() as s:
             row = s.get(JobRow, job_id, with_for_update=True)
             if row is None or row.state != "running":
                 return False
             row.state, row.scored_at = "scored", now
-            row.sr_path, row.seg_out_path, row.sr_uid = str(sr_path), str(seg_path), sr_uid
+            row.sr_path, row.sr_uid = str(sr_path), sr_uid
+            row.seg_out_path = str(seg_path) if seg_path is not None else None
+            if not_analysed:
+                result = {**result, NOT_ANALYSED_KEY: not_analysed}
+                row.reason = not_analysed
             row.result_json = json.dumps(result, sort_keys=True)
+            for kind, path in paths.items():
+                if path is None:
+                    continue
+                existing = s.get(JobOutputRow, (job_id, kind.value))
+                if existing is None:
+                    existing = JobOutputRow(job_id=job_id, kind=kind.value)
+                    s.add(existing)
+                existing.path = str(path)
+                existing.sop_instance_uid = uids.get(kind, "")
             for dest in destinations:
                 s.add(DeliveryRow(job_id=job_id, destination=dest, updated_at=now))
-            s.add(EventRow(at=now, series_uid=row.series_uid, job_id=job_id, stage="scored"))
+            stage = "not_analysed" if not_analysed else "scored"
+            s.add(
+                EventRow(
+                    at=now,
+                    series_uid=row.series_uid,
+                    job_id=job_id,
+                    stage=stage,
+                    detail=not_analysed or "",
+                )
+            )
             return True
+
+    def job_outputs(self, job_id: str) -> dict[OutputKind, Path]:
+        """The written outputs of a job by kind (SR and SEG of older jobs from the job row)."""
+        with self.session() as s:
+            rows = s.scalars(select(JobOutputRow).where(JobOutputRow.job_id == job_id))
+            out = {OutputKind(r.kind): Path(r.path) for r in rows}
+            job = s.get(JobRow, job_id)
+            if job is not None:
+                if job.sr_path and OutputKind.SR not in out:
+                    out[OutputKind.SR] = Path(job.sr_path)
+                if job.seg_out_path and OutputKind.SEG not in out:
+                    out[OutputKind.SEG] = Path(job.seg_out_path)
+            return out
 
     def fail_job(self, job_id: str, reason: str) -> None:
         """End a job that cannot be scored, with its reason."""
@@ -579,7 +655,11 @@ class StateDB:
             )
 
     def settle_job(self, job_id: str) -> str:
-        """Set a scored job's state from its deliveries: done, dead_letter or still scored."""
+        """Set a scored job's state from its deliveries: done, dead_letter or still scored.
+
+        A job whose outputs say "could not analyse" ends ``failed`` (with its reason)
+        instead of ``done`` once they are all delivered.
+        """
         now = time.time()
         with self.session() as s:
             row = s.get(JobRow, job_id, with_for_update=True)
@@ -588,7 +668,10 @@ class StateDB:
             states = set(s.scalars(select(DeliveryRow.state).where(DeliveryRow.job_id == job_id)))
             if row.state not in ("scored", "dead_letter"):
                 return row.state
-            if states <= {"delivered"}:
+            not_analysed = json.loads(row.result_json or "{}").get(NOT_ANALYSED_KEY)
+            if states <= {"delivered"} and not_analysed:
+                _fail(s, row, str(not_analysed), now)
+            elif states <= {"delivered"}:
                 row.state, row.finished_at = "done", now
                 s.add(EventRow(at=now, series_uid=row.series_uid, job_id=job_id, stage="done"))
             elif "pending" not in states:
@@ -603,7 +686,8 @@ class StateDB:
             row = s.get(JobRow, job_id, with_for_update=True)
             if row is None or row.state != "dead_letter":
                 return False
-            row.state, row.reason = "scored", ""
+            not_analysed = json.loads(row.result_json or "{}").get(NOT_ANALYSED_KEY)
+            row.state, row.reason = "scored", str(not_analysed or "")
             s.execute(
                 update(DeliveryRow)
                 .where(DeliveryRow.job_id == job_id, DeliveryRow.state == "dead_letter")
@@ -702,10 +786,12 @@ __all__ = [
     "DELIVERY_STATES",
     "FINAL_JOB_STATES",
     "JOB_STATES",
+    "NOT_ANALYSED_KEY",
     "SERIES_STATES",
     "Delivery",
     "EventRow",
     "Job",
+    "JobOutputRow",
     "JobRow",
     "SeriesRow",
     "StateDB",

@@ -45,7 +45,7 @@ def test_the_demo_pushes_a_study_through_serve_and_prints_the_sr_per_hip(tmp_pat
     assert list(work.iterdir()) == []  # nothing written relative to the working directory
     received = sorted((data / "demo" / "pacs").glob("*.dcm"))
     modalities = sorted(str(pydicom.dcmread(p, stop_before_pixels=True).Modality) for p in received)
-    assert modalities == ["SEG", "SR"]
+    assert modalities == ["OT", "SEG", "SR"]  # OT: the result card
     sr = next(pydicom.dcmread(p) for p in received if pydicom.dcmread(p).Modality == "SR")
     hips = read_report(sr)
     # The demo patient: early ONFH on the right, a healthy left hip.
@@ -111,7 +111,7 @@ def test_serve_with_a_relative_data_directory_scores_a_study_from_another_direct
     assert list(work.iterdir()) == [] and list(other.iterdir()) == []
 
 
-def test_score_writes_the_sr_and_seg_of_a_series_without_any_service(
+def test_score_writes_the_sr_seg_and_card_of_a_series_without_any_service(
     tmp_path: Path, phantom_cohort: CohortMaker
 ) -> None:
     (study,) = phantom_cohort(1, 5, onfh_fraction=1.0).studies
@@ -127,7 +127,7 @@ def test_score_writes_the_sr_and_seg_of_a_series_without_any_service(
     )
     assert run.returncode == 0, run.stdout + run.stderr
     written = {p.name.split("_")[0] for p in out.glob("*.dcm")}
-    assert written == {"SR", "SEG"}
+    assert written == {"SR", "SEG", "CARD"}
     assert "left" in run.stdout and "right" in run.stdout
     truth = {side: label == 1 for side, label in study.labels.items()}
     (sr_path,) = out.glob("SR_*.dcm")

@@ -32,6 +32,8 @@ from service_harness import (
 )
 
 from model_bundle.imaging import Side
+from onfh_dlr.broker import free_port
+from onfh_dlr.cli.receiver import Receiver
 from worker.seg_output import segment_numbers_by_side
 from worker.sr_output import read_report
 
@@ -58,7 +60,7 @@ def pacs_up(service: Service) -> Service:
     return service
 
 
-def test_a_pushed_study_comes_back_as_a_valid_sr_and_seg_in_the_same_study(
+def test_a_pushed_study_comes_back_as_a_valid_sr_seg_and_card_in_the_same_study(
     pacs_up: Service, make_study: Callable[[int], PhantomStudy]
 ) -> None:
     study = make_study(2024)  # early ONFH on the right, healthy left
@@ -66,12 +68,15 @@ def test_a_pushed_study_comes_back_as_a_valid_sr_and_seg_in_the_same_study(
     job = pacs_up.wait_for_job(study.series_uid, FINISHED)
     assert job.state == "done", job.reason
     received = [r for r in pacs_up.pacs.received if r.study_uid == study.study_uid]
-    assert sorted(r.modality for r in received) == ["SEG", "SR"]
+    assert sorted(r.modality for r in received) == ["OT", "SEG", "SR"]  # OT: the card
     for item in received:
         assert dciodvfy_errors(item.path) == [], item.modality
         assert item.series_uid != study.series_uid
     sr_item = next(r for r in received if r.modality == "SR")
     seg_item = next(r for r in received if r.modality == "SEG")
+    card = pydicom.dcmread(next(r for r in received if r.modality == "OT").path)
+    assert card.SOPInstanceUID == job.result["card_uid"]
+    assert "Right femoral head: early ONFH suspected" in str(card.ImageComments)
     hips = read_report(pydicom.dcmread(sr_item.path))
     assert set(hips) == {"L", "R"}
     seg = hd.seg.segread(seg_item.path)
@@ -221,7 +226,7 @@ def test_a_malformed_dataset_gets_a_failure_status_and_the_service_keeps_serving
     assert pacs_up.wait_for_job(study.series_uid, FINISHED).state == "done"
 
 
-def test_a_series_with_no_femoral_head_fails_with_its_reason_and_the_service_goes_on(
+def test_a_series_with_no_femoral_head_arrives_as_could_not_analyse_and_the_job_fails(
     pacs_up: Service, make_study: Callable[[int], PhantomStudy], tmp_path: Path
 ) -> None:
     study = make_study(17)
@@ -237,10 +242,48 @@ def test_a_series_with_no_femoral_head_fails_with_its_reason_and_the_service_goe
     job = pacs_up.wait_for_job(study.series_uid, FINISHED)
     assert job.state == "failed"
     assert "FemoralHeadNotFoundError" in job.reason
-    assert pacs_up.srs_received(study.study_uid) == []
+    assert [d.state for d in pacs_up.db.deliveries(job.id)] == ["delivered"]
+    # The study receives an SR and a card that say so, and no SEG (there is no ROI).
+    received = [r for r in pacs_up.pacs.received if r.study_uid == study.study_uid]
+    assert sorted(r.modality for r in received) == ["OT", "SR"]
+    for item in received:
+        assert dciodvfy_errors(item.path) == [], item.modality
+    sr = pydicom.dcmread(next(r for r in received if r.modality == "SR").path)
+    hips = read_report(sr)
+    assert set(hips) == {Side.LEFT, Side.RIGHT}
+    for hip in hips.values():
+        assert hip.not_analysed is not None and "FemoralHeadNotFoundError" in hip.not_analysed
+        assert hip.score is None and hip.probability is None
+    card = pydicom.dcmread(next(r for r in received if r.modality == "OT").path)
+    assert "Right femoral head: could not analyse: FemoralHeadNotFoundError" in str(
+        card.ImageComments
+    )
     good = make_study(19)
     pacs_up.push(good.slices)
     assert pacs_up.wait_for_job(good.series_uid, FINISHED).state == "done"
+
+
+def test_a_destination_configured_card_only_receives_only_the_card(
+    pacs_up: Service, make_study: Callable[[int], PhantomStudy], tmp_path: Path
+) -> None:
+    viewer = Receiver(tmp_path / "viewer", free_port(), ae_title="CARD_VIEWER").start()
+    destinations = pacs_up.env["ONFH_DESTINATIONS"]
+    try:
+        pacs_up.restart_worker(
+            destinations=f"{destinations},CARD_VIEWER@127.0.0.1:{viewer.port}",
+            destination_objects="CARD_VIEWER=card",
+        )
+        study = make_study(37)
+        assert set(pacs_up.push(study.slices)) == {0x0000}
+        job = pacs_up.wait_for_job(study.series_uid, FINISHED)
+        assert job.state == "done", job.reason
+        at_viewer = [r for r in viewer.received if r.study_uid == study.study_uid]
+        assert [r.sop_instance_uid for r in at_viewer] == [job.result["card_uid"]]
+        at_pacs = [r for r in pacs_up.pacs.received if r.study_uid == study.study_uid]
+        assert sorted(r.modality for r in at_pacs) == ["OT", "SEG", "SR"]
+    finally:
+        pacs_up.restart_worker(destinations=destinations, destination_objects=None)
+        viewer.stop()
 
 
 def test_a_study_received_while_the_broker_is_down_is_scored_when_it_is_back(

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from onfh_dlr.errors import ConfigurationError
-from onfh_dlr.settings import PATH_FIELDS, Settings, load_settings
+from onfh_dlr.settings import (
+    ALL_OUTPUT_KINDS,
+    PATH_FIELDS,
+    OutputKind,
+    Settings,
+    load_settings,
+)
 
 
 @pytest.fixture
@@ -86,3 +92,54 @@ def test_a_relative_sqlite_url_becomes_absolute_and_other_urls_stay_as_written(
 def test_a_database_url_that_is_no_url_is_a_configuration_error(elsewhere: Path) -> None:
     with pytest.raises(ConfigurationError, match="database URL"):
         load_settings(environ={"ONFH_DATABASE_URL": "not a url"})
+
+
+def test_destination_objects_parse_per_ae_title_and_unlisted_destinations_get_all() -> None:
+    settings = load_settings(
+        environ={
+            "ONFH_DESTINATIONS": "PACS@pacs:104,WALL@wall:104,ARCHIVE@arch:104",
+            "ONFH_DESTINATION_OBJECTS": "PACS = SR+seg , WALL=card",
+        }
+    )
+    pacs, wall, archive = settings.destinations
+    assert settings.objects_for(pacs) == {OutputKind.SR, OutputKind.SEG}
+    assert settings.objects_for(wall) == {OutputKind.CARD}
+    assert settings.objects_for(archive) == ALL_OUTPUT_KINDS
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("PACS=sr", "sr and seg go together"),
+        ("PACS=sr+seg+pdf", "not a \\+-joined subset"),
+        ("PACS", "not of the form"),
+        ("PACS=", "no object kind"),
+    ],
+)
+def test_bad_destination_objects_are_configuration_errors(value: str, problem: str) -> None:
+    with pytest.raises(ConfigurationError, match=problem):
+        load_settings(environ={"ONFH_DESTINATION_OBJECTS": value})
+
+
+def test_destination_objects_from_a_yaml_file_may_be_lists(tmp_path: Path) -> None:
+    config = tmp_path / "onfh.yaml"
+    config.write_text("destination_objects:\n  PACS: [sr, seg, card]\n  WALL: card\n")
+    settings = load_settings(config)
+    assert settings.destination_objects == {
+        "PACS": ALL_OUTPUT_KINDS,
+        "WALL": frozenset({OutputKind.CARD}),
+    }
+
+
+def test_destination_objects_name_a_stow_destination_by_its_host() -> None:
+    from onfh_dlr.settings import ALL_OUTPUT_KINDS, OutputKind
+
+    settings = load_settings(
+        environ={
+            "ONFH_DESTINATIONS": "PACS@pacs:104,stow+https://archive.example.org/dicomweb",
+            "ONFH_DESTINATION_OBJECTS": "archive.example.org=card",
+        }
+    )
+    pacs, archive = settings.destinations
+    assert settings.objects_for(archive) == frozenset({OutputKind.CARD})
+    assert settings.objects_for(pacs) == ALL_OUTPUT_KINDS

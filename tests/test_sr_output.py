@@ -69,9 +69,19 @@ def _prediction(side: Side, probability: float) -> HipPrediction:
         call=int(probability >= DEVICE.threshold),
         roi_source="auto",
         roi_description="truth",
+        inputs=INPUTS,
     )
 
 
+# One feature of each kind of coding: IBSI on a filtered image, IBSI with a unit, a
+# PyRadiomics name (its Kurtosis is not IBSI's), a deep PCA component.
+INPUTS: dict[str, float] = {
+    "wavelet-LHL_firstorder_Skewness": 0.42,
+    "original_shape_MeshVolume": 4100.5,
+    "log-sigma-3-0-mm-3D_firstorder_Kurtosis": 3.3,
+    "deep_pca_003": -1.25,
+}
+INPUT_MEANINGS = ("Skewness", "Volume", "firstorder_Kurtosis", "deep_pca_003")
 PREDICTIONS: dict[Side, HipPrediction] = {
     Side.LEFT: _prediction(Side.LEFT, 0.123),
     Side.RIGHT: _prediction(Side.RIGHT, 0.87),
@@ -161,8 +171,12 @@ def test_each_hip_is_one_group_with_its_label_laterality_and_tracking_uid(case: 
 
 def test_measurements_name_the_algorithm_and_use_ucum_units(case: Case) -> None:
     for group in _groups(case.sr):
-        measurements = {m.name.meaning: m for m in group.get_measurements()}
-        assert set(measurements) == {"Score", "Probability", "Volume"}
+        measurements = {
+            m.name.meaning: m
+            for m in group.get_measurements()
+            if m.name.scheme_designator != "IBSI"
+        }
+        assert set(measurements) == {"Score", "Probability", "Volume", *INPUT_MEANINGS[2:]}
         assert measurements["Score"].unit.value == "1"
         assert measurements["Probability"].unit.value == "1"
         assert measurements["Volume"].unit.value == "ml"
@@ -391,12 +405,26 @@ def test_dcmqi_tid1500reader_reads_both_groups_of_each_hip(case: Case, tmp_path:
         )
         for g in groups
     }
+    volumetric = ("Score", "Probability", "Volume", *INPUT_MEANINGS)
     assert quantities == {
-        ("Left femoral head", ("Score", "Probability", "Volume")),
+        ("Left femoral head", volumetric),
         ("Left femoral head", ("Area",)),
-        ("Right femoral head", ("Score", "Probability", "Volume")),
+        ("Right femoral head", volumetric),
         ("Right femoral head", ("Area",)),
     }
+    items = {
+        m["quantity"]["CodeMeaning"]: m
+        for g in groups
+        if g["TrackingIdentifier"] == "Right femoral head"
+        for m in g["measurementItems"]
+    }
+    assert items["Skewness"]["quantity"]["CodeValue"] == "KE2A"
+    assert items["Skewness"]["quantity"]["CodingSchemeDesignator"] == "IBSI"
+    assert float(items["Skewness"]["value"]) == pytest.approx(
+        INPUTS["wavelet-LHL_firstorder_Skewness"]
+    )
+    # tid1500reader does not output a measurement's method (the image type): read by
+    # highdicom in the next test.
     by_label = {g["TrackingIdentifier"]: g for g in groups if "ReferencedSegment" in g}
     assert by_label["Right femoral head"]["Laterality"]["CodeValue"] == "24028007"
 
@@ -410,3 +438,26 @@ def test_read_report_gives_each_hips_outline_image_and_area(case: Case) -> None:
     # A report built without outlines has none to read back.
     plain = build_report(case.series, case.seg, PREDICTIONS, DEVICE, series_number=9002)
     assert {h.outline_image_uid for h in read_report(plain).values()} == {None}
+
+
+def test_the_models_inputs_are_coded_with_ibsi_codes_ucum_units_and_image_type(
+    case: Case,
+) -> None:
+    for group in _groups(case.sr):
+        found = {m.name.meaning: m for m in group.get_measurements()}
+        skewness = found["Skewness"]
+        assert (skewness.name.value, skewness.name.scheme_designator) == ("KE2A", "IBSI")
+        assert skewness.method is not None and skewness.method.meaning == "wavelet-LHL"
+        assert skewness.unit.value == "1"
+        volume = next(m for m in group.get_measurements() if m.name.value == "RNU0")
+        assert volume.unit.value == "mm3"
+        assert volume.method is not None and volume.method.meaning == "original"
+        kurtosis = found["firstorder_Kurtosis"]
+        assert kurtosis.name.scheme_designator == "99PYRADIOMICS"
+        assert len(kurtosis.name.value) <= 16
+        assert found["deep_pca_003"].unit.value == "1"
+
+
+def test_read_report_gives_back_the_models_inputs_by_feature_name(case: Case) -> None:
+    for hip in read_report(case.sr).values():
+        assert dict(hip.inputs) == pytest.approx(INPUTS, rel=1e-12)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from sqlalchemy import delete
 
-from onfh_dlr.state import StateDB
+from onfh_dlr.settings import OutputKind
+from onfh_dlr.state import JobOutputRow, StateDB
 
 
 @pytest.fixture
@@ -187,3 +190,50 @@ def test_a_job_whose_worker_keeps_dying_fails_after_max_attempts(
     assert db.start_job(job_id, max_attempts=3) is None  # a further redelivery: nothing
     assert db.jobs_to_enqueue(requeue_after=0.0, now=job.created_at + 3600) == []
     assert [e.stage for e in db.events("1.2.3.4")][-1] == "failed"
+
+
+def test_a_not_analysed_job_ends_failed_with_its_reason_once_its_report_is_delivered(
+    db: StateDB, tmp_path: Path
+) -> None:
+    _receive(db)
+    job_id = db.admit_series("1.2.3.4", tmp_path)
+    db.start_job(job_id)
+    reason = "FemoralHeadNotFoundError: no femoral head"
+    assert db.job_scored(
+        job_id,
+        sr_path=tmp_path / "sr.dcm",
+        seg_path=None,
+        card_path=tmp_path / "card.dcm",
+        sr_uid="1.2.9",
+        result={"hips": {}},
+        destinations=["PACS@h:104"],
+        not_analysed=reason,
+    )
+    job = db.job(job_id)
+    assert job is not None and job.state == "scored" and job.not_analysed == reason
+    assert db.job_outputs(job_id) == {
+        OutputKind.SR: tmp_path / "sr.dcm",
+        OutputKind.CARD: tmp_path / "card.dcm",
+    }
+    db.delivery_attempted(job_id, "PACS@h:104", ok=False, error="down", final=True)
+    assert db.settle_job(job_id) == "dead_letter"
+    assert db.retry_dead_letter(job_id)
+    assert db.job(job_id) == replace(job, state="scored")  # the reason is kept
+    db.delivery_attempted(job_id, "PACS@h:104", ok=True)
+    assert db.settle_job(job_id) == "failed"
+    job = db.job(job_id)
+    assert job is not None and job.reason == reason and job.finished_at is not None
+    assert [d.state for d in db.deliveries(job_id)] == ["delivered"]
+    assert "not_analysed" in [e.stage for e in db.events("1.2.3.4")]
+
+
+def test_outputs_of_a_job_scored_before_the_outputs_table_come_from_the_job_row(
+    db: StateDB, tmp_path: Path
+) -> None:
+    job_id = _scored_job(db, tmp_path, ["PACS@h:104"])
+    with db.session() as s:
+        s.execute(delete(JobOutputRow))
+    assert db.job_outputs(job_id) == {
+        OutputKind.SR: tmp_path / "a.dcm",
+        OutputKind.SEG: tmp_path / "b.dcm",
+    }

@@ -1,7 +1,8 @@
-"""What a radiologist sees in OHIF: a study with our SR and SEG, in a real viewer.
+"""What a radiologist sees in OHIF: a study with our SR, SEG and card, in a real viewer.
 
 A phantom study is scored offline (the worker's pipeline, the phantom's SEG as ROI
-source); the MR series, the SR and the SEG go into Orthanc (Debian, DICOMweb plugin); the
+source, ``write_outputs`` writing the SR, SEG and card the worker delivers); the MR
+series and those three go into Orthanc (Debian, DICOMweb plugin); the
 OHIF Viewer build from npm (``make ohif``) opens the study in headless Chromium, driven
 over the DevTools protocol. The SR and then the SEG are opened as a user does, by
 double-clicking their entries in the study browser. Screenshots land in the test's tmp
@@ -21,13 +22,11 @@ import pydicom
 import pytest
 from viewer_harness import Chromium, ConsoleEntry, DicomWebOrthanc, OhifServer, ohif_dist
 
-from model_bundle.imaging import load_series, rois_from_seg
 from model_bundle.serving import BundleModel
 from phantom.dicom_writer import write_segmentation, write_series
 from phantom.generator import generate_study
 from worker.pipeline import score_series, write_outputs
-from worker.result_card import build_result_card
-from worker.seg_output import SEGMENT_LABELS, OutputDevice
+from worker.seg_output import SEGMENT_LABELS
 from worker.sr_output import read_report
 
 DEMO_BUNDLE = Path(__file__).resolve().parents[1] / "model_bundle" / "demo"
@@ -89,26 +88,17 @@ def returned(tmp_path_factory: pytest.TempPathFactory) -> ReturnedStudy:
     write_segmentation(phantom, datasets, directory / "truth_seg.dcm")
     model = BundleModel.load(DEMO_BUNDLE)
     scored = score_series(directory / "series", model, seg=directory / "truth_seg.dcm")
-    sr_path, seg_path = write_outputs(scored, directory / "out")
-    # The card is not delivered by the worker yet: built here from the same inputs.
-    series = load_series(directory / "series")
-    rois = rois_from_seg(pydicom.dcmread(seg_path), series)
-    card = build_result_card(
-        series,
-        rois,
-        scored.predictions,
-        OutputDevice.from_manifest(model.bundle.manifest),
-        series_number=9003,
-    )
-    card_path = directory / "out" / "card.dcm"
-    card.save_as(card_path, enforce_file_format=True)
+    written = write_outputs(scored, directory / "out")
+    assert written.seg is not None
+    # The card is the one the worker writes and delivers with the SR and SEG.
+    sr_path, seg_path, card_path = written.sr, written.seg, written.card
     return ReturnedStudy(
         str(datasets[0].StudyInstanceUID),
         sorted((directory / "series").glob("*.dcm")),
         sr_path,
         seg_path,
         card_path,
-        str(card.SOPInstanceUID),
+        scored.card_uid,
     )
 
 

@@ -1,8 +1,16 @@
 """What a worker does with a job, as plain functions (the Celery tasks are thin shells).
 
 ``score_job`` claims a job in the state DB, scores its series with the bundle, writes the
-SR and SEG under ``<data_dir>/outputs`` and records them; ``deliver_job`` sends them to
-every destination that does not have them yet. Both are idempotent: a redelivered message
+SR, SEG and result card under ``<data_dir>/outputs`` and records them; ``deliver_job``
+sends each destination the kinds of object it is configured for
+(``ONFH_DESTINATION_OBJECTS``) until every destination has them.
+
+A series that cannot be scored for a permanent reason (no femoral head, unusable SEG)
+still gets a "could not analyse" SR and card, delivered like a result; the job then
+ends ``failed`` with the reason. Only a series that cannot even be loaded (nothing to
+write into its study) or an unexpected error fails the job with nothing sent.
+
+Both functions are idempotent: a redelivered message
 finds the job's state in the database and either does nothing or finishes what is left,
 and the outputs' UIDs and contents are derived from the job, so a re-run after a crash
 writes the same SR, never a second, different one.
@@ -19,12 +27,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from onfh_dlr.errors import DeliveryError, OnfhError, PermanentError
 from onfh_dlr.metrics import BUNDLE, DELIVERIES, JOBS_FINISHED, STAGE_SECONDS
-from onfh_dlr.settings import Settings
-from onfh_dlr.state import StateDB
+from onfh_dlr.settings import OutputKind, Settings
+from onfh_dlr.state import Job, StateDB
 from worker.delivery import backoff_delay, send_files
 
 if TYPE_CHECKING:
     from model_bundle.serving import BundleModel
+    from worker.pipeline import ScoredStudy
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +78,14 @@ class WorkerContext:
 
 
 def score_job(ctx: WorkerContext, job_id: str) -> ScoreOutcome:
-    """Score one job's series and record its SR and SEG.
+    """Score one job's series and record its SR, SEG and card.
 
-    Permanent problems (no femoral head, bad geometry, unreadable SEG) end the job as
-    ``failed`` with the reason; transient ones (database, disk) propagate for a retry.
+    Permanent problems (no femoral head, bad geometry, unreadable SEG) give "could not
+    analyse" outputs, delivered like a result, after which the job ends ``failed`` with
+    the reason; transient ones (database, disk) propagate for a retry.
     """
-    from worker.pipeline import score_series, write_outputs
+    from model_bundle.imaging import Side
+    from worker.pipeline import not_analysed_series, score_series
 
     job = ctx.db.start_job(job_id, max_attempts=ctx.settings.max_attempts)
     if job is None:
@@ -99,10 +110,31 @@ def score_job(ctx: WorkerContext, job_id: str) -> ScoreOutcome:
         )
     except PermanentError as exc:
         reason = f"{type(exc).__name__}: {exc}"
-        log.warning("job %s failed: %s", job_id, reason)
-        ctx.db.fail_job(job_id, reason)
-        JOBS_FINISHED.labels("failed").inc()
-        return "failed"
+        log.warning("job %s: could not analyse: %s", job_id, reason)
+        try:
+            scored = not_analysed_series(
+                job.series_dir,
+                ctx.model(),
+                dict.fromkeys((Side.RIGHT, Side.LEFT), reason),
+                roi_source="auto" if job.seg_path is None else "seg",
+                uid_seed=job.id,
+                previous_sr=ctx.db.previous_sr(job),
+                content_time=job.created_at,
+            )
+        except PermanentError as again:
+            # Not even the series loads: there is no study to write into.
+            log.warning("job %s failed, nothing sent: %s", job_id, again)
+            ctx.db.fail_job(job_id, reason)
+            JOBS_FINISHED.labels("failed").inc()
+            return "failed"
+        except OnfhError:
+            raise
+        except Exception as bug:
+            log.exception("job %s: unexpected error writing the not-analysed report", job_id)
+            ctx.db.fail_job(job_id, f"{reason}; and internal error: {type(bug).__name__}: {bug}")
+            JOBS_FINISHED.labels("failed").inc()
+            return "failed"
+        return _record(ctx, job, scored, not_analysed=reason)
     except OnfhError:
         raise
     except Exception as exc:
@@ -112,15 +144,30 @@ def score_job(ctx: WorkerContext, job_id: str) -> ScoreOutcome:
         ctx.db.fail_job(job_id, f"internal error: {type(exc).__name__}: {exc}")
         JOBS_FINISHED.labels("failed").inc()
         return "failed"
+    return _record(ctx, job, scored)
+
+
+def _record(
+    ctx: WorkerContext, job: Job, scored: ScoredStudy, not_analysed: str | None = None
+) -> ScoreOutcome:
+    """Write a job's outputs and record them with one pending delivery per destination."""
+    from worker.pipeline import write_outputs
+
     out_dir = ctx.outputs_dir / job.study_uid / job.id
-    sr_path, seg_path = write_outputs(scored, out_dir)
+    written = write_outputs(scored, out_dir)
+    uids = {OutputKind.SR: scored.sr_uid, OutputKind.CARD: scored.card_uid}
+    if scored.seg_uid is not None:
+        uids[OutputKind.SEG] = scored.seg_uid
     recorded = ctx.db.job_scored(
-        job_id,
-        sr_path=sr_path,
-        seg_path=seg_path,
-        sr_uid=str(scored.sr_dataset.SOPInstanceUID),
+        job.id,
+        sr_path=written.sr,
+        seg_path=written.seg,
+        card_path=written.card,
+        sr_uid=scored.sr_uid,
+        output_uids=uids,
         result=_summary(scored),
         destinations=[str(d) for d in ctx.settings.destinations],
+        not_analysed=not_analysed,
     )
     if recorded and job.started_at is not None:
         STAGE_SECONDS.labels("score").observe(max(0.0, time.time() - job.started_at))
@@ -142,9 +189,14 @@ def _summary(scored: Any) -> dict[str, Any]:
     }
     return {
         "hips": hips,
-        "sr_uid": str(scored.sr_dataset.SOPInstanceUID),
-        "seg_uid": str(scored.seg_dataset.SOPInstanceUID),
+        "sr_uid": scored.sr_uid,
+        "seg_uid": scored.seg_uid,
+        "card_uid": scored.card_uid,
     }
+
+
+# The SEG before the SR that references it; the card last.
+_SEND_ORDER = (OutputKind.SEG, OutputKind.SR, OutputKind.CARD)
 
 
 @dataclass(frozen=True)
@@ -159,6 +211,11 @@ class DeliveryRound:
 def deliver_job(ctx: WorkerContext, job_id: str) -> DeliveryRound:
     """Try every destination of a scored job that does not have its results yet.
 
+    Each destination gets the kinds of object configured for it (SEG before the SR
+    that cites it, then the card); kinds the job does not have (no SEG when no hip was
+    scored, no card for a job scored before cards existed) are left out. A destination
+    none of whose kinds exist is marked delivered, with a warning in the log.
+
     A destination that fails is retried with exponential backoff
     (:func:`~worker.delivery.backoff_delay`) up to ``delivery_retries`` times, then put in
     the dead-letter state, which an operator can retry (``onfh-dlr retry``).
@@ -166,7 +223,7 @@ def deliver_job(ctx: WorkerContext, job_id: str) -> DeliveryRound:
     job = ctx.db.job(job_id)
     if job is None or job.state not in ("scored",):
         return DeliveryRound(job.state if job else "unknown", (), None)
-    assert job.sr_path is not None and job.seg_out_path is not None
+    outputs = ctx.db.job_outputs(job_id)
     by_name = {str(d): d for d in ctx.settings.destinations}
     pending: list[str] = []
     attempts: list[int] = []
@@ -179,10 +236,16 @@ def deliver_job(ctx: WorkerContext, job_id: str) -> DeliveryRound:
                 job_id, delivery.destination, ok=False, error="no longer configured", final=True
             )
             continue
+        wanted = ctx.settings.objects_for(dest)
+        files = [outputs[kind] for kind in _SEND_ORDER if kind in wanted and kind in outputs]
+        if not files:
+            log.warning("job %s: nothing of %s to send to %s", job_id, sorted(wanted), dest)
+            ctx.db.delivery_attempted(job_id, delivery.destination, ok=True)
+            continue
         try:
             send_files(
                 dest,
-                [job.seg_out_path, job.sr_path],
+                files,
                 calling_ae=ctx.settings.ae_title,
                 token=ctx.settings.dicomweb_destination_token,
             )
@@ -208,7 +271,7 @@ def deliver_job(ctx: WorkerContext, job_id: str) -> DeliveryRound:
             ctx.db.delivery_attempted(job_id, delivery.destination, ok=True)
             DELIVERIES.labels(delivery.destination, "delivered").inc()
     state = ctx.db.settle_job(job_id)
-    if state in ("done", "dead_letter"):
+    if state in ("done", "dead_letter", "failed"):  # failed: a not-analysed report delivered
         JOBS_FINISHED.labels(state).inc()
     if state == "done":
         now = time.time()

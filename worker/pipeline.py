@@ -1,7 +1,16 @@
-"""Score one series offline: ROIs, model, SEG, SR, validation. No network, no Celery.
+"""Score one series offline: ROIs, model, SEG, SR, card, validation. No network, no Celery.
 
 The Celery task and ``onfh-dlr score`` both call :func:`score_series` and then
 :func:`write_outputs`; delivery (C-STORE) is the caller's business.
+
+Could not analyse
+    When an admitted series cannot be scored for a permanent reason (no femoral head,
+    unusable SEG), :func:`not_analysed_series` builds the same kind of SR (each hip's
+    group says "could not analyse: <reason>", no score) and a card that says so, and
+    no SEG (there is no ROI). The auto-segmenter finds both heads or fails for both
+    (``find_femoral_heads`` raises when either is missing), so today a failure drops
+    both hips; the SR and card already take a reason per hip for when it becomes
+    per hip.
 
 Idempotent UIDs
     With ``uid_seed`` (e.g. the job id), the SEG's and the SR's Series and SOP
@@ -26,7 +35,7 @@ import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Final, Literal
@@ -42,6 +51,8 @@ from model_bundle.features import series_rois
 from model_bundle.imaging import HipROI, LoadedSeries, Side, load_series
 from model_bundle.serving import BundleModel, HipPrediction
 from onfh_dlr.errors import NotASegmentationError, OutputError, OutputValidationError
+from onfh_dlr.settings import OutputKind
+from worker.result_card import build_result_card
 from worker.seg_output import (
     NOT_FOR_CLINICAL_USE,
     SEGMENT_LABELS,
@@ -49,43 +60,53 @@ from worker.seg_output import (
     build_segmentation,
     segment_numbers_by_side,
 )
-from worker.sr_output import build_report, largest_slice_outline, read_report, roi_volume_ml
+from worker.sr_output import (
+    build_report,
+    largest_slice_outline,
+    read_report,
+    roi_volume_ml,
+)
 
 __all__ = [
     "DEFAULT_SERIES_NUMBER_BASE",
     "OutputUIDs",
     "ScoredStudy",
+    "WrittenOutputs",
+    "not_analysed_series",
     "output_uids",
     "score_series",
+    "validate_card",
     "validate_outputs",
     "write_outputs",
 ]
 
 LOGGER = logging.getLogger(__name__)
 
-#: SEG series number = base + 1, SR series number = base + 2: high numbers sort
+#: SEG series number = base + 1, SR = base + 2, card = base + 3: high numbers sort
 #: derived series after the acquired ones in a viewer.
 DEFAULT_SERIES_NUMBER_BASE: Final = 9000
 
 
 @dataclass(frozen=True)
 class OutputUIDs:
-    """Series and SOP Instance UIDs of the SEG and the SR of one scored series."""
+    """Series and SOP Instance UIDs of the SEG, the SR and the card of one scored series."""
 
     seg_series: str
     seg_instance: str
     sr_series: str
     sr_instance: str
+    card_series: str
+    card_instance: str
 
 
 def output_uids(uid_seed: str | None, series_instance_uid: str) -> OutputUIDs:
     """UIDs of the outputs: derived from ``uid_seed`` and the source series, or random.
 
-    The same seed and source series always give the same four UIDs; different seeds
+    The same seed and source series always give the same six UIDs; different seeds
     or series give different ones.
     """
     if uid_seed is None:
-        return OutputUIDs(generate_uid(), generate_uid(), generate_uid(), generate_uid())
+        return OutputUIDs(*(generate_uid() for _ in range(6)))
 
     def derive(kind: str, level: str) -> str:
         return str(generate_uid(entropy_srcs=[uid_seed, series_instance_uid, kind, level]))
@@ -95,13 +116,15 @@ def output_uids(uid_seed: str | None, series_instance_uid: str) -> OutputUIDs:
         seg_instance=derive("seg", "instance"),
         sr_series=derive("sr", "series"),
         sr_instance=derive("sr", "instance"),
+        card_series=derive("card", "series"),
+        card_instance=derive("card", "instance"),
     )
 
 
 # eq=False: highdicom datasets compare element by element, which is not identity.
 @dataclass(frozen=True, eq=False)
 class ScoredStudy:
-    """The result of scoring one series, with its validated SEG and SR.
+    """The result of scoring one series, with its validated SEG, SR and card.
 
     Attributes
     ----------
@@ -113,8 +136,11 @@ class ScoredStudy:
         ``"seg"`` when the ROIs came from a received SEG, ``"auto"`` otherwise.
     roi_descriptions
         Where each side's ROI came from.
-    seg_dataset, sr_dataset
-        The outputs, validated by :func:`validate_outputs`.
+    seg_dataset, sr_dataset, card_dataset
+        The outputs, validated by :func:`validate_outputs` and :func:`validate_card`;
+        no SEG when no hip was scored.
+    not_analysed
+        Per side that could not be analysed, the reason (the SR and card say it).
     """
 
     study_instance_uid: str
@@ -123,13 +149,20 @@ class ScoredStudy:
     predictions: Mapping[Side, HipPrediction]
     roi_source: Literal["seg", "auto"]
     roi_descriptions: Mapping[Side, str]
-    seg_dataset: hd.seg.Segmentation
+    seg_dataset: hd.seg.Segmentation | None
     sr_dataset: hd.sr.Comprehensive3DSR
+    card_dataset: hd.sc.SCImage
+    not_analysed: Mapping[Side, str] = field(default_factory=dict)
 
     @property
-    def seg_uid(self) -> str:
-        """SOP Instance UID of the SEG."""
-        return str(self.seg_dataset.SOPInstanceUID)
+    def seg_uid(self) -> str | None:
+        """SOP Instance UID of the SEG (``None`` without one)."""
+        return None if self.seg_dataset is None else str(self.seg_dataset.SOPInstanceUID)
+
+    @property
+    def card_uid(self) -> str:
+        """SOP Instance UID of the result card."""
+        return str(self.card_dataset.SOPInstanceUID)
 
     @property
     def sr_uid(self) -> str:
@@ -228,6 +261,17 @@ def score_series(
         content_datetime=when,
     )
     validate_outputs(series, rois, predictions, seg_out, sr_out, device)
+    card = build_result_card(
+        series,
+        rois,
+        predictions,
+        device,
+        series_number=series_number_base + 3,
+        series_instance_uid=uids.card_series,
+        sop_instance_uid=uids.card_instance,
+        content_datetime=when,
+    )
+    validate_card(series, card, device)
     return ScoredStudy(
         study_instance_uid=series.study_instance_uid,
         series_instance_uid=series.series_instance_uid,
@@ -237,6 +281,94 @@ def score_series(
         roi_descriptions={side: roi.description for side, roi in rois.items()},
         seg_dataset=seg_out,
         sr_dataset=sr_out,
+        card_dataset=card,
+    )
+
+
+def not_analysed_series(
+    series_source: LoadedSeries | str | os.PathLike[str] | Sequence[Dataset],
+    model: BundleModel,
+    reasons: Mapping[Side, str],
+    *,
+    roi_source: Literal["seg", "auto"] = "auto",
+    uid_seed: str | None = None,
+    series_number_base: int = DEFAULT_SERIES_NUMBER_BASE,
+    previous_sr: str | os.PathLike[str] | Dataset | None = None,
+    content_time: float | datetime | None = None,
+) -> ScoredStudy:
+    """The "could not analyse" SR and card of a series that could not be scored.
+
+    Same UIDs, series numbers and dates as :func:`score_series` would give (a re-run
+    replaces the same objects); no SEG, no predictions.
+
+    Parameters
+    ----------
+    reasons
+        Per side, why it could not be analysed (e.g. both sides the same error).
+    Other parameters
+        As :func:`score_series`.
+
+    Raises
+    ------
+    onfh_dlr.errors.SeriesError
+        The series cannot be loaded (then nothing can be written into its study).
+    onfh_dlr.errors.OutputValidationError
+        The outputs do not read back as intended.
+    """
+    if not reasons:
+        raise OutputError("no reason given for a series that could not be analysed")
+    series = (
+        series_source if isinstance(series_source, LoadedSeries) else load_series(series_source)
+    )
+    device = OutputDevice.from_manifest(model.bundle.manifest)
+    uids = output_uids(uid_seed, series.series_instance_uid)
+    when = (
+        datetime.fromtimestamp(content_time)
+        if isinstance(content_time, int | float)
+        else content_time
+    )
+    sr_out = build_report(
+        series,
+        None,
+        {},
+        device,
+        series_number=series_number_base + 2,
+        series_instance_uid=uids.sr_series,
+        sop_instance_uid=uids.sr_instance,
+        previous_versions=_predecessors(previous_sr, series, uids.sr_instance),
+        content_datetime=when,
+        not_analysed=reasons,
+    )
+    card = build_result_card(
+        series,
+        {},
+        {},
+        device,
+        series_number=series_number_base + 3,
+        series_instance_uid=uids.card_series,
+        sop_instance_uid=uids.card_instance,
+        content_datetime=when,
+        not_analysed=reasons,
+    )
+    try:
+        hips = read_report(hd.sr.srread(io.BytesIO(_encode(sr_out))))
+    except (OutputError, ValueError, AttributeError) as exc:
+        raise OutputValidationError(f"the not-analysed SR does not read back: {exc}") from exc
+    said = {side: hip.not_analysed for side, hip in hips.items()}
+    if said != dict(reasons):
+        raise OutputValidationError(f"the not-analysed SR says {said}, meant {dict(reasons)}")
+    validate_card(series, card, device)
+    return ScoredStudy(
+        study_instance_uid=series.study_instance_uid,
+        series_instance_uid=series.series_instance_uid,
+        frame_of_reference_uid=series.frame_of_reference_uid,
+        predictions={},
+        roi_source=roi_source,
+        roi_descriptions={},
+        seg_dataset=None,
+        sr_dataset=sr_out,
+        card_dataset=card,
+        not_analysed=dict(reasons),
     )
 
 
@@ -373,6 +505,38 @@ def validate_outputs(
         )
 
 
+def validate_card(series: LoadedSeries, card: Dataset, device: OutputDevice) -> None:
+    """Re-read the card from its bytes: in the source study, a new series, the Device UID.
+
+    Raises
+    ------
+    onfh_dlr.errors.OutputValidationError
+        Naming every problem found.
+    """
+    try:
+        back = pydicom.dcmread(io.BytesIO(_encode(card)))
+        pixels = back.pixel_array
+    except Exception as exc:  # any failure to encode or parse is a broken output
+        raise OutputValidationError(f"result card does not read back: {exc}") from exc
+    problems = []
+    if str(back.StudyInstanceUID) != series.study_instance_uid:
+        problems.append("card is not in the source study")
+    if str(back.SeriesInstanceUID) == series.series_instance_uid:
+        problems.append("card reuses the source Series Instance UID")
+    if device.device_uid not in _device_uids(back):
+        problems.append(f"card Contributing Equipment lacks Device UID {device.device_uid}")
+    if device.not_for_clinical_use and NOT_FOR_CLINICAL_USE not in str(
+        back.get("SeriesDescription", "")
+    ):
+        problems.append(f"card Series Description lacks {NOT_FOR_CLINICAL_USE!r}")
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        problems.append(f"card pixels have shape {pixels.shape}, not one RGB image")
+    if problems:
+        raise OutputValidationError(
+            f"result card of series {series.series_instance_uid}: " + "; ".join(problems)
+        )
+
+
 def _mask_problems(
     seg: hd.seg.Segmentation, series: LoadedSeries, roi: HipROI, number: int
 ) -> list[str]:
@@ -426,6 +590,9 @@ def _report_problems(
             side
         ):
             problems.append(f"{label}: SR references segment {hip.segment_number} of another SEG")
+        if hip.score is None or hip.probability is None:
+            problems.append(f"{label}: SR says {hip.not_analysed!r} for a scored hip")
+            continue
         if not math.isclose(hip.score, prediction.score, rel_tol=1e-9, abs_tol=1e-9):
             problems.append(f"{label}: SR score {hip.score} != {prediction.score}")
         if not math.isclose(hip.probability, prediction.probability, rel_tol=1e-9, abs_tol=1e-12):
@@ -434,33 +601,51 @@ def _report_problems(
             )
         if hip.necrosis_present != bool(prediction.call):
             problems.append(f"{label}: SR finding does not match call {prediction.call}")
+        if set(hip.inputs) != set(prediction.inputs) or not all(
+            math.isclose(hip.inputs[name], value, rel_tol=1e-9, abs_tol=1e-12)
+            for name, value in prediction.inputs.items()
+        ):
+            problems.append(f"{label}: SR input features differ from the model's")
     return problems
 
 
 # --- writing -----------------------------------------------------------------------------
 
 
-def write_outputs(scored: ScoredStudy, out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Write ``SR_<uid>.dcm`` and ``SEG_<uid>.dcm`` into ``out_dir`` atomically.
+@dataclass(frozen=True)
+class WrittenOutputs:
+    """The files :func:`write_outputs` wrote (no SEG when no hip was scored)."""
+
+    sr: Path
+    seg: Path | None
+    card: Path
+
+    def by_kind(self) -> dict[OutputKind, Path]:
+        """The files by kind, in the order they are sent (SEG before the SR that cites it)."""
+        out = {} if self.seg is None else {OutputKind.SEG: self.seg}
+        return {**out, OutputKind.SR: self.sr, OutputKind.CARD: self.card}
+
+
+def write_outputs(scored: ScoredStudy, out_dir: str | os.PathLike[str]) -> WrittenOutputs:
+    """Write ``SEG_<uid>.dcm``, ``SR_<uid>.dcm`` and ``CARD_<uid>.dcm`` atomically.
 
     Each file is written under a temporary name in ``out_dir``, fsync'ed and renamed,
     so a reader (or a crash) never sees half a file; re-writing the same outputs
     replaces them.
-
-    Returns
-    -------
-    tuple of Path
-        The SR file and the SEG file, in that order.
     """
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    seg_path = directory / f"SEG_{scored.seg_uid}.dcm"
+    seg_path = None
+    if scored.seg_dataset is not None:
+        seg_path = directory / f"SEG_{scored.seg_uid}.dcm"
+        # The SEG first: an SR on disk always has the SEG it references next to it.
+        _atomic_write(seg_path, _encode(scored.seg_dataset))
     sr_path = directory / f"SR_{scored.sr_uid}.dcm"
-    # The SEG first: an SR on disk always has the SEG it references next to it.
-    _atomic_write(seg_path, _encode(scored.seg_dataset))
     _atomic_write(sr_path, _encode(scored.sr_dataset))
+    card_path = directory / f"CARD_{scored.card_uid}.dcm"
+    _atomic_write(card_path, _encode(scored.card_dataset))
     _fsync_directory(directory)
-    return sr_path, seg_path
+    return WrittenOutputs(sr=sr_path, seg=seg_path, card=card_path)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -8,6 +8,10 @@ What it shows, top to bottom::
     per hip: "Right femoral head: early ONFH suspected, p = 0.84 (threshold 0.35)"
     the model: name, version, deployed model; "automated result, not verified"
 
+A hip that could not be analysed gets the line "Right femoral head: could not analyse:
+<reason>" and no outline; when no hip was analysed the card shows the series' middle
+slice with those lines.
+
 The slice is the one where the smaller of the two ROIs is largest (the slice "through
 both heads"); with one hip, where that ROI is largest. The MR is windowed from its
 0.5th to 99.5th percentile inside the body and scaled up to at least
@@ -42,9 +46,11 @@ from worker.seg_output import (
     plain_text,
     stamp_datetime,
 )
+from worker.sr_output import NOT_ANALYSED_PREFIX
 
 __all__ = [
     "MIN_IMAGE_WIDTH",
+    "NOT_ANALYSED_RGB",
     "CardText",
     "build_result_card",
     "card_slice",
@@ -55,6 +61,7 @@ MIN_IMAGE_WIDTH: Final = 640
 SUSPECTED_RGB: Final = (255, 140, 0)
 NOT_SUSPECTED_RGB: Final = (0, 200, 255)
 BANNER_RGB: Final = (190, 0, 0)
+NOT_ANALYSED_RGB: Final = (255, 220, 0)
 _TEXT_RGB: Final = (235, 235, 235)
 _FONT_PX: Final = 18
 _MARGIN: Final = 10
@@ -74,10 +81,18 @@ class CardText:
         return [*([self.banner] if self.banner else []), *self.hips, *self.model]
 
 
-def card_text(predictions: Mapping[Side, HipPrediction], device: OutputDevice) -> CardText:
+def card_text(
+    predictions: Mapping[Side, HipPrediction],
+    device: OutputDevice,
+    not_analysed: Mapping[Side, str] | None = None,
+) -> CardText:
     """What the card says, right hip first (as the radiologist reads the image)."""
     hips = []
+    failed = not_analysed or {}
     for side in _SIDE_ORDER:
+        if side in failed and side not in predictions:
+            hips.append(f"{SEGMENT_LABELS[side]}: {NOT_ANALYSED_PREFIX}: {failed[side]}")
+            continue
         if side not in predictions:
             continue
         p = predictions[side]
@@ -139,6 +154,7 @@ def _render(
     masks: Mapping[Side, npt.NDArray[np.bool_]],
     predictions: Mapping[Side, HipPrediction],
     text: CardText,
+    not_analysed: Mapping[Side, str],
 ) -> tuple[npt.NDArray[np.uint8], int]:
     """The card's RGB pixels and the integer zoom of the MR slice."""
     zoom = max(1, -(-MIN_IMAGE_WIDTH // plane.shape[1]))
@@ -171,7 +187,7 @@ def _render(
         return out
 
     banner = wrap(text.banner) if text.banner else []
-    hip_sides = [s for s in _SIDE_ORDER if s in predictions]
+    hip_sides = [s for s in _SIDE_ORDER if s in predictions or s in not_analysed]
     hips = [
         (side, part) for side, line in zip(hip_sides, text.hips, strict=True) for part in wrap(line)
     ]
@@ -189,7 +205,10 @@ def _render(
         draw.text((x, banner_px + y), side, fill=colour, font=font)
     y = banner_px + rgb.shape[0] + _MARGIN
     for side, part in hips:
-        colour = SUSPECTED_RGB if predictions[side].call else NOT_SUSPECTED_RGB
+        if side not in predictions:
+            colour = NOT_ANALYSED_RGB
+        else:
+            colour = SUSPECTED_RGB if predictions[side].call else NOT_SUSPECTED_RGB
         draw.text((_MARGIN, y), part, fill=colour, font=font)
         y += line_px
     y += _MARGIN
@@ -224,6 +243,7 @@ def build_result_card(
     series_instance_uid: str | None = None,
     sop_instance_uid: str | None = None,
     content_datetime: datetime | None = None,
+    not_analysed: Mapping[Side, str] | None = None,
 ) -> hd.sc.SCImage:
     """The result card of one scored series as a Secondary Capture in its study.
 
@@ -241,25 +261,29 @@ def build_result_card(
         Of the card (UIDs random when omitted).
     content_datetime
         Content and series date/time; the wall clock when omitted.
+    not_analysed
+        Per side that could not be analysed, the reason (said on the card, no outline).
 
     Raises
     ------
     onfh_dlr.errors.OutputError
         No prediction, a predicted side without its ROI, or ROIs with no common slice.
     """
+    failed = not_analysed or {}
     sides = [side for side in _SIDE_ORDER if side in predictions]
-    if not sides:
+    if not sides and not failed:
         raise OutputError(f"series {series.series_instance_uid}: no prediction for a card")
     missing = [SEGMENT_LABELS[s] for s in sides if s not in rois]
     if missing:
         raise OutputError(f"no ROI for {', '.join(missing)} to draw on the result card")
     shown = {side: rois[side] for side in sides}
-    index = card_slice(shown)
     volume = sitk.GetArrayViewFromImage(series.image)  # (slice, row, column)
+    # Nothing to outline: the middle slice still shows which series was not analysed.
+    index = card_slice(shown) if shown else volume.shape[0] // 2
     plane = np.asarray(volume[index], dtype=np.float64)
     masks = {side: m[index] for side, m in _masks(shown).items()}
-    text = card_text(predictions, device)
-    pixels, zoom = _render(plane, masks, predictions, text)
+    text = card_text(predictions, device, failed)
+    pixels, zoom = _render(plane, masks, predictions, text, failed)
 
     source = complete_headers(series.datasets)[min(index, len(series.datasets) - 1)]
     direction = np.asarray(series.image.GetDirection(), dtype=np.float64).reshape(3, 3)

@@ -14,10 +14,19 @@ Content tree::
           Algorithm Identification (TID 4019): bundle name, version, threshold
           Score (log-odds, unit "1"), Probability (unit "1"), Volume (ml)
           Necrosis = Present | Absent   (the model's call at the bundle threshold)
-        Planar group (TID 1410), when the ROIs are given
+          the model's inputs: each selected feature of the deployed model, unscaled,
+          named with its IBSI code or PyRadiomics name, the image type as measurement
+          method, its UCUM unit (:mod:`worker.feature_codes`)
+        Planar group (TID 1410), when the ROIs are given (written before the
+        volumetric group, so OHIF labels the outline with Area, Score, Probability
+        and Volume before the input features)
           Image Region = closed POLYLINE (SCOORD) of the ROI's outline on the MR
           slice where the ROI is largest, SELECTED FROM that image
           Finding, Finding Site as above; Area (mm2) of the ROI on that slice
+        A hip that could not be analysed instead gets one group (TID 1501) with the
+        same Tracking Identifier, Finding and Finding Site, Necrosis = Indeterminate
+        and a TEXT Comment "could not analyse: <reason>"; no score, no ROI reference
+        (there is no ROI: the report then needs no SEG).
       Qualitative Evaluations: TEXT comments (not-for-clinical-use warning, the call
       per hip with probability and threshold, intended use)
 
@@ -54,7 +63,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Final
 
@@ -71,6 +80,7 @@ from skimage.measure import approximate_polygon, find_contours
 from model_bundle.imaging import HipROI, LoadedSeries, Side
 from model_bundle.serving import HipPrediction
 from onfh_dlr.errors import OutputError
+from worker.feature_codes import feature_coding, feature_name
 from worker.seg_output import (
     HEAD_OF_FEMUR,
     LATERALITY,
@@ -87,7 +97,9 @@ from worker.seg_output import (
 __all__ = [
     "ABSENT",
     "AREA",
+    "INDETERMINATE",
     "NECROSIS",
+    "NOT_ANALYSED_PREFIX",
     "PRESENT",
     "PROBABILITY",
     "QUALITATIVE_EVALUATIONS",
@@ -97,6 +109,7 @@ __all__ = [
     "ReportedHip",
     "build_report",
     "largest_slice_outline",
+    "not_analysed_text",
     "read_report",
     "roi_volume_ml",
 ]
@@ -111,6 +124,9 @@ SQUARE_MILLIMETRE: Final = CodedConcept("mm2", "UCUM", "square millimeter")
 NECROSIS: Final = CodedConcept("6574001", "SCT", "Necrosis")
 PRESENT: Final = CodedConcept("52101004", "SCT", "Present")
 ABSENT: Final = CodedConcept("272519000", "SCT", "Absent")
+INDETERMINATE: Final = CodedConcept("82334004", "SCT", "Indeterminate")
+#: How a hip that could not be analysed is described (its group's Comment, the card).
+NOT_ANALYSED_PREFIX: Final = "could not analyse"
 QUALITATIVE_EVALUATIONS: Final = CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
 COMMENT: Final = CodedConcept("121106", "DCM", "Comment")
 IMAGING_PROCEDURE: Final = CodedConcept("363679005", "SCT", "Imaging procedure")
@@ -208,6 +224,32 @@ def _call_text(side: Side, prediction: HipPrediction) -> str:
     )
 
 
+def not_analysed_text(side: Side, reason: str) -> str:
+    """One line saying that ``side`` could not be analysed, and why."""
+    return f"{SEGMENT_LABELS[side]}: {NOT_ANALYSED_PREFIX}: {reason}"
+
+
+def _not_analysed_group(
+    side: Side, reason: str, algorithm: hd.sr.AlgorithmIdentification, tracking_uid: str
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """The TID 1501 group of a hip that could not be analysed: the reason, no score."""
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(side, tracking_uid),
+        finding_type=_concept(HEAD_OF_FEMUR),
+        finding_sites=_finding_sites(side),
+        algorithm_id=algorithm,
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(name=NECROSIS, value=INDETERMINATE)],
+    )
+    group[0].ContentSequence.append(
+        hd.sr.TextContentItem(
+            name=COMMENT,
+            value=plain_text(f"{NOT_ANALYSED_PREFIX}: {reason}")[:_UT_MAX],
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+        )
+    )
+    return group
+
+
 def _referenced_segment(seg: Dataset, segment_number: int) -> hd.sr.ReferencedSegment:
     """The segment with its source images, or its source series when highdicom cannot.
 
@@ -246,6 +288,17 @@ def _group(
     ]
     if volume_ml is not None:
         measurements.append(hd.sr.Measurement(name=VOLUME, value=volume_ml, unit=MILLILITRE))
+    for feature, value in prediction.inputs.items():
+        coding = feature_coding(feature)
+        measurements.append(
+            hd.sr.Measurement(
+                name=coding.name,
+                value=value,
+                unit=coding.unit,
+                method=coding.method,
+                algorithm_id=algorithm,
+            )
+        )
     return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracking(side, tracking_uid),
         referenced_segment=_referenced_segment(seg, segment_number),
@@ -302,12 +355,20 @@ def _separate(items: Sequence[Dataset]) -> None:
 
 
 def _comments(
-    device: OutputDevice, predictions: Mapping[Side, HipPrediction], sides: list[Side]
+    device: OutputDevice,
+    predictions: Mapping[Side, HipPrediction],
+    not_analysed: Mapping[Side, str],
+    sides: list[Side],
 ) -> hd.sr.ContainerContentItem:
     texts = []
     if device.not_for_clinical_use:
         texts.append(f"{NOT_FOR_CLINICAL_USE}: {device.warning}")
-    texts.extend(_call_text(side, predictions[side]) for side in sides)
+    texts.extend(
+        _call_text(side, predictions[side])
+        if side in predictions
+        else not_analysed_text(side, not_analysed[side])
+        for side in sides
+    )
     texts.append(
         f"Automated result of {device.name} {device.version}, not verified by a person; "
         "the radiologist makes the diagnosis."
@@ -333,7 +394,7 @@ def _comments(
 
 def build_report(
     series: LoadedSeries,
-    seg: hd.seg.Segmentation,
+    seg: hd.seg.Segmentation | None,
     predictions: Mapping[Side, HipPrediction],
     device: OutputDevice,
     *,
@@ -345,6 +406,7 @@ def build_report(
     outlines: Mapping[Side, HipOutline] | None = None,
     previous_versions: Sequence[Dataset] = (),
     content_datetime: datetime | None = None,
+    not_analysed: Mapping[Side, str] | None = None,
 ) -> hd.sr.Comprehensive3DSR:
     """Build the TID 1500 measurement report of one scored series.
 
@@ -354,7 +416,8 @@ def build_report(
         The scored series (evidence, patient and study).
     seg
         The SEG of the ROIs (:func:`worker.seg_output.build_segmentation`); each
-        predicted side must have its segment there.
+        predicted side must have its segment there. ``None`` only when no side was
+        predicted (nothing to reference).
     predictions
         The model's result per side.
     device
@@ -375,6 +438,9 @@ def build_report(
         suffice): listed in the Predecessor Documents Sequence.
     content_datetime
         Creation, content and series date/time; the wall clock when omitted.
+    not_analysed
+        Per side that could not be analysed, the reason: that side's group says
+        "could not analyse" with the reason and carries no score.
 
     Returns
     -------
@@ -386,14 +452,22 @@ def build_report(
     onfh_dlr.errors.OutputError
         No prediction, or a predicted side without its segment in ``seg``.
     """
-    sides = [side for side in _SIDE_ORDER if side in predictions]
+    failed = dict(not_analysed or {})
+    both = [side for side in failed if side in predictions]
+    if both:
+        raise OutputError(f"{SEGMENT_LABELS[both[0]]} is both predicted and not analysed")
+    sides = [side for side in _SIDE_ORDER if side in predictions or side in failed]
     if not sides:
         raise OutputError(f"series {series.series_instance_uid}: no prediction to report")
-    numbers = segment_numbers_by_side(seg)
-    missing = [SEGMENT_LABELS[s] for s in sides if s not in numbers]
-    if missing:
-        raise OutputError(f"SEG {seg.SOPInstanceUID} has no segment {', '.join(missing)}")
-    if str(seg.StudyInstanceUID) != series.study_instance_uid:
+    numbers: dict[Side, int] = {}
+    if predictions:
+        if seg is None:
+            raise OutputError("predicted hips need the SEG of their ROIs")
+        numbers = segment_numbers_by_side(seg)
+        missing = [SEGMENT_LABELS[s] for s in predictions if s not in numbers]
+        if missing:
+            raise OutputError(f"SEG {seg.SOPInstanceUID} has no segment {', '.join(missing)}")
+    if seg is not None and str(seg.StudyInstanceUID) != series.study_instance_uid:
         raise OutputError(f"SEG {seg.SOPInstanceUID} is not in study {series.study_instance_uid}")
 
     sop_instance_uid = sop_instance_uid or generate_uid()
@@ -411,10 +485,22 @@ def build_report(
     groups: list[
         hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
         | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+        | hd.sr.MeasurementsAndQualitativeEvaluations
     ] = []
     for side in sides:
         # One tracking UID per hip and document: fixed by the document's UID.
         tracking_uid = generate_uid(entropy_srcs=[sop_instance_uid, "tracking", side])
+        if side in failed:
+            groups.append(_not_analysed_group(side, failed[side], algorithm, tracking_uid))
+            continue
+        assert seg is not None  # checked above: predictions need the SEG
+        # The planar group first: OHIF labels the drawn outline with the first few
+        # values of the merged groups, and Area, Score, Probability and Volume must be
+        # among them, not pushed out by the model's input features.
+        if side in outlines:
+            if outlines[side].side != side:
+                raise OutputError(f"the outline given for {SEGMENT_LABELS[side]} is another's")
+            groups.append(_planar_group(outlines[side], tracking_uid))
         groups.append(
             _group(
                 side,
@@ -426,10 +512,6 @@ def build_report(
                 volumes.get(side),
             )
         )
-        if side in outlines:
-            if outlines[side].side != side:
-                raise OutputError(f"the outline given for {SEGMENT_LABELS[side]} is another's")
-            groups.append(_planar_group(outlines[side], tracking_uid))
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -444,13 +526,13 @@ def build_report(
         procedure_reported=IMAGING_PROCEDURE,
         imaging_measurements=groups,
     )
-    report[0].ContentSequence.append(_comments(device, predictions, sides))
+    report[0].ContentSequence.append(_comments(device, predictions, failed, sides))
     report[0].ContinuityOfContent = "SEPARATE"
     _separate(report[0].ContentSequence)
 
     sr = hd.sr.Comprehensive3DSR(
         # The source images first: patient and study are copied from evidence[0].
-        evidence=[*complete_headers(series.datasets), seg],
+        evidence=[*complete_headers(series.datasets), *([seg] if seg is not None else [])],
         content=report[0],
         series_instance_uid=series_instance_uid or generate_uid(),
         series_number=series_number,
@@ -474,18 +556,24 @@ def build_report(
 
 @dataclass(frozen=True)
 class ReportedHip:
-    """What an SR written by :func:`build_report` says about one hip."""
+    """What an SR written by :func:`build_report` says about one hip.
+
+    A hip that could not be analysed has ``not_analysed`` (the reason) and no
+    segment, score, probability, volume or call (``None``).
+    """
 
     side: Side
     tracking_uid: str
-    segmentation_uid: str
-    segment_number: int
-    score: float
-    probability: float
+    segmentation_uid: str | None
+    segment_number: int | None
+    score: float | None
+    probability: float | None
     volume_ml: float | None
-    necrosis_present: bool
+    necrosis_present: bool | None
     outline_image_uid: str | None = None  # the MR image of the planar group's outline
     area_mm2: float | None = None
+    not_analysed: str | None = None
+    inputs: Mapping[str, float] = field(default_factory=dict)  # the model's, by feature name
 
 
 def read_report(sr: Dataset) -> dict[Side, ReportedHip]:
@@ -534,7 +622,13 @@ def read_report(sr: Dataset) -> dict[Side, ReportedHip]:
             probability=_required_value(group, PROBABILITY, side),
             volume_ml=_one_value(group, VOLUME, side, required=False),
             necrosis_present=value == PRESENT,
+            inputs=_inputs(group),
         )
+    for plain in report.get_image_measurement_groups():
+        side = _side_of(plain)
+        if side in out:
+            raise OutputError(f"SR {sr.SOPInstanceUID}: two groups for {SEGMENT_LABELS[side]}")
+        out[side] = _not_analysed_hip(sr, plain, side)
     for planar in report.get_planar_roi_measurement_groups():
         side = _side_of(planar)
         hip = out.get(side)
@@ -558,7 +652,47 @@ def read_report(sr: Dataset) -> dict[Side, ReportedHip]:
 _Group = (
     hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
     | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+    | hd.sr.MeasurementsAndQualitativeEvaluations
 )
+
+
+def _inputs(group: hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations) -> dict[str, float]:
+    """The model-input features of a group, by the bundle's names."""
+    out: dict[str, float] = {}
+    for measurement in group.get_measurements():
+        name = feature_name(measurement.name, measurement.method)
+        if name is not None:
+            out[name] = float(measurement.value)
+    return out
+
+
+def _not_analysed_hip(
+    sr: Dataset, group: hd.sr.MeasurementsAndQualitativeEvaluations, side: Side
+) -> ReportedHip:
+    evaluations = group.get_qualitative_evaluations(name=NECROSIS)
+    if len(evaluations) != 1 or evaluations[0].value != INDETERMINATE:
+        raise OutputError(f"SR {sr.SOPInstanceUID}: group {side} without ROI is not indeterminate")
+    prefix = f"{NOT_ANALYSED_PREFIX}: "
+    reasons = [
+        str(item.TextValue).removeprefix(prefix)
+        for item in group[0].ContentSequence
+        if item.get("ValueType") == "TEXT"
+        and item.ConceptNameCodeSequence[0].CodeValue == COMMENT.value
+        and str(item.TextValue).startswith(prefix)
+    ]
+    if len(reasons) != 1:
+        raise OutputError(f"SR {sr.SOPInstanceUID}: group {side} says no single reason")
+    return ReportedHip(
+        side=side,
+        tracking_uid=str(group.tracking_uid),
+        segmentation_uid=None,
+        segment_number=None,
+        score=None,
+        probability=None,
+        volume_ml=None,
+        necrosis_present=None,
+        not_analysed=reasons[0],
+    )
 
 
 def _side_of(group: _Group) -> Side:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,9 @@ class HipPrediction:
     call: int  # 1: suspected early ONFH (probability >= threshold)
     roi_source: str
     roi_description: str
+    # The deployed model's selected features for this hip, by name, before the
+    # selector's scaling: what the score was made from (reported in the SR).
+    inputs: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -138,9 +142,24 @@ class BundleModel:
             out[key] = float(positive_probability(model.classifier, z)[0])
         return out
 
+    def model_inputs(
+        self, values: dict[str, float], key: ModelName | None = None
+    ) -> dict[str, float]:
+        """The selected features of model ``key`` (default: the deployed one), unscaled.
+
+        Radiomics by their PyRadiomics names; deep features as PCA components.
+        """
+        model = self.models[key or self.deployed_model]
+        named = dict(values)
+        if model.pca is not None:
+            deep = np.array([[values[n] for n in DEEP_FEATURE_NAMES]], dtype=np.float64)
+            named.update(zip(model.pca.names, model.pca.transform(deep)[0], strict=True))
+        return {name: float(named[name]) for name in model.selector.selected_names}
+
     def predict_hip(self, series: LoadedSeries, roi: HipROI) -> HipPrediction:
         """Score one hip."""
-        probs = self.probabilities(self.features(series, roi))
+        values = self.features(series, roi)
+        probs = self.probabilities(values)
         p = probs[self.deployed_model]
         clipped = min(max(p, 1e-12), 1 - 1e-12)
         return HipPrediction(
@@ -153,6 +172,7 @@ class BundleModel:
             call=int(p >= self.threshold),
             roi_source=roi.source,
             roi_description=roi.description,
+            inputs=self.model_inputs(values),
         )
 
     def predict(self, series: LoadedSeries, rois: dict[Side, HipROI]) -> dict[Side, HipPrediction]:

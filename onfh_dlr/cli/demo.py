@@ -162,11 +162,14 @@ def _drive(
             raise DemoError(f"no SR within 240 s; see {log_path} and `onfh-dlr status`")
         segs = pacs.wait_for("SEG", timeout=30.0)
     result_seconds = time.perf_counter() - start
+    # The card follows the SR in the same association (modality OT).
+    cards = pacs.wait_for("OT", timeout=30.0)
     sr_item = pacs.wait_for("SR")[0]
     console.print(f"SR and SEG received by the PACS {result_seconds:.1f} s after the push")
     _print_report(console, pydicom.dcmread(sr_item.path), truth)
     seg_path = segs[0].path if segs else Path()
-    console.print(f"SR:  {sr_item.path}\nSEG: {seg_path}")
+    card_path = cards[0].path if cards else "not received"
+    console.print(f"SR:   {sr_item.path}\nSEG:  {seg_path}\nCard: {card_path}")
     return DemoResult(sr_item.path, seg_path, push_seconds, result_seconds)
 
 
@@ -199,6 +202,12 @@ def _print_report(console: Console, sr: pydicom.Dataset, truth: list[dict[str, s
         hip = hips.get(side)  # type: ignore[call-overload]
         if hip is None:
             console.print(f"SR read back: {name} hip not scored", soft_wrap=True)
+            continue
+        if hip.not_analysed is not None or hip.probability is None:
+            console.print(
+                f"SR read back: {name} hip could not be analysed: {hip.not_analysed}",
+                soft_wrap=True,
+            )
             continue
         finding = "suspected early ONFH" if hip.necrosis_present else "not suspected"
         console.print(

@@ -37,7 +37,7 @@ def score(
     ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Score one series offline (no network): the service's pipeline, SR and SEG to --out."""
+    """Score one series offline (no network): the service's pipeline, SR, SEG and card to --out."""
     from model_bundle.serving import BundleModel
     from worker.jobs import default_bundle_dir
     from worker.pipeline import score_series, write_outputs
@@ -49,7 +49,7 @@ def score(
             model = BundleModel.load(bundle_dir)
         with console.status(f"scoring {series}"):
             scored = score_series(series, model, seg=seg)
-        sr_path, seg_path = write_outputs(scored, out)
+        written = write_outputs(scored, out)
     except OnfhError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -60,7 +60,7 @@ def score(
     )
     if manifest.not_for_clinical_use:
         err_console.print(f"[yellow]warning:[/yellow] {manifest.warning}")
-    console.print(f"SR:  {sr_path}\nSEG: {seg_path}")
+    console.print(f"SR:   {written.sr}\nSEG:  {written.seg}\nCard: {written.card}")
 
 
 def _print_hips(hips: dict[str, dict[str, Any]], *, title: str) -> None:
