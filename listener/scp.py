@@ -467,11 +467,14 @@ class StoreHandler:
             series_uid=series,
             sop_instance_uid=sop_instance,
             sop_class_uid=sop_class,
-            calling_ae=source,
+            # A STOW-RS source is the client's IP address, not an AE title.
+            calling_ae=source if received.transport is Transport.DIMSE else "",
             duplicate=result.duplicate,
             header=dataset,
             received_at=self.clock(),
             replaced=result.replaced,
+            transport=received.transport,
+            peer_address=source if received.transport is Transport.STOW_RS else "",
         )
         try:
             self.intake.instance_stored(instance)
