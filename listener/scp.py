@@ -266,11 +266,11 @@ class StoreHandler:
 
     def handle_rejected(self, event: Any) -> None:
         """Count an association rejected at negotiation (calling AE not allowed)."""
-        ASSOCIATIONS.labels("rejected").inc()
+        ASSOCIATIONS.labels(Transport.DIMSE.value, "rejected").inc()
 
     def handle_established(self, event: Any) -> None:
         """Log an accepted association."""
-        ASSOCIATIONS.labels("accepted").inc()
+        ASSOCIATIONS.labels(Transport.DIMSE.value, "accepted").inc()
         with contextlib.suppress(Exception):
             log.info(
                 "association from %s at %s accepted",
@@ -779,7 +779,7 @@ class _AssociationServer(ThreadedAssociationServer):
         address = str(client_address[0]) if isinstance(client_address, tuple) else ""
         if host_allowed(address, self.allowed_networks):
             return True
-        ASSOCIATIONS.labels("rejected").inc()
+        ASSOCIATIONS.labels(Transport.DIMSE.value, "rejected").inc()
         log.warning("refused connection from %s: not in allowed_hosts", address)
         return False
 

@@ -82,6 +82,7 @@ KNOWN_VALUES: dict[tuple[str, str], frozenset[str]] = {
     (metrics.JOBS, "state"): frozenset(JOB_STATES),
     ("onfh_jobs_finished_total", "state"): _FINISHED_STATES,
     ("onfh_deliveries_total", "outcome"): frozenset({"delivered", "retry", "dead_letter"}),
+    ("onfh_associations_total", "transport"): frozenset({"dimse", "stow-rs"}),
     ("onfh_associations_total", "outcome"): frozenset({"accepted", "rejected"}),
     ("onfh_series_closed_total", "trigger"): frozenset({"release", "timeout"}),
     ("onfh_instances_received_total", "transport"): frozenset({"dimse", "stow-rs"}),

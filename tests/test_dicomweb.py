@@ -24,6 +24,7 @@ import requests
 import sqlalchemy
 import test_scp
 from dicomweb_client.api import DICOMwebClient
+from prometheus_client import REGISTRY
 from service_harness import CohortMaker, PhantomStudy
 from test_scp import Certs
 
@@ -571,3 +572,18 @@ def test_a_series_table_from_before_the_transport_column_gains_it_with_old_rows_
     row = db.series("1.2.3.1")
     assert row is not None
     assert (row.transport, row.peer_address, row.calling_ae) == (Transport.DIMSE, "", "OLDPACS")
+
+
+def test_stow_rs_requests_count_as_associations_accepted_or_rejected_by_transport(
+    endpoint: Callable[..., Endpoint], phantom: PhantomStudy
+) -> None:
+    def count(outcome: str) -> float:
+        labels = {"transport": "stow-rs", "outcome": outcome}
+        return REGISTRY.get_sample_value("onfh_associations_total", labels) or 0.0
+
+    ep = endpoint()
+    body = multipart([phantom.slices[0].read_bytes()])
+    accepted, rejected = count("accepted"), count("rejected")
+    assert post(ep, body).status_code == 200
+    assert post(ep, body, Authorization="Bearer not-the-token").status_code == 401
+    assert (count("accepted") - accepted, count("rejected") - rejected) == (1, 1)
