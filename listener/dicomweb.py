@@ -66,7 +66,7 @@ from listener.scp import (
 )
 from listener.uids import is_valid_uid
 from onfh_dlr.errors import ConfigurationError
-from onfh_dlr.metrics import INSTANCES
+from onfh_dlr.metrics import ASSOCIATIONS, INSTANCES
 from onfh_dlr.settings import Settings, Transport
 
 log = logging.getLogger(__name__)
@@ -286,10 +286,14 @@ class StowApp:
         peer = request.client.host if request.client else "?"
         if not host_allowed(peer, self.networks):
             log.warning("STOW-RS from %s refused: not in allowed_hosts", peer)
+            ASSOCIATIONS.labels(Transport.STOW_RS.value, "rejected").inc()
             return _problem(403, "peer address not allowed")
         if not self._authorised(request):
             log.warning("STOW-RS from %s refused: missing or wrong bearer token", peer)
+            ASSOCIATIONS.labels(Transport.STOW_RS.value, "rejected").inc()
             return _problem(401, "bearer token required", {"WWW-Authenticate": "Bearer"})
+        # A request that passed address and token is what an accepted association is.
+        ASSOCIATIONS.labels(Transport.STOW_RS.value, "accepted").inc()
         study: str | None = request.path_params.get("study")
         if study is not None and (study != study.strip("\x00 ") or not is_valid_uid(study)):
             log.warning("STOW-RS from %s refused: target study %r is not a UID", peer, study[:72])

@@ -266,11 +266,11 @@ class StoreHandler:
 
     def handle_rejected(self, event: Any) -> None:
         """Count an association rejected at negotiation (calling AE not allowed)."""
-        ASSOCIATIONS.labels("rejected").inc()
+        ASSOCIATIONS.labels(Transport.DIMSE.value, "rejected").inc()
 
     def handle_established(self, event: Any) -> None:
         """Log an accepted association."""
-        ASSOCIATIONS.labels("accepted").inc()
+        ASSOCIATIONS.labels(Transport.DIMSE.value, "accepted").inc()
         with contextlib.suppress(Exception):
             log.info(
                 "association from %s at %s accepted",
@@ -467,11 +467,14 @@ class StoreHandler:
             series_uid=series,
             sop_instance_uid=sop_instance,
             sop_class_uid=sop_class,
-            calling_ae=source,
+            # A STOW-RS source is the client's IP address, not an AE title.
+            calling_ae=source if received.transport is Transport.DIMSE else "",
             duplicate=result.duplicate,
             header=dataset,
             received_at=self.clock(),
             replaced=result.replaced,
+            transport=received.transport,
+            peer_address=source if received.transport is Transport.STOW_RS else "",
         )
         try:
             self.intake.instance_stored(instance)
@@ -776,7 +779,7 @@ class _AssociationServer(ThreadedAssociationServer):
         address = str(client_address[0]) if isinstance(client_address, tuple) else ""
         if host_allowed(address, self.allowed_networks):
             return True
-        ASSOCIATIONS.labels("rejected").inc()
+        ASSOCIATIONS.labels(Transport.DIMSE.value, "rejected").inc()
         log.warning("refused connection from %s: not in allowed_hosts", address)
         return False
 

@@ -26,6 +26,7 @@ from pydicom.errors import InvalidDicomError
 
 from listener.uids import check_uid, is_valid_uid
 from onfh_dlr.errors import MissingAttributeError, SpoolError, SpoolFullError
+from onfh_dlr.settings import Transport
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ class StoredInstance:
     header: Dataset = field(repr=False, compare=False)
     received_at: float
     replaced: bool = False
+    transport: Transport = Transport.DIMSE
+    peer_address: str = ""  # the STOW-RS client's IP address; "" for C-STORE
 
     @classmethod
     def from_header(

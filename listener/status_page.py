@@ -12,8 +12,10 @@ import hmac
 import time
 from collections.abc import Callable, Iterable
 from html import escape
+from typing import Final
 
-from onfh_dlr.state import Job, StateDB
+from onfh_dlr.settings import Transport
+from onfh_dlr.state import Job, SeriesRow, StateDB
 from onfh_dlr.web import Handler, Request, Response
 
 _STYLE = """
@@ -58,6 +60,15 @@ def _table(headers: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_VERB: Final = {Transport.DIMSE: "C-STORE", Transport.STOW_RS: "STOW-RS"}
+
+
+def _received_by(row: SeriesRow) -> str:
+    """How and from whom a series came: ``C-STORE from AE`` or ``STOW-RS from address``."""
+    peer = row.peer_address if row.transport is Transport.STOW_RS else row.calling_ae
+    return escape(f"{_VERB[row.transport]} from {peer or '?'}")
 
 
 def _short(uid: str) -> str:
@@ -115,6 +126,7 @@ class StatusPage:
                     f"<a href='/series/{escape(s.series_uid)}'>{_short(s.series_uid)}</a>",
                     escape(s.accession_number or "-"),
                     escape(s.description or "-"),
+                    _received_by(s),
                     str(s.instances),
                     _state(state),
                     _when(s.last_received),
@@ -138,6 +150,7 @@ class StatusPage:
                     "Series",
                     "Accession",
                     "Description",
+                    "Received by",
                     "Instances",
                     "State",
                     "Last received",
@@ -191,12 +204,21 @@ class StatusPage:
         return _page(
             f"Series {uid}",
             _table(
-                ["Study", "Accession", "Description", "State", "Instances", "Reason"],
+                [
+                    "Study",
+                    "Accession",
+                    "Description",
+                    "Received by",
+                    "State",
+                    "Instances",
+                    "Reason",
+                ],
                 [
                     [
                         escape(row.study_uid),
                         escape(row.accession_number or "-"),
                         escape(row.description or "-"),
+                        _received_by(row),
                         _state(row.state),
                         str(row.instances),
                         escape(row.reason),

@@ -37,6 +37,7 @@ from onfh_dlr.metrics import (
     STAGE_SECONDS,
     skip_reason_label,
 )
+from onfh_dlr.settings import Transport
 from onfh_dlr.state import StateDB
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class _OpenSeries:
     first_received: float = float("inf")
     last_received: float = 0.0
     calling_ae: str = ""
+    transport: Transport = Transport.DIMSE
+    peer_address: str = ""
     recorded: bool = False  # the DB row is up to date with "receiving"
 
 
@@ -124,6 +127,8 @@ class SeriesTracker:
             series.first_received = min(series.first_received, instance.received_at)
             series.last_received = max(series.last_received, instance.received_at)
             series.calling_ae = instance.calling_ae
+            series.transport = instance.transport
+            series.peer_address = instance.peer_address
             if not series.recorded:
                 try:
                     self._record(series)
@@ -238,6 +243,8 @@ class SeriesTracker:
             modality=str(first.get("Modality", "") or ""),
             description=str(first.get("SeriesDescription", "") or ""),
             calling_ae=series.calling_ae,
+            transport=series.transport,
+            peer_address=series.peer_address,
         )
         if reopened:
             # Late instances join the files already in the spool: the new job scores all.

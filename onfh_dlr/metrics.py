@@ -24,8 +24,10 @@ STAGES: Final = ("receive", "queue", "score", "deliver", "total")
 
 ASSOCIATIONS = Counter(
     "associations",
-    "DICOM associations requested of the listener, by outcome (accepted, rejected).",
-    ["outcome"],
+    "Associations requested of the listener, by transport (dimse: a DICOM association; "
+    "stow-rs: a STOW-RS request, accepted once its address and token pass) and outcome "
+    "(accepted, rejected).",
+    ["transport", "outcome"],
     namespace=NAMESPACE,
 )
 INSTANCES = Counter(

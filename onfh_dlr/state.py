@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from sqlalchemy import (
+    Enum,
     Float,
     ForeignKey,
     Integer,
@@ -43,7 +44,9 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine
@@ -52,7 +55,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from onfh_dlr.errors import StateDBError
 from onfh_dlr.logs import redacted_url
-from onfh_dlr.settings import OutputKind
+from onfh_dlr.settings import OutputKind, Transport
 
 JOB_STATES: Final = (
     "pending",
@@ -67,6 +70,19 @@ JOB_STATES: Final = (
 FINAL_JOB_STATES: Final = frozenset({"done", "failed", "superseded"})
 SERIES_STATES: Final = ("receiving", "admitted", "skipped")
 DELIVERY_STATES: Final = ("pending", "delivered", "dead_letter")
+
+
+def _enum_values(enum: type[Transport]) -> list[str]:
+    # Store the enum's value ("stow-rs"), not its name, so the column reads plainly.
+    return [member.value for member in enum]
+
+
+#: Columns added to the ``series`` table after it first shipped, with the DDL that adds
+#: each to an existing table (``create_all`` creates missing tables, never columns).
+_ADDED_SERIES_COLUMNS: Final = {
+    "transport": "VARCHAR(16) NOT NULL DEFAULT 'dimse'",
+    "peer_address": "VARCHAR(64) NOT NULL DEFAULT ''",
+}
 
 
 class Base(DeclarativeBase):
@@ -84,6 +100,14 @@ class SeriesRow(Base):
     modality: Mapped[str] = mapped_column(String(16), default="")
     description: Mapped[str] = mapped_column(String(64), default="")
     calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    # How the series arrived and from which address (an IPv6 address is up to 45
+    # characters; C-STORE series name their peer by ``calling_ae``).
+    transport: Mapped[Transport] = mapped_column(
+        Enum(Transport, native_enum=False, length=16, values_callable=_enum_values),
+        default=Transport.DIMSE,
+        server_default=Transport.DIMSE.value,
+    )
+    peer_address: Mapped[str] = mapped_column(String(64), default="", server_default="")
     state: Mapped[str] = mapped_column(String(16), default="receiving", index=True)
     reason: Mapped[str] = mapped_column(Text, default="")
     instances: Mapped[int] = mapped_column(Integer, default=0)
@@ -291,6 +315,7 @@ class StateDB:
         for attempt in range(3):
             try:
                 Base.metadata.create_all(self.engine)
+                self._add_series_columns()
                 return
             except SQLAlchemyError as exc:
                 # Another process created a table between our check and our CREATE:
@@ -300,6 +325,20 @@ class StateDB:
                         f"cannot create the schema in {redacted_url(self.url)!r}: {exc}"
                     ) from exc
                 time.sleep(0.2)
+
+    def _add_series_columns(self) -> None:
+        """Add the columns newer than an existing ``series`` table (SQLite and PostgreSQL)."""
+        present = {c["name"] for c in inspect(self.engine).get_columns("series")}
+        missing = [name for name in _ADDED_SERIES_COLUMNS if name not in present]
+        if not missing:
+            return
+        with self.engine.begin() as connection:
+            for name in missing:
+                # Names and DDL are the constants above, never input. A process starting
+                # at the same time may win the race: create_schema's retry sees the column.
+                connection.execute(
+                    text(f"ALTER TABLE series ADD COLUMN {name} {_ADDED_SERIES_COLUMNS[name]}")
+                )
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -333,8 +372,14 @@ class StateDB:
         modality: str = "",
         description: str = "",
         calling_ae: str = "",
+        transport: Transport = Transport.DIMSE,
+        peer_address: str = "",
     ) -> bool:
         """Record that a series received instances; re-open it if it was closed.
+
+        ``transport`` and ``peer_address`` are those of the instance that opened the
+        series; later ones keep them (a series recovered from the spool after a restart
+        does not know how it came).
 
         Returns True when the series was closed before (a late instance re-opened it).
         """
@@ -349,6 +394,8 @@ class StateDB:
                         modality=modality[:16],
                         description=description[:64],
                         calling_ae=calling_ae[:16],
+                        transport=transport,
+                        peer_address=peer_address[:64],
                         state="receiving",
                         instances=instances,
                         first_received=at,

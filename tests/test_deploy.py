@@ -47,6 +47,7 @@ DASHBOARD = DEPLOY / "grafana" / "dashboards" / "onfh-dlr.json"
 LISTENER_HTTP_PORT = 9480
 WORKER_HTTP_PORT = 9481
 DICOM_PORT = 11112
+DICOMWEB_PORT = 8180
 SCRAPE_JOBS = ("onfh-listener", "onfh-worker")
 # Oldest Kubernetes minor the manifests promise to work on, and the newest schema known.
 K8S_VERSIONS = ("1.27.0", kubernetes_validate.latest_version())
@@ -81,6 +82,7 @@ KNOWN_VALUES: dict[tuple[str, str], frozenset[str]] = {
     (metrics.JOBS, "state"): frozenset(JOB_STATES),
     ("onfh_jobs_finished_total", "state"): _FINISHED_STATES,
     ("onfh_deliveries_total", "outcome"): frozenset({"delivered", "retry", "dead_letter"}),
+    ("onfh_associations_total", "transport"): frozenset({"dimse", "stow-rs"}),
     ("onfh_associations_total", "outcome"): frozenset({"accepted", "rejected"}),
     ("onfh_series_closed_total", "trigger"): frozenset({"release", "timeout"}),
     ("onfh_instances_received_total", "transport"): frozenset({"dimse", "stow-rs"}),
@@ -271,7 +273,8 @@ def test_dockerfile_builds_a_non_root_cpu_image_from_python_311_slim() -> None:
     assert user.isdigit(), "a numeric UID lets Kubernetes' runAsNonRoot verify it"
     assert any(keyword == "HEALTHCHECK" and "healthcheck.py" in rest for keyword, rest in final)
     exposed = {p for keyword, rest in final if keyword == "EXPOSE" for p in rest.split()}
-    assert {str(DICOM_PORT), str(LISTENER_HTTP_PORT), str(WORKER_HTTP_PORT)} <= exposed
+    ports = (DICOM_PORT, DICOMWEB_PORT, LISTENER_HTTP_PORT, WORKER_HTTP_PORT)
+    assert {str(p) for p in ports} <= exposed
     entrypoint = [json.loads(rest) for keyword, rest in final if keyword == "ENTRYPOINT"]
     assert entrypoint == [["onfh-dlr"]]
 
@@ -459,6 +462,10 @@ def test_compose_listener_and_workers_share_broker_database_and_data_volume() ->
     assert worker.worker_metrics_port == WORKER_HTTP_PORT
     assert f"{DICOM_PORT}:{listener.port}" in services["listener"]["ports"]
     assert f"{LISTENER_HTTP_PORT}:{LISTENER_HTTP_PORT}" in services["listener"]["ports"]
+    # STOW-RS is on (it is off without a token) and published.
+    assert listener.dicomweb_token is not None
+    assert listener.dicomweb_port == DICOMWEB_PORT
+    assert f"{DICOMWEB_PORT}:{listener.dicomweb_port}" in services["listener"]["ports"]
     assert services["worker"]["deploy"]["replicas"] >= 2
     assert "ports" not in services["worker"], "published worker ports collide between replicas"
 
@@ -476,6 +483,25 @@ def test_compose_orthanc_and_listener_are_wired_both_ways() -> None:
     assert pacs in worker.destinations
     assert any(f"{orthanc['DicomPort']}:" in p for p in services["orthanc"]["ports"])
     assert "./orthanc/orthanc.json:/etc/orthanc/orthanc.json:ro" in services["orthanc"]["volumes"]
+
+
+def test_compose_orthanc_sends_by_stow_rs_to_the_listener_with_its_token() -> None:
+    services = _compose()["services"]
+    orthanc = json.loads((DEPLOY / "orthanc" / "orthanc.json").read_text(encoding="utf-8"))
+    listener_env = services["listener"]["environment"]
+    listener = _settings(listener_env, "compose listener")
+    # The plugin image, and the configuration loads its plugins (ours replaces the image's).
+    assert services["orthanc"]["image"].startswith("jodogne/orthanc-plugins:")
+    assert orthanc["Plugins"] == ["/usr/local/share/orthanc/plugins"]
+    assert orthanc["DicomWeb"]["Enable"] is True
+    server = orthanc["DicomWeb"]["Servers"]["ONFH"]
+    assert server["Url"] == f"http://listener:{listener.dicomweb_port}/"
+    # Orthanc substitutes ${ONFH_DICOMWEB_TOKEN} from its environment, which compose fills
+    # from the same expression as the listener's token.
+    assert server["HttpHeaders"] == {"Authorization": "Bearer ${ONFH_DICOMWEB_TOKEN}"}
+    orthanc_env = services["orthanc"]["environment"]
+    assert orthanc_env["ONFH_DICOMWEB_TOKEN"] == listener_env["ONFH_DICOMWEB_TOKEN"]
+    assert _interpolate(orthanc_env["ONFH_DICOMWEB_TOKEN"]) == listener.dicomweb_token
 
 
 def test_compose_monitoring_is_wired_to_the_listener_workers_and_dashboards() -> None:
@@ -732,6 +758,8 @@ def test_kubernetes_settings_are_valid_for_the_service() -> None:
     assert settings.allowed_calling_aes, "an empty allow-list accepts any sender"
     assert settings.metrics_port == LISTENER_HTTP_PORT
     assert settings.worker_metrics_port == WORKER_HTTP_PORT
+    assert settings.dicomweb_port == DICOMWEB_PORT
+    assert settings.dicomweb_token is not None, "STOW-RS is off without a token"
 
 
 def _pod(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -795,7 +823,13 @@ def test_kubernetes_listener_is_a_single_replica_behind_a_dicom_service() -> Non
     dicom = _k8s("Service", "onfh-listener-dicom")
     assert dicom["spec"]["type"] in ("LoadBalancer", "NodePort")
     assert dicom["spec"]["selector"].items() <= pod_labels.items()
-    assert [(p["port"], p["targetPort"]) for p in dicom["spec"]["ports"]] == [(DICOM_PORT, "dicom")]
+    assert [(p["port"], p["targetPort"]) for p in dicom["spec"]["ports"]] == [
+        (DICOM_PORT, "dicom"),
+        (DICOMWEB_PORT, "dicomweb"),
+    ]
+    (container,) = _pod(listener)["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert (ports["dicom"], ports["dicomweb"]) == (DICOM_PORT, DICOMWEB_PORT)
     metrics_service = _k8s("Service", "onfh-listener")
     assert metrics_service["spec"].get("type", "ClusterIP") == "ClusterIP"
     assert metrics_service["spec"]["ports"][0]["port"] == LISTENER_HTTP_PORT
@@ -932,3 +966,4 @@ def test_systemd_environment_file_is_valid_for_the_service() -> None:
     assert settings.data_dir == Path("/var/lib/onfh-dlr")
     assert settings.broker_url is not None and settings.database_url is not None
     assert settings.metrics_port == LISTENER_HTTP_PORT
+    assert settings.dicomweb_port == DICOMWEB_PORT

@@ -21,12 +21,15 @@ from typing import Any
 import pydicom
 import pytest
 import requests
+import sqlalchemy
 import test_scp
 from dicomweb_client.api import DICOMwebClient
+from prometheus_client import REGISTRY
 from service_harness import CohortMaker, PhantomStudy
 from test_scp import Certs
 
 from listener.dicomweb import DICOM_JSON, DicomWebServer
+from listener.rules import AdmissionRules
 from listener.scp import (
     CANNOT_UNDERSTAND,
     INVALID_UID,
@@ -36,8 +39,12 @@ from listener.scp import (
     StoreHandler,
 )
 from listener.spool import TMP_DIR, Spool, StoredInstance
+from listener.status_page import StatusPage
+from listener.tracker import SeriesTracker
 from onfh_dlr.errors import ConfigurationError, DeliveryError, PermanentError
 from onfh_dlr.settings import Destination, Settings, Transport, load_settings
+from onfh_dlr.state import StateDB, default_database_url
+from onfh_dlr.web import Request
 from worker.delivery import send_files
 
 #: The DICOM TLS tests' PKI (CA, server and client certificates), as a fixture here too.
@@ -475,3 +482,108 @@ def test_a_peer_that_leaves_mid_body_stores_nothing_and_raises_nothing(
     assert response.status_code == 200
     assert len(ep.stored_files()) == 1
     assert not [r for r in caplog.records if r.levelno >= 40 or r.exc_info]
+
+
+# --- the series row and the status page ---------------------------------------------------
+
+
+def test_a_stow_rs_series_records_its_transport_and_peer_address_and_the_status_page_shows_them(
+    endpoint: Callable[..., Endpoint], phantom: PhantomStudy, tmp_path: Path
+) -> None:
+    db = StateDB(default_database_url(tmp_path))
+    db.create_schema()
+    jobs: list[str] = []
+    tracker = SeriesTracker(db, AdmissionRules(), jobs.append, series_timeout=3600.0)
+    ep = endpoint()
+    ep.handler.intake = tracker  # the listener's real intake instead of the recording one
+    response = post(ep, multipart([p.read_bytes() for p in phantom.slices]))
+    assert response.status_code == 200, response.text
+    row = db.series(phantom.series_uid)
+    assert row is not None
+    assert row.transport is Transport.STOW_RS
+    assert row.peer_address == "127.0.0.1"
+    assert row.calling_ae == ""  # an IP address is no AE title
+    assert row.state == "admitted" and len(jobs) == 1  # the request end released it
+    page = StatusPage(db, None, lambda _job: None)
+    for path in ("/", f"/series/{phantom.series_uid}"):
+        route = page.studies if path == "/" else page.series
+        html = route(Request("GET", path, {}, {}, {})).body.decode()
+        assert "STOW-RS from 127.0.0.1" in html
+
+
+def test_a_series_keeps_a_full_ipv6_peer_address_and_c_store_series_stay_dimse(
+    tmp_path: Path,
+) -> None:
+    db = StateDB(default_database_url(tmp_path))
+    db.create_schema()
+    ipv6 = "2001:db8:85a3:1234:5678:8a2e:370:7334"
+    db.series_received(
+        series_uid="1.2.3.1",
+        study_uid="1.2.3",
+        instances=1,
+        at=1.0,
+        transport=Transport.STOW_RS,
+        peer_address=ipv6,
+    )
+    db.series_received(
+        series_uid="1.2.3.2", study_uid="1.2.3", instances=1, at=1.0, calling_ae="MODALITY"
+    )
+    stow, dimse = db.series("1.2.3.1"), db.series("1.2.3.2")
+    assert stow is not None and dimse is not None
+    assert (stow.transport, stow.peer_address) == (Transport.STOW_RS, ipv6)
+    assert (dimse.transport, dimse.peer_address, dimse.calling_ae) == (
+        Transport.DIMSE,
+        "",
+        "MODALITY",
+    )
+    html = StatusPage(db, None, lambda _job: None).studies(Request("GET", "/", {}, {}, {}))
+    assert f"STOW-RS from {ipv6}" in html.body.decode()
+    assert "C-STORE from MODALITY" in html.body.decode()
+
+
+def test_a_series_table_from_before_the_transport_column_gains_it_with_old_rows_as_dimse(
+    tmp_path: Path,
+) -> None:
+    url = default_database_url(tmp_path)
+    old = sqlalchemy.create_engine(url)
+    with old.begin() as connection:
+        # The series table as the first release created it.
+        connection.execute(
+            sqlalchemy.text(
+                "CREATE TABLE series (series_uid VARCHAR(64) PRIMARY KEY, "
+                "study_uid VARCHAR(64) NOT NULL, accession_number VARCHAR(16) NOT NULL, "
+                "modality VARCHAR(16) NOT NULL, description VARCHAR(64) NOT NULL, "
+                "calling_ae VARCHAR(16) NOT NULL, state VARCHAR(16) NOT NULL, "
+                "reason TEXT NOT NULL, instances INTEGER NOT NULL, generation INTEGER NOT NULL, "
+                "seg_path TEXT, first_received FLOAT NOT NULL, last_received FLOAT NOT NULL, "
+                "closed_at FLOAT, purged_at FLOAT)"
+            )
+        )
+        connection.execute(
+            sqlalchemy.text(
+                "INSERT INTO series VALUES ('1.2.3.1', '1.2.3', '', 'MR', '', 'OLDPACS', "
+                "'admitted', '', 3, 1, NULL, 1.0, 2.0, 2.0, NULL)"
+            )
+        )
+    old.dispose()
+    db = StateDB(url)
+    db.create_schema()
+    db.create_schema()  # idempotent: the second pass finds the columns
+    row = db.series("1.2.3.1")
+    assert row is not None
+    assert (row.transport, row.peer_address, row.calling_ae) == (Transport.DIMSE, "", "OLDPACS")
+
+
+def test_stow_rs_requests_count_as_associations_accepted_or_rejected_by_transport(
+    endpoint: Callable[..., Endpoint], phantom: PhantomStudy
+) -> None:
+    def count(outcome: str) -> float:
+        labels = {"transport": "stow-rs", "outcome": outcome}
+        return REGISTRY.get_sample_value("onfh_associations_total", labels) or 0.0
+
+    ep = endpoint()
+    body = multipart([phantom.slices[0].read_bytes()])
+    accepted, rejected = count("accepted"), count("rejected")
+    assert post(ep, body).status_code == 200
+    assert post(ep, body, Authorization="Bearer not-the-token").status_code == 401
+    assert (count("accepted") - accepted, count("rejected") - rejected) == (1, 1)

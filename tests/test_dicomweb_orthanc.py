@@ -12,6 +12,7 @@ operator's retry, as a C-STORE destination is.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -26,11 +27,13 @@ import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
 from service_harness import CohortMaker, Service, wait_until
-from viewer_harness import DicomWebOrthanc
+from test_dicomweb import Endpoint
+from viewer_harness import DicomWebOrthanc, dicomweb_plugin
 
 from onfh_dlr.broker import free_port
 
 TOKEN = "orthanc-to-onfh-token"
+DEPLOY_ORTHANC = Path(__file__).resolve().parents[1] / "deploy" / "orthanc"
 FINISHED = {"done", "failed", "dead_letter"}
 
 
@@ -198,3 +201,77 @@ def test_a_stow_destination_down_is_retried_dead_lettered_and_an_operator_retry_
     job = service.wait_for_job(study.series_uid, {"done"})
     study_id = orthanc_study_id(orthanc, study.study_uid)
     assert modalities(orthanc, study_id) == ["SEG", "SR"]
+
+
+# --- the deploy files' Orthanc -------------------------------------------------------------
+
+
+def test_the_deploy_orthanc_dicomweb_server_sends_with_the_token_from_its_environment(
+    tmp_path: Path, phantom_cohort: CohortMaker
+) -> None:
+    """deploy/orthanc/orthanc.json's DicomWeb server ``ONFH``, as compose runs it: the
+    bearer token is ``${ONFH_DICOMWEB_TOKEN}``, which Orthanc fills from its environment."""
+    (study,) = phantom_cohort(1, 2024, onfh_fraction=1.0).studies
+    token = "deploy-" + os.urandom(8).hex()
+    endpoint = Endpoint(tmp_path / "onfh", dicomweb_token=token)
+    endpoint.server.start()
+    deploy = json.loads((DEPLOY_ORTHANC / "orthanc.json").read_text())
+    dicomweb = deploy["DicomWeb"]
+    # The compose service name "listener" is this machine here; the rest is as shipped.
+    assert dicomweb["Servers"]["ONFH"]["Url"].startswith("http://listener:")
+    dicomweb["Servers"]["ONFH"]["Url"] = f"http://127.0.0.1:{endpoint.port}/"
+    http_port = free_port()
+    config = {
+        "StorageDirectory": str(tmp_path / "db"),
+        "IndexDirectory": str(tmp_path / "db"),
+        "HttpPort": http_port,
+        "DicomServerEnabled": False,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "Plugins": [str(dicomweb_plugin())],
+        "DicomWeb": dicomweb,
+    }
+    (tmp_path / "orthanc.json").write_text(json.dumps(config))
+    with (tmp_path / "orthanc.log").open("wb") as log:
+        process = subprocess.Popen(
+            [shutil.which("Orthanc") or "Orthanc", str(tmp_path / "orthanc.json")],
+            stdout=log,
+            stderr=log,
+            env={**os.environ, "ONFH_DICOMWEB_TOKEN": token},
+        )
+        try:
+            url = f"http://127.0.0.1:{http_port}"
+            wait_until(lambda: _answers(f"{url}/system"), 60, "Orthanc's REST API")
+            for path in study.slices:
+                urllib.request.urlopen(
+                    urllib.request.Request(f"{url}/instances", data=path.read_bytes()), timeout=60
+                ).close()
+            (found,) = json.loads(
+                urllib.request.urlopen(
+                    urllib.request.Request(
+                        f"{url}/tools/lookup", data=study.study_uid.encode(), method="POST"
+                    ),
+                    timeout=60,
+                ).read()
+            )
+            urllib.request.urlopen(
+                urllib.request.Request(
+                    f"{url}/dicom-web/servers/ONFH/stow",
+                    data=json.dumps({"Resources": [found["ID"]]}).encode(),
+                    method="POST",
+                ),
+                timeout=120,
+            ).close()
+        finally:
+            process.terminate()
+            process.wait(30)
+            endpoint.server.stop()
+    assert len(endpoint.stored_files()) == len(study.slices)
+
+
+def _answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=5).close()
+    except OSError:
+        return False
+    return True

@@ -125,7 +125,10 @@ def test_metrics_of_listener_and_worker_move_with_a_study(service: Service, phan
     assert moved(
         before_l, after_l, "onfh_instances_received_total", transport="dimse", outcome="stored"
     ) == len(files)
-    assert moved(before_l, after_l, "onfh_associations_total", outcome="accepted") >= 1
+    assert (
+        moved(before_l, after_l, "onfh_associations_total", transport="dimse", outcome="accepted")
+        >= 1
+    )
     assert moved(before_l, after_l, "onfh_series_closed_total", trigger="release") == 1
     assert moved(before_l, after_l, "onfh_series_admitted_total") == 1
     assert moved(before_l, after_l, "onfh_stage_seconds_count", stage="receive") == 1
