@@ -41,7 +41,12 @@ from pydicom.uid import generate_uid
 from model_bundle.features import series_rois
 from model_bundle.imaging import HipROI, LoadedSeries, Side, load_series
 from model_bundle.serving import BundleModel, HipPrediction
-from onfh_dlr.errors import NotASegmentationError, OutputError, OutputValidationError
+from onfh_dlr.errors import (
+    FemoralHeadNotFoundError,
+    NotASegmentationError,
+    OutputError,
+    OutputValidationError,
+)
 from worker.seg_output import (
     NOT_FOR_CLINICAL_USE,
     SEGMENT_LABELS,
@@ -191,7 +196,16 @@ def score_series(
         series_source if isinstance(series_source, LoadedSeries) else load_series(series_source)
     )
     seg_ds = None if seg is None else _read_seg(seg)
-    rois = series_rois(series, seg_ds)
+    found = series_rois(series, seg_ds)
+    if not found.rois:  # no hip to score: the first side's reason fails the job
+        raise next(iter(found.failures.values()), FemoralHeadNotFoundError("no femoral head"))
+    # One head not found: the other hip is scored; the missing one is only logged here
+    # (the "could not analyse" output for it belongs to the worker's output code).
+    for side, failure in found.failures.items():
+        LOGGER.warning("%s hip not analysed: %s", side.word, failure)
+    for warning in found.warnings:
+        LOGGER.warning("%s", warning.message)
+    rois = found.rois
     source_segments = {} if seg_ds is None else _source_segments(seg_ds, rois)
     roi_source: Literal["seg", "auto"] = "auto" if seg_ds is None else "seg"
 
