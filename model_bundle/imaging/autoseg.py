@@ -1,4 +1,4 @@
-"""Auto-segmentation of both femoral heads in a coronal T2-FS series.
+"""Auto-segmentation of each femoral head in a coronal T2-FS series.
 
 Classical, model-based image analysis; no network and no weights. The femoral head is
 close to a sphere (the literature fits spheres to it for this reason), and on T2-FS it
@@ -16,9 +16,19 @@ space, the dark acetabular bone. The method uses exactly that:
    minority of directions.
 3. The centre and radius are refined by a least-squares sphere fit to the surface
    points found direction by direction, with outliers rejected.
-4. Plausibility checks (radius, edge strength, ring contrast, left-right symmetry)
-   reject what is not a femoral head: a failed check raises
-   :class:`~onfh_dlr.errors.FemoralHeadNotFoundError`, never returns a guess.
+4. Each side is judged on its own. Plausibility checks (radius, ring contrast,
+   dominance over other candidates) reject what is not a femoral head; a side with
+   none gets a :class:`~onfh_dlr.errors.FemoralHeadNotFoundError` as its reason, never
+   a guess, and the other side keeps its head. One exception to the rim check: an
+   oedematous head with an effusion can lose most of its cartilage-rim contrast, so a
+   side whose dominant candidate has a weak rim but many surface points is accepted
+   when it mirrors the contralateral head in position and size
+   (:attr:`Evidence.SPHERE_FIT_WITH_CONTRALATERAL`).
+5. Left/right disagreement (unequal radii, odd placement) is a :class:`PairWarning`
+   on the result, not a refusal: real pairs can differ more than healthy adults do.
+
+:func:`find_hips` is the entry point of every caller (a :class:`HipSearch`);
+:func:`auto_rois` is the all-or-nothing form kept for ``bench/phantom_speed.py``.
 
 The ROI is the sphere cut at the head-neck junction, on the series' own grid, a voxel
 counting as inside when at least half of it (through the slice thickness) is.
