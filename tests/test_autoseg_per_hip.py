@@ -21,10 +21,12 @@ from model_bundle.imaging import (
     find_hips,
     load_series,
 )
+from model_bundle.serving import BundleModel
 from phantom.case import PhantomStudy
 from phantom.dicom_writer import write_series
 from phantom.generator import generate_study, plan_case, render_case
 from phantom.sites import site_profile
+from worker.pipeline import score_series
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -121,3 +123,14 @@ def test_per_hip_scores_the_found_hip_and_fails_the_other_with_its_reason(
     out = dict(per_hip(SeriesJob(tmp_path, None, rows), compute, failed))
     assert out["L"] == "scored from auto"
     assert out["R"].startswith("failed: FemoralHeadNotFoundError: no right femoral head")
+
+
+def test_the_worker_scores_the_found_hip_when_the_other_is_out_of_view(tmp_path: Path) -> None:
+    study = _without_right_hip(generate_study(31, 2, (True, False)))
+    write_series(study, tmp_path / "series")
+    demo = Path(__file__).resolve().parents[1] / "model_bundle" / "demo"
+    scored = score_series(
+        tmp_path / "series", BundleModel.load(demo), uid_seed="one-hip", content_time=1.75e9
+    )
+    assert set(scored.predictions) == {Side.LEFT}
+    assert scored.roi_source == "auto"
