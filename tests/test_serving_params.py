@@ -68,7 +68,7 @@ def test_serving_extracts_radiomics_with_the_bundles_parameter_file(
     job = read_cohort(cohort)[0]
     series = load_series(job.image)
     differs = 0
-    for roi in series_rois(series, job.mask).values():
+    for roi in series_rois(series, job.mask).rois.values():
         served = model.features(series, roi)
         names = model.radiomics_names
         own = extract_radiomics(series.image, roi.mask, bundle_params, features=names)
@@ -87,7 +87,7 @@ def test_serving_reproduces_training_with_a_non_default_parameter_file(
         recorded = {(r["PatientID"], r["Side"]): r for r in csv.DictReader(fh)}
     job = read_cohort(cohort)[0]
     series = load_series(job.image)
-    for side, roi in series_rois(series, job.mask).items():
+    for side, roi in series_rois(series, job.mask).rois.items():
         probabilities = model.predict_hip(series, roi).probabilities
         row = recorded[(job.hips[0]["PatientID"], side.value)]
         # Rad reads radiomics only: the same six decimals training wrote. (DL's and DLR's

@@ -99,7 +99,7 @@ def test_the_served_model_reproduces_the_training_predictions(trained: tuple[Pat
         recorded = {(r["PatientID"], r["Side"]): r for r in csv.DictReader(fh)}
     job = read_cohort(cohort)[0]
     series = load_series(job.image)
-    for side, roi in series_rois(series, job.mask).items():
+    for side, roi in series_rois(series, job.mask).rois.items():
         pred = model.predict_hip(series, roi)
         row = recorded[(job.hips[0]["PatientID"], side)]
         for key in ModelName:

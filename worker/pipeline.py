@@ -50,7 +50,12 @@ from pydicom.uid import generate_uid
 from model_bundle.features import series_rois
 from model_bundle.imaging import HipROI, LoadedSeries, Side, load_series
 from model_bundle.serving import BundleModel, HipPrediction
-from onfh_dlr.errors import NotASegmentationError, OutputError, OutputValidationError
+from onfh_dlr.errors import (
+    FemoralHeadNotFoundError,
+    NotASegmentationError,
+    OutputError,
+    OutputValidationError,
+)
 from onfh_dlr.settings import OutputKind
 from worker.result_card import build_result_card
 from worker.seg_output import (
@@ -224,7 +229,19 @@ def score_series(
         series_source if isinstance(series_source, LoadedSeries) else load_series(series_source)
     )
     seg_ds = None if seg is None else _read_seg(seg)
-    rois = series_rois(series, seg_ds)
+    found = series_rois(series, seg_ds)
+    if not found.rois:  # no hip to score: the first side's reason fails the job
+        raise next(iter(found.failures.values()), FemoralHeadNotFoundError("no femoral head"))
+    # One head not found: the other hip is scored, and the SR and the card say of the
+    # missing one "could not analyse" with its reason, as for a whole failed study.
+    not_analysed = {
+        side: f"{type(failure).__name__}: {failure}" for side, failure in found.failures.items()
+    }
+    for side, reason in not_analysed.items():
+        LOGGER.warning("%s hip not analysed: %s", side.word, reason)
+    for warning in found.warnings:
+        LOGGER.warning("%s", warning.message)
+    rois = found.rois
     source_segments = {} if seg_ds is None else _source_segments(seg_ds, rois)
     roi_source: Literal["seg", "auto"] = "auto" if seg_ds is None else "seg"
 
@@ -259,8 +276,9 @@ def score_series(
         outlines={side: largest_slice_outline(roi, series) for side, roi in rois.items()},
         previous_versions=predecessors,
         content_datetime=when,
+        not_analysed=not_analysed,
     )
-    validate_outputs(series, rois, predictions, seg_out, sr_out, device)
+    validate_outputs(series, rois, predictions, seg_out, sr_out, device, not_analysed=not_analysed)
     card = build_result_card(
         series,
         rois,
@@ -270,6 +288,7 @@ def score_series(
         series_instance_uid=uids.card_series,
         sop_instance_uid=uids.card_instance,
         content_datetime=when,
+        not_analysed=not_analysed,
     )
     validate_card(series, card, device)
     return ScoredStudy(
@@ -282,6 +301,7 @@ def score_series(
         seg_dataset=seg_out,
         sr_dataset=sr_out,
         card_dataset=card,
+        not_analysed=not_analysed,
     )
 
 
@@ -450,6 +470,8 @@ def validate_outputs(
     seg: Dataset,
     sr: Dataset,
     device: OutputDevice,
+    *,
+    not_analysed: Mapping[Side, str] | None = None,
 ) -> None:
     """Re-read the SEG and the SR from their bytes and check they say what was meant.
 
@@ -457,7 +479,8 @@ def validate_outputs(
     reference; one segment per ROI with its exact label and the ROI mask voxel for
     voxel (read by source-instance reference); one SR measurement group per
     prediction, referencing that side's segment of this SEG, with the score,
-    probability and call of the prediction; distinct tracking UIDs; the Device UID in
+    probability and call of the prediction; a "could not analyse" group with its reason
+    for each side in ``not_analysed``; distinct tracking UIDs; the Device UID in
     both objects' Contributing Equipment; the not-for-clinical-use warning when the
     bundle requires it.
 
@@ -498,7 +521,7 @@ def validate_outputs(
         if side in rois:
             problems.extend(_mask_problems(seg_back, series, rois[side], number))
 
-    problems.extend(_report_problems(sr_back, seg_back, numbers, predictions))
+    problems.extend(_report_problems(sr_back, seg_back, numbers, predictions, not_analysed or {}))
     if problems:
         raise OutputValidationError(
             f"outputs of series {series.series_instance_uid}: " + "; ".join(problems)
@@ -571,14 +594,22 @@ def _report_problems(
     seg: Dataset,
     numbers: Mapping[Side, int],
     predictions: Mapping[Side, HipPrediction],
+    not_analysed: Mapping[Side, str],
 ) -> list[str]:
     try:
         hips = read_report(sr)
     except OutputError as exc:
         return [str(exc)]
     problems = []
-    if set(hips) != set(predictions):
-        problems.append(f"SR groups {sorted(hips)} but predictions {sorted(predictions)}")
+    if set(hips) != set(predictions) | set(not_analysed):
+        problems.append(
+            f"SR groups {sorted(hips)} but predictions {sorted(predictions)}"
+            f" and not analysed {sorted(not_analysed)}"
+        )
+    for side, reason in not_analysed.items():
+        said = hips[side].not_analysed if side in hips else None
+        if said != reason:
+            problems.append(f"{SEGMENT_LABELS[side]}: SR says {said!r}, meant {reason!r}")
     if len({hip.tracking_uid for hip in hips.values()}) != len(hips):
         problems.append("SR tracking UIDs are not distinct")
     for side, hip in hips.items():

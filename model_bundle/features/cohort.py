@@ -13,7 +13,7 @@ import csv
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -23,7 +23,7 @@ from torch import nn
 from model_bundle.features.deep import build_resnet18
 from model_bundle.features.hip import FeatureSpec, hip_features, series_rois
 from model_bundle.features.radiomics import load_params
-from model_bundle.imaging import HipROI, LoadedSeries, Side, load_series
+from model_bundle.imaging import HipROI, HipSearch, LoadedSeries, Side, load_series
 from onfh_dlr.errors import ConfigurationError, OnfhError
 from onfh_dlr.pools import process_pool
 
@@ -48,7 +48,7 @@ def reason_of(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def job_rois(series: LoadedSeries, job: SeriesJob) -> dict[Side, HipROI]:
+def job_rois(series: LoadedSeries, job: SeriesJob) -> HipSearch:
     """A job's ROIs: its Mask (a DICOM-SEG) when it has one, else auto-segmentation."""
     return series_rois(series, job.mask)
 
@@ -58,25 +58,32 @@ def per_hip(
     compute: Callable[[LoadedSeries, HipROI, dict[str, str]], T],
     failed: Callable[[dict[str, str], str, str], T],
     *,
-    rois: Callable[[LoadedSeries, SeriesJob], Mapping[Side, HipROI]] = job_rois,
+    rois: Callable[[LoadedSeries, SeriesJob], HipSearch] = job_rois,
 ) -> list[T]:
     """Run ``compute`` on every hip of a series: one load, one ROI search for all hips.
 
-    A failure to load the series or find its ROIs, a hip without an ROI, and an
+    A failure to load the series or search it, a hip whose head was not found (its own
+    reason; the other hip is still computed), a hip without an ROI, and an
     :class:`~onfh_dlr.errors.OnfhError` from ``compute`` each become
     ``failed(row, reason, roi_source)`` (``roi_source`` empty when there is no ROI).
+    Left/right warnings of the search are logged.
     """
     try:
         series = load_series(job.image)
         found = rois(series, job)
     except OnfhError as exc:
         return [failed(row, reason_of(exc), "") for row in job.hips]
+    for warning in found.warnings:
+        log.warning("%s: %s", job.image, warning.message)
     out = []
     for row in job.hips:
         text = row.get("Side", "")
-        roi = found.get(Side(text)) if text in tuple(Side) else None
+        side = Side(text) if text in tuple(Side) else None
+        roi = found.rois.get(side) if side is not None else None
         if roi is None:
-            out.append(failed(row, f"no ROI for side {text!r}", ""))
+            why = found.failures.get(side) if side is not None else None
+            reason = reason_of(why) if why is not None else f"no ROI for side {text!r}"
+            out.append(failed(row, reason, ""))
             continue
         try:
             out.append(compute(series, roi, row))

@@ -26,9 +26,9 @@ from model_bundle.features.deep import DEEP_FEATURE_NAMES, deep_features, deep_i
 from model_bundle.features.radiomics import FEATURE_NAMES, extract_radiomics
 from model_bundle.imaging import (
     HipROI,
+    HipSearch,
     LoadedSeries,
-    Side,
-    auto_rois,
+    find_hips,
     resample_isotropic,
     resample_labels,
     rois_from_seg,
@@ -113,14 +113,15 @@ class FeatureSpec:
 SegSource = Path | str | Dataset | hd.seg.Segmentation
 
 
-def series_rois(series: LoadedSeries, seg: SegSource | None) -> dict[Side, HipROI]:
-    """ROIs of both hips: from ``seg`` when given, else auto-segmented.
+def series_rois(series: LoadedSeries, seg: SegSource | None) -> HipSearch:
+    """Per-hip ROIs: from ``seg`` when given, else each head auto-segmented on its own.
 
-    The one ROI-source choice of training, ``features``, ``evaluate`` and the worker.
+    The one ROI-source choice of training, ``features``, ``evaluate`` and the worker. A
+    hip whose head is not found is in :attr:`HipSearch.failures` with its reason.
     """
     if seg is None:
-        return auto_rois(series)
-    return rois_from_seg(seg, series)
+        return find_hips(series)
+    return HipSearch(rois_from_seg(seg, series))
 
 
 def hip_region(

@@ -4,7 +4,8 @@ Lives here: DICOM series loading with its geometry checks (``series``), resampli
 z-scoring (``preprocess``), the per-hip ROI value (``roi``: :class:`HipROI`, :class:`Side`),
 ROIs read from a DICOM-SEG (``seg_roi``, which decides which segment is which hip, and
 ``seg_grid``, which places a segment on the series grid) and auto-segmentation of the
-femoral heads (``autoseg``).
+femoral heads, each on its own (``autoseg``: :func:`find_hips` returns a
+:class:`HipSearch`, per side an ROI or the reason, with left/right warnings).
 
 Who may import it: every other part of ``model_bundle`` (features, training, serving,
 evaluation), the worker, the CLI, tests and benchmarks. It imports no other part of
@@ -12,9 +13,15 @@ evaluation), the worker, the CLI, tests and benchmarks. It imports no other part
 """
 
 from model_bundle.imaging.autoseg import (
+    Evidence,
     HeadFit,
+    HeadSearch,
+    HipSearch,
+    PairWarning,
+    PairWarningKind,
     auto_rois,
     find_femoral_heads,
+    find_hips,
     head_mask,
     neck_direction,
 )
@@ -45,13 +52,19 @@ __all__ = [
     "MR_IMAGE_SOP_CLASSES",
     "RIGHT_CODES",
     "SEGMENTATION_SOP_CLASSES",
+    "Evidence",
     "HeadFit",
+    "HeadSearch",
     "HipROI",
+    "HipSearch",
     "Interpolator",
     "LoadedSeries",
+    "PairWarning",
+    "PairWarningKind",
     "Side",
     "auto_rois",
     "find_femoral_heads",
+    "find_hips",
     "head_mask",
     "lesion_rois_from_seg",
     "load_series",

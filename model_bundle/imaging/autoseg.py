@@ -1,4 +1,4 @@
-"""Auto-segmentation of both femoral heads in a coronal T2-FS series.
+"""Auto-segmentation of each femoral head in a coronal T2-FS series.
 
 Classical, model-based image analysis; no network and no weights. The femoral head is
 close to a sphere (the literature fits spheres to it for this reason), and on T2-FS it
@@ -16,9 +16,19 @@ space, the dark acetabular bone. The method uses exactly that:
    minority of directions.
 3. The centre and radius are refined by a least-squares sphere fit to the surface
    points found direction by direction, with outliers rejected.
-4. Plausibility checks (radius, edge strength, ring contrast, left-right symmetry)
-   reject what is not a femoral head: a failed check raises
-   :class:`~onfh_dlr.errors.FemoralHeadNotFoundError`, never returns a guess.
+4. Each side is judged on its own. Plausibility checks (radius, ring contrast,
+   dominance over other candidates) reject what is not a femoral head; a side with
+   none gets a :class:`~onfh_dlr.errors.FemoralHeadNotFoundError` as its reason, never
+   a guess, and the other side keeps its head. One exception to the rim check: an
+   oedematous head with an effusion can lose most of its cartilage-rim contrast, so a
+   side whose dominant candidate has a weak rim but many surface points is accepted
+   when it mirrors the contralateral head in position and size
+   (:attr:`Evidence.SPHERE_FIT_WITH_CONTRALATERAL`).
+5. Left/right disagreement (unequal radii, odd placement) is a :class:`PairWarning`
+   on the result, not a refusal: real pairs can differ more than healthy adults do.
+
+:func:`find_hips` is the entry point of every caller (a :class:`HipSearch`);
+:func:`auto_rois` is the all-or-nothing form kept for ``bench/phantom_speed.py``.
 
 The ROI is the sphere cut at the head-neck junction, on the series' own grid, a voxel
 counting as inside when at least half of it (through the slice thickness) is.
@@ -30,7 +40,8 @@ on data it does not understand.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from enum import Enum
 
 import numpy as np
 import SimpleITK as sitk
@@ -52,7 +63,22 @@ NECK_RADIUS_RATIO = 0.62  # neck radius / head radius, for the head-neck junctio
 MIN_EDGE_CONTRAST = 0.1  # of the image's robust maximum, see _profile_fit
 MIN_SUPPORT = 250.0  # Hough votes at the centre over the median vote (heads: > 400 on phantoms)
 MIN_DOMINANCE = 2.5  # a head's votes over the next candidate's on its side (heads: > 4)
-MAX_RADIUS_ASYMMETRY = 4.0  # mm between left and right heads
+MAX_RADIUS_ASYMMETRY = 4.0  # mm between left and right heads: beyond it, a warning
+# The weak-rim fallback (see _fallback): oedema with effusion flattens the rim to a
+# fraction of MIN_EDGE_CONTRAST; a missing head or soft tissue has no sphere at all.
+MIN_WEAK_CONTRAST = 0.04
+MIN_FALLBACK_POINTS = 120  # of the ~300 rays away from the neck
+FALLBACK_MAX_OFFSET = 20.0  # mm, antero-posterior and cranio-caudal, from the other head
+
+
+class Evidence(Enum):
+    """What a head was accepted on."""
+
+    #: Its own sharp rise into the cartilage ring (the usual case).
+    CARTILAGE_RIM = "cartilage rim"
+    #: A weak rim (oedema, effusion) but a well-supported sphere that mirrors the
+    #: contralateral head: the symmetry prior stands in for the missing contrast.
+    SPHERE_FIT_WITH_CONTRALATERAL = "sphere fit with contralateral prior"
 
 
 @dataclass(frozen=True)
@@ -66,6 +92,7 @@ class HeadFit:
     edge_contrast: float  # rise into the cartilage ring, in units of the image's robust max
     support: float  # Hough votes at the centre over the median vote in the volume
     surface_points: int  # directions that agreed with the fitted sphere
+    evidence: Evidence = Evidence.CARTILAGE_RIM
 
 
 def neck_direction(side: Side) -> F64:
@@ -266,8 +293,123 @@ def _refine(work: _Work, centre: F64, radius: float, side: Side) -> tuple[F64, f
     return centre, radius, len(pts)
 
 
-def find_femoral_heads(image: sitk.Image) -> dict[Side, HeadFit]:
-    """Find both femoral heads in a coronal T2-FS image.
+class PairWarningKind(Enum):
+    """How the two heads found disagree; recorded, never a refusal."""
+
+    RADIUS_ASYMMETRY = "radius asymmetry"
+    PLACEMENT = "placement"
+
+
+@dataclass(frozen=True)
+class PairWarning:
+    """A left/right comparison that failed: both heads are kept, a reader should look."""
+
+    kind: PairWarningKind
+    message: str
+
+
+@dataclass(frozen=True)
+class HeadSearch:
+    """Both sides searched independently: a fit or the reason, per side, and warnings."""
+
+    fits: dict[Side, HeadFit]
+    failures: dict[Side, FemoralHeadNotFoundError]
+    warnings: tuple[PairWarning, ...] = ()
+
+
+@dataclass(frozen=True)
+class HipSearch:
+    """Per-hip ROIs of a series: an ROI or the reason it failed, per side, and warnings.
+
+    Every side is in exactly one of ``rois`` and ``failures`` (for auto-segmentation;
+    an ROI source such as a SEG may simply not cover a side).
+    """
+
+    rois: dict[Side, HipROI]
+    failures: dict[Side, FemoralHeadNotFoundError] = field(default_factory=dict)
+    warnings: tuple[PairWarning, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    fit: HeadFit
+    where: str
+    radius_ok: bool
+
+
+def _search_side(work: _Work, acc: NDArray[np.float32], side: Side) -> list[_Candidate]:
+    out = []
+    for point, support in _candidates(work, acc, side):
+        if support < MIN_SUPPORT:
+            break  # candidates come strongest first
+        # The sphere fit places the centre (its radial bias is the same in every
+        # direction); the median profile at that centre gives the radius.
+        radius, _ = _profile_fit(work, point, side)
+        centre, _, n_points = _refine(work, point, radius, side)
+        radius, contrast = _profile_fit(work, centre, side)
+        where = f"({centre[0]:.0f}, {centre[1]:.0f}, {centre[2]:.0f})"
+        fit = HeadFit(side, centre, radius, neck_direction(side), contrast, support, n_points)
+        out.append(_Candidate(fit, where, RADIUS_RANGE[0] <= radius <= RADIUS_RANGE[1]))
+    return out
+
+
+def _pick(candidates: list[_Candidate]) -> tuple[HeadFit | None, list[str]]:
+    """The head among one side's candidates on its own evidence, or why none is."""
+    rejected: list[str] = []
+    heads: list[HeadFit] = []
+    for c in candidates:
+        if c.fit.edge_contrast < MIN_EDGE_CONTRAST:
+            rejected.append(f"no cartilage rim at {c.where} (contrast {c.fit.edge_contrast:.2f})")
+        elif not c.radius_ok:
+            rejected.append(f"radius {c.fit.radius:.1f} mm at {c.where}")
+        else:
+            heads.append(c.fit)
+    best = heads[0] if heads else None
+    if best is not None and len(heads) > 1 and best.support < MIN_DOMINANCE * heads[1].support:
+        # Concentric shells make a head stand out from anything else round with a
+        # rim; two similar candidates mean we cannot tell which is the head.
+        rejected.append(
+            f"two similar candidates (votes {best.support:.0f} and {heads[1].support:.0f})"
+        )
+        best = None
+    return best, rejected
+
+
+def _mirrors(fit: HeadFit, other: HeadFit) -> bool:
+    """Whether ``fit`` sits where the contralateral head predicts, at its size."""
+    if abs(fit.radius - other.radius) > MAX_RADIUS_ASYMMETRY:
+        return False
+    dx = abs(fit.centre[0] - other.centre[0])
+    dy, dz = np.abs(fit.centre[1:] - other.centre[1:])
+    return bool(120.0 < dx < 260.0 and dy <= FALLBACK_MAX_OFFSET and dz <= FALLBACK_MAX_OFFSET)
+
+
+def _fallback(candidates: list[_Candidate], other: HeadFit) -> HeadFit | None:
+    """A weak-rim head accepted on its sphere fit and the contralateral head.
+
+    An oedematous head with an effusion loses the dark-to-bright rise the rim check
+    reads, but its marrow boundary still votes for a sphere and still fits one. Only the
+    strongest candidate with a plausible radius is considered (never a weaker one
+    chosen because it fits the prior), and it must keep some contrast, many surface
+    points, and mirror the other head in position and size.
+    """
+    plausible = [c for c in candidates if c.radius_ok]
+    if not plausible:
+        return None
+    fit = plausible[0].fit
+    if len(plausible) > 1 and fit.support < MIN_DOMINANCE * plausible[1].fit.support:
+        return None
+    if (
+        fit.edge_contrast < MIN_WEAK_CONTRAST
+        or fit.surface_points < MIN_FALLBACK_POINTS
+        or not _mirrors(fit, other)
+    ):
+        return None
+    return replace(fit, evidence=Evidence.SPHERE_FIT_WITH_CONTRALATERAL)
+
+
+def find_femoral_heads(image: sitk.Image) -> HeadSearch:
+    """Find each femoral head of a coronal T2-FS image on its own.
 
     Parameters
     ----------
@@ -276,72 +418,63 @@ def find_femoral_heads(image: sitk.Image) -> dict[Side, HeadFit]:
 
     Returns
     -------
-    dict
-        ``{Side.LEFT: HeadFit, Side.RIGHT: HeadFit}``.
+    HeadSearch
+        Per side a :class:`HeadFit` or the :class:`FemoralHeadNotFoundError` saying why
+        none was found; left/right disagreements as warnings.
 
     Raises
     ------
     FemoralHeadNotFoundError
-        When a head is missing or what was found is not plausibly a femoral head.
+        Only when the image itself cannot be searched (empty).
     """
     work = _working_copy(image)
     acc = _hough(work)
-    fits: dict[Side, HeadFit] = {}
     sides: tuple[Side, Side] = (Side.LEFT, Side.RIGHT)
+    candidates = {side: _search_side(work, acc, side) for side in sides}
+    picked = {side: _pick(candidates[side]) for side in sides}
+    fits: dict[Side, HeadFit] = {}
+    failures: dict[Side, FemoralHeadNotFoundError] = {}
     for side in sides:
-        best: HeadFit | None = None
-        rejected: list[str] = []
-        heads: list[HeadFit] = []
-        for point, support in _candidates(work, acc, side):
-            if support < MIN_SUPPORT:
-                break  # candidates come strongest first
-            # The sphere fit places the centre (its radial bias is the same in every
-            # direction); the median profile at that centre gives the radius.
-            radius, _ = _profile_fit(work, point, side)
-            centre, _, n_points = _refine(work, point, radius, side)
-            radius, contrast = _profile_fit(work, centre, side)
-            where = f"({centre[0]:.0f}, {centre[1]:.0f}, {centre[2]:.0f})"
-            if contrast < MIN_EDGE_CONTRAST:
-                rejected.append(f"no cartilage rim at {where}")
-            elif not RADIUS_RANGE[0] <= radius <= RADIUS_RANGE[1]:
-                rejected.append(f"radius {radius:.1f} mm at {where}")
-            else:
-                heads.append(
-                    HeadFit(side, centre, radius, neck_direction(side), contrast, support, n_points)
-                )
-        best = heads[0] if heads else None
-        if best is not None and len(heads) > 1 and best.support < MIN_DOMINANCE * heads[1].support:
-            # Concentric shells make a head stand out from anything else round with a
-            # rim; two similar candidates mean we cannot tell which is the head.
-            rejected.append(
-                f"two similar candidates (votes {best.support:.0f} and {heads[1].support:.0f})"
-            )
-            best = None
+        best, rejected = picked[side]
+        other = picked[Side.RIGHT if side is Side.LEFT else Side.LEFT][0]
+        if best is None and other is not None:
+            best = _fallback(candidates[side], other)
+        if best is not None:
+            fits[side] = best
+            continue
         name = side.word
-        if best is None:
-            why = "; ".join(rejected) if rejected else "no sphere-like structure"
-            raise FemoralHeadNotFoundError(
-                f"no {name} femoral head {LATERAL_RANGE[0]:.0f}-{LATERAL_RANGE[1]:.0f} mm "
-                f"{name} of the midline: {why}"
-            )
-        fits[side] = best
-    _check_pair(fits[Side.LEFT], fits[Side.RIGHT])
-    return fits
+        why = "; ".join(rejected) if rejected else "no sphere-like structure"
+        failures[side] = FemoralHeadNotFoundError(
+            f"no {name} femoral head {LATERAL_RANGE[0]:.0f}-{LATERAL_RANGE[1]:.0f} mm "
+            f"{name} of the midline: {why}"
+        )
+    warnings: tuple[PairWarning, ...] = ()
+    if len(fits) == 2:
+        warnings = _compare_pair(fits[Side.LEFT], fits[Side.RIGHT])
+    return HeadSearch(fits, failures, warnings)
 
 
-def _check_pair(left: HeadFit, right: HeadFit) -> None:
+def _compare_pair(left: HeadFit, right: HeadFit) -> tuple[PairWarning, ...]:
+    out = []
     if abs(left.radius - right.radius) > MAX_RADIUS_ASYMMETRY:
-        raise FemoralHeadNotFoundError(
-            f"femoral heads of {left.radius:.1f} and {right.radius:.1f} mm radius are too "
-            "unequal to be a pair"
+        out.append(
+            PairWarning(
+                PairWarningKind.RADIUS_ASYMMETRY,
+                f"femoral heads of {left.radius:.1f} (left) and {right.radius:.1f} (right) mm "
+                "radius are more unequal than a healthy pair",
+            )
         )
     dx = left.centre[0] - right.centre[0]
     dy, dz = np.abs(left.centre[1:] - right.centre[1:])
     if not 120.0 < dx < 260.0 or dy > 35.0 or dz > 35.0:
-        raise FemoralHeadNotFoundError(
-            f"the two femoral heads found are not placed like a pair (left-right {dx:.0f} mm, "
-            f"antero-posterior {dy:.0f} mm, cranio-caudal {dz:.0f} mm apart)"
+        out.append(
+            PairWarning(
+                PairWarningKind.PLACEMENT,
+                f"the two femoral heads are not placed like a pair (left-right {dx:.0f} mm, "
+                f"antero-posterior {dy:.0f} mm, cranio-caudal {dz:.0f} mm apart)",
+            )
         )
+    return tuple(out)
 
 
 def head_mask(
@@ -393,24 +526,46 @@ def head_mask(
     return out
 
 
-def auto_rois(series: LoadedSeries) -> dict[Side, HipROI]:
-    """Auto-segment both femoral heads of a loaded series.
+def find_hips(series: LoadedSeries) -> HipSearch:
+    """Auto-segment each femoral head of a loaded series on its own.
+
+    One head's failure is that hip's reason in :attr:`HipSearch.failures`; the other
+    hip keeps its ROI. Left/right disagreements are :attr:`HipSearch.warnings`.
 
     Raises
     ------
     FemoralHeadNotFoundError
-        When either head cannot be found with confidence.
+        Only when the image cannot be searched at all (empty).
     """
-    fits = find_femoral_heads(series.image)
+    search = find_femoral_heads(series.image)
     thickness = _slice_thickness(series)
-    out: dict[Side, HipROI] = {}
-    for side, fit in fits.items():
+    rois: dict[Side, HipROI] = {}
+    for side, fit in search.fits.items():
         x, y, z = fit.centre
         desc = (
             f"auto: sphere fit, centre ({x:.1f}, {y:.1f}, {z:.1f}) mm, radius {fit.radius:.1f} mm"
         )
-        out[side] = HipROI(side, head_mask(fit, series.image, thickness), "auto", desc)
-    return out
+        if fit.evidence is not Evidence.CARTILAGE_RIM:
+            desc += f" ({fit.evidence.value})"
+        rois[side] = HipROI(side, head_mask(fit, series.image, thickness), "auto", desc)
+    return HipSearch(rois, dict(search.failures), search.warnings)
+
+
+def auto_rois(series: LoadedSeries) -> dict[Side, HipROI]:
+    """Both hips' ROIs or nothing: :func:`find_hips` for callers that need a pair.
+
+    Kept for ``bench/phantom_speed.py``, which counts studies with both heads; the
+    service's callers use :func:`find_hips`.
+
+    Raises
+    ------
+    FemoralHeadNotFoundError
+        When either head cannot be found with confidence (the first side's reason).
+    """
+    search = find_hips(series)
+    for failure in search.failures.values():
+        raise failure
+    return search.rois
 
 
 def _slice_thickness(series: LoadedSeries) -> float | None:
@@ -422,4 +577,16 @@ def _slice_thickness(series: LoadedSeries) -> float | None:
         return None
 
 
-__all__ = ["HeadFit", "auto_rois", "find_femoral_heads", "head_mask", "neck_direction"]
+__all__ = [
+    "Evidence",
+    "HeadFit",
+    "HeadSearch",
+    "HipSearch",
+    "PairWarning",
+    "PairWarningKind",
+    "auto_rois",
+    "find_femoral_heads",
+    "find_hips",
+    "head_mask",
+    "neck_direction",
+]

@@ -33,7 +33,7 @@ from model_bundle.features import (
     run_cohort,
     series_rois,
 )
-from model_bundle.imaging import HipROI, LoadedSeries, Side, lesion_rois_from_seg
+from model_bundle.imaging import HipROI, HipSearch, LoadedSeries, Side, lesion_rois_from_seg
 from onfh_dlr.errors import SegmentationError
 
 F32 = NDArray[np.float32]
@@ -105,7 +105,7 @@ def extract_job(
     """
     names = feature_names(params)
 
-    def rois(series: LoadedSeries, job: SeriesJob) -> dict[Side, HipROI]:
+    def rois(series: LoadedSeries, job: SeriesJob) -> HipSearch:
         found = series_rois(series, job.mask)
         if roi_protocol == "lesion":
             if job.mask is None:
@@ -116,7 +116,7 @@ def extract_job(
             for hip in job.hips:
                 lesion = lesions.get(Side.parse(hip["Side"]))
                 if _label(hip) == 1 and lesion is not None:
-                    found[lesion.side] = lesion
+                    found.rois[lesion.side] = lesion
         return found
 
     def compute(series: LoadedSeries, roi: HipROI, row: dict[str, str]) -> HipSample:
