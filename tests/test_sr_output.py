@@ -41,6 +41,7 @@ from worker.seg_output import (
 from worker.sr_output import (
     AREA,
     build_report,
+    call_concept,
     largest_slice_outline,
     read_report,
     roi_volume_ml,
@@ -406,11 +407,15 @@ def test_dcmqi_tid1500reader_reads_both_groups_of_each_hip(case: Case, tmp_path:
         for g in groups
     }
     volumetric = ("Score", "Probability", "Volume", *INPUT_MEANINGS)
+    hips = read_report(case.sr)
+    calls = {
+        side: call_concept(side, hips[side].necrosis_present).meaning for side in SEGMENT_LABELS
+    }
     assert quantities == {
         ("Left femoral head", volumetric),
-        ("Left femoral head", ("Area",)),
+        ("Left femoral head", (calls[Side.LEFT], "Area")),
         ("Right femoral head", volumetric),
-        ("Right femoral head", ("Area",)),
+        ("Right femoral head", (calls[Side.RIGHT], "Area")),
     }
     items = {
         m["quantity"]["CodeMeaning"]: m

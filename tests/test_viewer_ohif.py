@@ -204,18 +204,21 @@ def test_opening_the_sr_draws_both_hips_contours_without_loader_errors(viewer: V
         assert measurement["graphicType"] == "POLYLINE" and measurement["points"] >= 8
         browser.evaluate(_SHOW_IMAGE.format(image_id=json.dumps(measurement["imageId"])))
         hip = report[side]
+        verdict = "suspected early ONFH" if hip.necrosis_present else "early ONFH not suspected"
+        call = f"{SEGMENT_LABELS[side]}: {verdict}, probability: {100 * hip.probability:.2f} %"
         # Rendering is asynchronous: poll until this hip's outline and text are drawn.
         deadline = time.monotonic() + 20
         while True:
             drawn = browser.evaluate(_DRAWN)
             text = "\n".join(drawn["text"])
-            done = drawn["outlines"] >= 1 and f"Probability: {hip.probability:.2f}" in text
+            done = drawn["outlines"] >= 1 and call in text
             if done or time.monotonic() > deadline:
                 break
             time.sleep(0.3)
         time.sleep(0.5)
         browser.screenshot(viewer.shots / f"sr-{side}.png")
         assert drawn["outlines"] >= 1, drawn
+        assert call in text, text  # the call is readable where OHIF shows text
         assert f"Probability: {hip.probability:.2f}" in text, text
         assert f"Score: {hip.score:.2f}" in text, text
         assert "Area:" in text and "mm2" in text and "Volume:" in text, text

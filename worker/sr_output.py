@@ -18,11 +18,14 @@ Content tree::
           named with its IBSI code or PyRadiomics name, the image type as measurement
           method, its UCUM unit (:mod:`worker.feature_codes`)
         Planar group (TID 1410), when the ROIs are given (written before the
-        volumetric group, so OHIF labels the outline with Area, Score, Probability
-        and Volume before the input features)
+        volumetric group, so OHIF labels the outline with the call, Area, Score,
+        Probability and Volume before the input features)
           Image Region = closed POLYLINE (SCOORD) of the ROI's outline on the MR
           slice where the ROI is largest, SELECTED FROM that image
-          Finding, Finding Site as above; Area (mm2) of the ROI on that slice
+          Finding, Finding Site as above
+          the call: the probability in percent, named by a local code that says the
+          side and the call ("Right femoral head: suspected early ONFH, probability")
+          Area (mm2) of the ROI on that slice
         A hip that could not be analysed instead gets one group (TID 1501) with the
         same Tracking Identifier, Finding and Finding Site, Necrosis = Indeterminate
         and a TEXT Comment "could not analyse: <reason>"; no score, no ROI reference
@@ -50,6 +53,16 @@ Codes, and why
       DICOM's code tables (pydicom's dictionary) to check the code against, so the
       finding is composed from codes that are.
     * Area: SCT 42798000 *Area*, UCUM "mm2".
+    * The call where viewers show text: OHIF 3.13 labels a planar group's outline only
+      with ``<concept meaning>: <value> <unit code>`` of its first five NUM items and
+      the finding site's code meaning; qualitative evaluations, laterality, TEXT
+      comments and the Tracking Identifier are not drawn. So the planar group's first
+      NUM is the probability in percent (UCUM "%"), named by one of four fixed codes
+      of the local scheme ``99ONFHDLR`` (``L-POS``, ``L-NEG``, ``R-POS``, ``R-NEG``),
+      whose meaning is the side and the call, e.g. *Right femoral head: suspected
+      early ONFH, probability*; OHIF draws "Right femoral head: suspected early ONFH,
+      probability: 84.00 %". TID 1410's measurement concept is an extensible context
+      group, and the coded call stays Necrosis = Present/Absent in the volumetric group.
     * Qualitative Evaluations container: UMLS C0034375 (TID 1500 row 11).
     * Procedure reported: SCT 363679005 *Imaging procedure* (CID 100).
     * Contributing Equipment: DCM 109102 *Processing Equipment* with the Device UID
@@ -108,6 +121,7 @@ __all__ = [
     "HipOutline",
     "ReportedHip",
     "build_report",
+    "call_concept",
     "largest_slice_outline",
     "not_analysed_text",
     "read_report",
@@ -121,6 +135,9 @@ NO_UNITS: Final = CodedConcept("1", "UCUM", "no units")
 MILLILITRE: Final = CodedConcept("ml", "UCUM", "milliliter")
 AREA: Final = CodedConcept("42798000", "SCT", "Area")
 SQUARE_MILLIMETRE: Final = CodedConcept("mm2", "UCUM", "square millimeter")
+PERCENT: Final = CodedConcept("%", "UCUM", "percent")
+#: Local coding scheme of the call as a viewer-readable measurement name (see module doc).
+LOCAL_SCHEME: Final = "99ONFHDLR"
 NECROSIS: Final = CodedConcept("6574001", "SCT", "Necrosis")
 PRESENT: Final = CodedConcept("52101004", "SCT", "Present")
 ABSENT: Final = CodedConcept("272519000", "SCT", "Absent")
@@ -324,8 +341,26 @@ def _finding_sites(side: Side) -> list[hd.sr.FindingSite]:
     ]
 
 
+def call_concept(side: Side, call: bool) -> CodedConcept:
+    """The local code naming the planar group's call measurement, e.g.
+    "Right femoral head: suspected early ONFH, probability" (see the module doc)."""
+    verdict = "suspected early ONFH" if call else "early ONFH not suspected"
+    value = f"{side.value[0].upper()}-{'POS' if call else 'NEG'}"
+    return CodedConcept(value, LOCAL_SCHEME, f"{SEGMENT_LABELS[side]}: {verdict}, probability")
+
+
+def _call_measurement(side: Side, prediction: HipPrediction) -> hd.sr.Measurement:
+    # OHIF labels an outline with "<concept meaning>: <value> <unit code>"; percent reads
+    # as "...: 84.00 %" where the unit "1" would print a bare "1".
+    return hd.sr.Measurement(
+        name=call_concept(side, bool(prediction.call)),
+        value=round(100.0 * prediction.probability, 6),
+        unit=PERCENT,
+    )
+
+
 def _planar_group(
-    outline: HipOutline, tracking_uid: str
+    outline: HipOutline, tracking_uid: str, prediction: HipPrediction
 ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     frames = None if outline.frame_number is None else [outline.frame_number]
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
@@ -341,7 +376,10 @@ def _planar_group(
         ),
         finding_type=_concept(HEAD_OF_FEMUR),
         finding_sites=_finding_sites(outline.side),
-        measurements=[hd.sr.Measurement(name=AREA, value=outline.area_mm2, unit=SQUARE_MILLIMETRE)],
+        measurements=[
+            _call_measurement(outline.side, prediction),
+            hd.sr.Measurement(name=AREA, value=outline.area_mm2, unit=SQUARE_MILLIMETRE),
+        ],
     )
 
 
@@ -494,13 +532,13 @@ def build_report(
             groups.append(_not_analysed_group(side, failed[side], algorithm, tracking_uid))
             continue
         assert seg is not None  # checked above: predictions need the SEG
-        # The planar group first: OHIF labels the drawn outline with the first few
-        # values of the merged groups, and Area, Score, Probability and Volume must be
-        # among them, not pushed out by the model's input features.
+        # The planar group first: OHIF labels the drawn outline with the first five
+        # values of the merged groups; the call, Area, Score, Probability and Volume
+        # must be those, not the model's input features.
         if side in outlines:
             if outlines[side].side != side:
                 raise OutputError(f"the outline given for {SEGMENT_LABELS[side]} is another's")
-            groups.append(_planar_group(outlines[side], tracking_uid))
+            groups.append(_planar_group(outlines[side], tracking_uid, predictions[side]))
         groups.append(
             _group(
                 side,
