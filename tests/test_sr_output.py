@@ -409,7 +409,8 @@ def test_dcmqi_tid1500reader_reads_both_groups_of_each_hip(case: Case, tmp_path:
     volumetric = ("Score", "Probability", "Volume", *INPUT_MEANINGS)
     hips = read_report(case.sr)
     calls = {
-        side: call_concept(side, hips[side].necrosis_present).meaning for side in SEGMENT_LABELS
+        side: call_concept(side, bool(hips[side].necrosis_present)).meaning
+        for side in SEGMENT_LABELS
     }
     assert quantities == {
         ("Left femoral head", volumetric),

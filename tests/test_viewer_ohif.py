@@ -204,6 +204,7 @@ def test_opening_the_sr_draws_both_hips_contours_without_loader_errors(viewer: V
         assert measurement["graphicType"] == "POLYLINE" and measurement["points"] >= 8
         browser.evaluate(_SHOW_IMAGE.format(image_id=json.dumps(measurement["imageId"])))
         hip = report[side]
+        assert hip.probability is not None  # both hips of this study are scored
         verdict = "suspected early ONFH" if hip.necrosis_present else "early ONFH not suspected"
         call = f"{SEGMENT_LABELS[side]}: {verdict}, probability: {100 * hip.probability:.2f} %"
         # Rendering is asynchronous: poll until this hip's outline and text are drawn.
