@@ -16,9 +16,11 @@ from service_harness import CohortMaker
 
 from model_bundle.bundle import load_bundle
 from model_bundle.features import (
+    NormalisationProfile,
     Preprocessing,
     extract_radiomics,
     load_params,
+    radiomics_input,
     read_cohort,
     read_params_text,
     series_rois,
@@ -71,8 +73,12 @@ def test_serving_extracts_radiomics_with_the_bundles_parameter_file(
     for roi in series_rois(series, job.mask).rois.values():
         served = model.features(series, roi)
         names = model.radiomics_names
-        own = extract_radiomics(series.image, roi.mask, bundle_params, features=names)
-        package = extract_radiomics(series.image, roi.mask, load_params(), features=names)
+        # The bundle's profile decides what PyRadiomics sees (hip region or whole image).
+        pre = model.spec.preprocessing
+        image, mask, own_params = radiomics_input(series, roi, bundle_params, pre)
+        own = extract_radiomics(image, mask, own_params, features=names)
+        image, mask, package_params = radiomics_input(series, roi, load_params(), pre)
+        package = extract_radiomics(image, mask, package_params, features=names)
         assert {n: served[n] for n in names} == own
         differs += sum(own[n] != package[n] for n in names)
     assert differs > 0, "no selected feature depends on binWidth: the check cannot fail"
@@ -111,3 +117,15 @@ def test_a_bundle_asking_for_other_preprocessing_is_refused_not_served_different
     assert Preprocessing.from_json({"region_margin_mm": 30, "size": 112}) == Preprocessing(
         region_margin_mm=30.0, size=112
     )
+
+
+def test_a_bundle_without_a_profile_is_served_with_the_papers_normalisation() -> None:
+    demo = BundleModel.load(Path(__file__).resolve().parents[1] / "model_bundle" / "demo")
+    assert "profile" not in demo.bundle.preprocessing()
+    assert demo.spec.preprocessing.profile is NormalisationProfile.PAPER
+
+
+def test_a_bundle_asking_for_an_unknown_profile_is_refused() -> None:
+    assert NormalisationProfile.from_json({"profile": "hip"}) is NormalisationProfile.HIP
+    with pytest.raises(ConfigurationError, match="profile 'site'"):
+        NormalisationProfile.from_json({"profile": "site"})

@@ -6,11 +6,15 @@ deep features; training (:mod:`model_bundle.training.dataset`), ``onfh-dlr featu
 ``onfh-dlr evaluate`` (:mod:`model_bundle.evaluation.external`) and serving
 (:class:`model_bundle.serving.BundleModel`) all call them. :func:`series_rois` picks
 the ROI source (a DICOM-SEG when given, else auto-segmentation) for every caller,
-including the worker. :class:`Preprocessing` is how a hip becomes the network input.
+including the worker. :class:`Preprocessing` is how a hip becomes the model inputs, and
+its :class:`NormalisationProfile` says where the intensity scale comes from: ``hip``
+(a z-score over a box around that femoral head, for radiomics and network input alike)
+or ``paper`` (the source paper's whole-image z-score for radiomics).
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +27,7 @@ from pydicom.dataset import Dataset
 from torch import nn
 
 from model_bundle.features.deep import DEEP_FEATURE_NAMES, deep_features, deep_input
-from model_bundle.features.radiomics import FEATURE_NAMES, extract_radiomics
+from model_bundle.features.radiomics import FEATURE_NAMES, extract_radiomics, load_params
 from model_bundle.imaging import (
     HipROI,
     HipSearch,
@@ -42,22 +46,57 @@ F32 = NDArray[np.float32]
 HIP_MARGIN = 40.0
 
 
+class NormalisationProfile(enum.StrEnum):
+    """Where a hip's intensity scale comes from; ``preprocessing.json`` ``profile``.
+
+    The network input is z-scored over the hip region under both profiles; they differ
+    in the radiomics input.
+    """
+
+    #: Radiomics on the hip region (the network input's box), z-scored over that box:
+    #: independent of the field of view, of anything outside the box and of the
+    #: scanner's linear intensity scale. The training default.
+    HIP = "hip"
+    #: The source paper: radiomics on the whole series, z-scored over every voxel by
+    #: PyRadiomics (``normalize``). What a bundle without a ``profile`` was trained with.
+    PAPER = "paper"
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> NormalisationProfile:
+        """The profile a bundle's ``preprocessing.json`` names; absent means ``paper``."""
+        value = data.get("profile", cls.PAPER.value)
+        for profile in cls:
+            if value == profile.value:
+                return profile
+        raise ConfigurationError(
+            f"preprocessing profile {value!r} is not supported "
+            f"(only {', '.join(repr(p.value) for p in cls)})"
+        )
+
+
 @dataclass(frozen=True)
 class Preprocessing:
-    """How a hip becomes the network input; a bundle's ``preprocessing.json`` ``deep_input``.
+    """How a hip becomes the model inputs; a bundle's ``preprocessing.json``.
 
-    The defaults are what training has always used. Interpolation (B-spline), the
-    z-score over the hip region and the slice choice (largest ROI area) are fixed in
-    code; a bundle that asks for anything else is refused rather than served differently.
+    ``profile`` is its ``profile`` field, the rest its ``deep_input`` object. The
+    defaults are what training used before profiles existed (``paper``). Interpolation
+    (B-spline), the z-score over the hip region and the slice choice (largest ROI area)
+    are fixed in code; a bundle that asks for anything else is refused rather than
+    served differently.
     """
 
     region_margin_mm: float = HIP_MARGIN
     resample_mm: float = 1.0
     crop_margin: float = 0.15
     size: int = 224
+    profile: NormalisationProfile = NormalisationProfile.PAPER
 
     @classmethod
-    def from_json(cls, data: Mapping[str, object]) -> Preprocessing:
+    def from_json(
+        cls,
+        data: Mapping[str, object],
+        profile: NormalisationProfile = NormalisationProfile.PAPER,
+    ) -> Preprocessing:
         """Read a bundle's ``deep_input`` object (ConfigurationError if unsupported)."""
         fixed = {
             "interpolator": "bspline",
@@ -75,6 +114,7 @@ class Preprocessing:
                 resample_mm=_number(data.get("resample_mm", 1.0)),
                 crop_margin=_number(data.get("crop_margin", 0.15)),
                 size=int(_number(data.get("size", 224))),
+                profile=profile,
             )
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(f"preprocessing parameters unreadable: {exc}") from exc
@@ -155,6 +195,57 @@ def preprocessed(
     return zscore(iso), resample_labels(mask, iso)
 
 
+def radiomics_input(
+    series: LoadedSeries,
+    roi: HipROI,
+    params: Mapping[str, object] | None,
+    preprocessing: Preprocessing,
+) -> tuple[sitk.Image, sitk.Image, dict[str, object] | None]:
+    """The image, mask and parameters PyRadiomics gets under ``preprocessing.profile``.
+
+    ``paper``: the series as loaded and ``params`` unchanged (PyRadiomics z-scores the
+    whole image). ``hip``: the hip region (:func:`hip_region`, the network input's box)
+    z-scored over that box and multiplied by ``normalizeScale`` here, with ``normalize``
+    off, so ``binWidth`` and ``voxelArrayShift`` keep their meaning (hundredths of an SD)
+    and nothing outside the box reaches a feature.
+    """
+    if preprocessing.profile is NormalisationProfile.PAPER:
+        return series.image, roi.mask, dict(params) if params is not None else None
+    full = dict(params) if params is not None else dict(load_params())
+    setting = dict(_mapping(full.get("setting")))
+    # PyRadiomics pads the ROI box by padDistance resampled voxels for its filters; a
+    # narrower crop would let the crop's edge, not the anatomy, shape LoG and wavelets.
+    spacing = setting.get("resampledPixelSpacing") or series.image.GetSpacing()
+    pad_mm = float(_number(setting.get("padDistance", 5))) * max(
+        float(_number(v)) for v in _sequence(spacing)
+    )
+    if preprocessing.region_margin_mm < pad_mm:
+        raise ConfigurationError(
+            f"hip region margin {preprocessing.region_margin_mm:g} mm is narrower than "
+            f"PyRadiomics' padDistance ({pad_mm:g} mm)"
+        )
+    image, mask = hip_region(series.image, roi.mask, preprocessing.region_margin_mm)
+    scale = float(_number(setting.get("normalizeScale", 1)))
+    normalised = sitk.Cast(zscore(image), sitk.sitkFloat64) * scale
+    setting["normalize"] = False
+    full["setting"] = setting
+    return normalised, mask, full
+
+
+def _mapping(value: object) -> Mapping[str, object]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigurationError("radiomics parameters: 'setting' is not a mapping")
+    return value
+
+
+def _sequence(value: object) -> Sequence[object]:
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return value
+    raise ConfigurationError(f"radiomics parameters: {value!r} is not a list of numbers")
+
+
 @dataclass(frozen=True)
 class HipInputs:
     """What the models read from one hip: named radiomics and the network input."""
@@ -174,19 +265,15 @@ def hip_inputs(
 ) -> HipInputs:
     """The radiomics values and the network input of one hip: the shared feature path.
 
-    Radiomics run on the series image as loaded (``params`` resample and normalise;
-    ``None`` = the packaged file); ``radiomics`` names the features wanted (``None``:
-    all, an empty sequence: none). The network input is the largest coronal ROI slice
-    of the preprocessed hip region.
+    Radiomics run on :func:`radiomics_input` (``params`` resample and, under the
+    ``paper`` profile, normalise; ``None`` = the packaged file); ``radiomics`` names the
+    features wanted (``None``: all, an empty sequence: none). The network input is the
+    largest coronal ROI slice of the preprocessed hip region.
     """
     values: dict[str, float] = {}
     if radiomics is None or len(radiomics) > 0:
-        values = extract_radiomics(
-            series.image,
-            roi.mask,
-            dict(params) if params is not None else None,
-            features=radiomics,
-        )
+        image, mask, rad_params = radiomics_input(series, roi, params, preprocessing)
+        values = extract_radiomics(image, mask, rad_params, features=radiomics)
     net: F32 | None = None
     if network_input:
         image, mask = preprocessed(series, roi, preprocessing)
@@ -230,10 +317,12 @@ __all__ = [
     "HIP_MARGIN",
     "FeatureSpec",
     "HipInputs",
+    "NormalisationProfile",
     "Preprocessing",
     "hip_features",
     "hip_inputs",
     "hip_region",
     "preprocessed",
+    "radiomics_input",
     "series_rois",
 ]

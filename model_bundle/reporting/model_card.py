@@ -13,6 +13,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from model_bundle.features import NormalisationProfile
 from model_bundle.models import CLASSIFIERS
 from model_bundle.reporting.cohort import _ROI_SOURCE_NAMES, _Cohort, _cohort, _reason_category
 from model_bundle.reporting.markdown import _md, _md_table
@@ -149,6 +150,29 @@ _CHECKLIST: Final = (
 )
 
 
+#: The model card's statement of the bundle's preprocessing profile, and why.
+_PROFILE_TEXT: dict[NormalisationProfile, str] = {
+    NormalisationProfile.HIP: (
+        "- **Intensity normalisation: profile `hip`.** Each hip is normalised on its own: "
+        "radiomics and the network input are computed on a box around that hip's ROI "
+        "(40 mm margin), z-scored over that box (radiomics then × `normalizeScale`, so the "
+        "bin width keeps its meaning). MR intensities have no absolute scale, and what else "
+        "the field of view holds (bladder, fat, coverage) says nothing about the femoral "
+        "head, so the features depend on neither the scanner's intensity scale nor the "
+        "field of view. This departs from the source paper (profile `paper`)."
+    ),
+    NormalisationProfile.PAPER: (
+        "- **Intensity normalisation: profile `paper`** (the source paper's). Radiomics "
+        "come from the whole series z-scored over every voxel; the network input is "
+        "z-scored over a box around the hip. Chosen for fidelity to the paper. **Caution:** "
+        "every radiomics intensity feature then depends on the field of view (a bright "
+        "structure far from the hips, or a cropped field of view, moves the probabilities), "
+        "so probabilities do not transfer to a site with another field of view or anatomy "
+        "coverage; profile `hip` does not have this dependence."
+    ),
+}
+
+
 def model_card(
     result: TrainingResult,
     *,
@@ -245,10 +269,10 @@ def model_card(
     lines += [
         "- **Radiomics:** 1,197 PyRadiomics features per hip ROI: 13 image types "
         "(original, 8 wavelet decompositions, LoG σ = 2, 3, 4, 5 mm) × 91 (18 first order, "
-        "22 GLCM, 16 GLRLM, 16 GLSZM, 14 GLDM, 5 NGTDM) + 14 shape. PyRadiomics z-scores "
-        "the image, resamples it to 1 × 1 × 1 mm (B-spline) and discretises with a fixed bin "
-        "width; every setting is in the bundle's `radiomics_params.yaml`, the library "
-        "versions in the manifest.",
+        "22 GLCM, 16 GLRLM, 16 GLSZM, 14 GLDM, 5 NGTDM) + 14 shape, resampled to "
+        "1 × 1 × 1 mm (B-spline) and discretised with a fixed bin width; every setting is "
+        "in the bundle's `radiomics_params.yaml`, the library versions in the manifest.",
+        _PROFILE_TEXT[config.preprocessing_profile],
         f"- **Deep features:** ResNet18 fine-tuned on the training hips (SGD, learning rate "
         f"{config.learning_rate:g}, batch {config.batch_size}, {len(result.finetune.losses)} "
         "epochs) on the coronal slice with the largest ROI area, cropped around the ROI; the "

@@ -27,6 +27,7 @@ from model_bundle.features import (
     DEEP_FEATURE_NAMES,
     FEATURE_NAMES,
     FeatureSpec,
+    NormalisationProfile,
     Preprocessing,
     build_resnet18,
     hip_features,
@@ -96,7 +97,8 @@ class BundleModel:
         # The bundle's own parameter files, not the package's: a bundle trained with
         # another radiomics file (or preprocessing) is served with what it was trained on.
         self.radiomics_params = load_params(bundle.radiomics_params_path)
-        deep_input = bundle.preprocessing().get("deep_input", {})
+        recorded = bundle.preprocessing()
+        deep_input = recorded.get("deep_input", {})
         if not isinstance(deep_input, dict):
             raise ConfigurationError(f"{bundle}: preprocessing.json deep_input is not an object")
         self.spec = FeatureSpec(
@@ -105,7 +107,10 @@ class BundleModel:
             weights=bundle.weights_path,
             params_file=bundle.radiomics_params_path,
             threads=threads,
-            preprocessing=Preprocessing.from_json(deep_input),
+            # A bundle without a profile predates profiles: served as the paper's.
+            preprocessing=Preprocessing.from_json(
+                deep_input, NormalisationProfile.from_json(recorded)
+            ),
         )
 
     @classmethod

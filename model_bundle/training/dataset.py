@@ -25,6 +25,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model_bundle.features import (
+    NormalisationProfile,
+    Preprocessing,
     SeriesJob,
     feature_names,
     hip_inputs,
@@ -63,7 +65,12 @@ def _file_stamp(path: Path) -> list[object]:
     return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()]
 
 
-def cache_key(job: SeriesJob, params: dict[str, object], roi_protocol: str = "head") -> str:
+def cache_key(
+    job: SeriesJob,
+    params: dict[str, object],
+    roi_protocol: str = "head",
+    profile: NormalisationProfile = NormalisationProfile.PAPER,
+) -> str:
     """A key that changes whenever the inputs, the parameters or the code change."""
     try:
         version = importlib.metadata.version("onfh-dlr")
@@ -80,6 +87,8 @@ def cache_key(job: SeriesJob, params: dict[str, object], roi_protocol: str = "he
     }
     if roi_protocol != "head":  # the default protocol keeps the keys it always had
         payload["roi_protocol"] = roi_protocol
+    if profile is not NormalisationProfile.PAPER:  # likewise the profile that predates profiles
+        payload["profile"] = profile.value
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -95,7 +104,10 @@ def _label(row: dict[str, str]) -> int:
 
 
 def extract_job(
-    job: SeriesJob, params: dict[str, object], roi_protocol: str = "head"
+    job: SeriesJob,
+    params: dict[str, object],
+    roi_protocol: str = "head",
+    profile: NormalisationProfile = NormalisationProfile.PAPER,
 ) -> list[HipSample]:
     """Radiomics and network inputs of every hip of one series; failures keep a reason.
 
@@ -104,6 +116,7 @@ def extract_job(
     decides the ROI, which is why the service never works this way.
     """
     names = feature_names(params)
+    preprocessing = Preprocessing(profile=profile)
 
     def rois(series: LoadedSeries, job: SeriesJob) -> HipSearch:
         found = series_rois(series, job.mask)
@@ -120,7 +133,7 @@ def extract_job(
         return found
 
     def compute(series: LoadedSeries, roi: HipROI, row: dict[str, str]) -> HipSample:
-        inputs = hip_inputs(series, roi, params=params)
+        inputs = hip_inputs(series, roi, params=params, preprocessing=preprocessing)
         vector = np.array([inputs.radiomics[n] for n in names], dtype=np.float64)
         return HipSample(
             row["PatientID"],
@@ -182,15 +195,16 @@ def _load(path: Path, job: SeriesJob) -> list[HipSample] | None:
 
 
 def _run(
-    args: tuple[SeriesJob, dict[str, object], Path | None, str],
+    args: tuple[SeriesJob, dict[str, object], Path | None, str, NormalisationProfile],
 ) -> tuple[list[HipSample], bool]:
-    job, params, cache, roi_protocol = args
-    path = cache / f"{cache_key(job, params, roi_protocol)}.npz" if cache is not None else None
+    job, params, cache, roi_protocol, profile = args
+    key = cache_key(job, params, roi_protocol, profile)
+    path = cache / f"{key}.npz" if cache is not None else None
     if path is not None and path.exists():
         cached = _load(path, job)
         if cached is not None:
             return cached, True
-    samples = extract_job(job, params, roi_protocol)
+    samples = extract_job(job, params, roi_protocol, profile)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         _save(path, samples)
@@ -205,12 +219,16 @@ def build_dataset(
     workers: int = 1,
     on_job: Callable[[list[HipSample], bool], None] | None = None,
     roi_protocol: str = "head",
+    profile: NormalisationProfile = NormalisationProfile.PAPER,
 ) -> list[HipSample]:
-    """Every hip's inputs, from the cache where possible; ``on_job(samples, cached)``."""
+    """Every hip's inputs, from the cache where possible; ``on_job(samples, cached)``.
+
+    ``profile`` is how each hip's intensities are normalised (:class:`Preprocessing`).
+    """
     if roi_protocol not in ("head", "lesion"):
         raise ValueError(f"ROI protocol must be 'head' or 'lesion', not {roi_protocol!r}")
     params = load_params(params_file)
-    tasks = [(job, params, cache, roi_protocol) for job in jobs]
+    tasks = [(job, params, cache, roi_protocol, profile) for job in jobs]
     out: list[HipSample] = []
     for samples, cached in run_cohort(tasks, _run, workers=workers):
         out += samples

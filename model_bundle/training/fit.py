@@ -31,7 +31,12 @@ from sklearn.decomposition import PCA
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from model_bundle.evaluation import youden_threshold
-from model_bundle.features import FEATURE_NAMES, build_resnet18, deep_features
+from model_bundle.features import (
+    FEATURE_NAMES,
+    NormalisationProfile,
+    build_resnet18,
+    deep_features,
+)
 from model_bundle.models import (
     CLASSIFIERS,
     FeatureSelector,
@@ -64,6 +69,10 @@ class TrainConfig(BaseModel):
     # The PyRadiomics parameter file the features are computed with (None: the packaged
     # one); the bundle carries this very file, so serving computes the same features.
     radiomics_params: Path | None = None
+    # Where each hip's intensity scale comes from (see NormalisationProfile): "hip" is
+    # independent of the field of view and the scanner's scale; "paper" reproduces the
+    # source paper's whole-image z-score.
+    preprocessing_profile: NormalisationProfile = NormalisationProfile.HIP
     pca_variance: float = Field(default=0.95, gt=0, le=1)
     pca_max_components: int = Field(default=64, ge=1)
     p_threshold: float = Field(default=0.05, gt=0, le=1)

@@ -20,7 +20,12 @@ from numpy.typing import NDArray
 
 from model_bundle.bundle import Bundle, canonical_json, write_bundle
 from model_bundle.evaluation import auc_entry, evaluate_split
-from model_bundle.features import HIP_MARGIN, read_params_text, save_backbone
+from model_bundle.features import (
+    HIP_MARGIN,
+    NormalisationProfile,
+    read_params_text,
+    save_backbone,
+)
 from model_bundle.models import to_json
 from model_bundle.training.fit import MODEL_KEYS, TrainingResult, TrainProbabilities
 
@@ -175,10 +180,8 @@ def publish(
         {
             "roi": "whole femoral head of every hip (DICOM-SEG, else auto-segmentation)",
             "roi_protocol": roi_protocol,
-            "radiomics": (
-                "PyRadiomics from the series image; resampling to 1 mm and normalisation "
-                "as radiomics_params.yaml says"
-            ),
+            "profile": config.preprocessing_profile.value,
+            "radiomics": _RADIOMICS_INPUT[config.preprocessing_profile],
             "deep_input": {
                 "region_margin_mm": HIP_MARGIN,
                 "resample_mm": 1.0,
@@ -253,6 +256,20 @@ def publish(
         "warning": warning,
     }
     return write_bundle(out_dir, manifest, files, device_uid=device_uid)
+
+
+#: What ``preprocessing.json`` says of the radiomics input under each profile.
+_RADIOMICS_INPUT: dict[NormalisationProfile, str] = {
+    NormalisationProfile.HIP: (
+        "PyRadiomics on the hip region (ROI box + region_margin_mm, as deep_input), "
+        "z-scored over that region times normalizeScale, normalize off; resampling to "
+        "1 mm as radiomics_params.yaml says"
+    ),
+    NormalisationProfile.PAPER: (
+        "PyRadiomics from the series image; resampling to 1 mm and normalisation "
+        "as radiomics_params.yaml says"
+    ),
+}
 
 
 def dump_json(value: Any) -> str:

@@ -218,6 +218,7 @@ def run_training(
         workers=workers,
         on_job=job_done,
         roi_protocol=plan.roi_protocol.value,
+        profile=plan.config.preprocessing_profile,
     )
     result = train_models(samples, plan.config, log=log, on_epoch=on_epoch)
     leak = shape_leak(result) if plan.roi_protocol is RoiProtocol.LESION else None
