@@ -31,7 +31,7 @@ from model_bundle.bundle import (
     load_bundle,
     write_bundle,
 )
-from model_bundle.calibration.fit import CalibrationError, fit_recalibration
+from model_bundle.calibration.fit import MIN_PATIENTS, CalibrationError, fit_recalibration
 from model_bundle.calibration.recalibration import (
     CALIBRATION_FILE,
     Recalibration,
@@ -86,6 +86,12 @@ def calibrate_bundle(
 ) -> CalibrationResult:
     """Score ``jobs`` with the bundle in ``parent_dir``; write its calibrated child to ``out``."""
     parent = load_bundle(parent_dir)
+    # Refuse a cohort that is too small before spending minutes scoring it.
+    listed = len({hip.get("PatientID", "") for job in jobs for hip in job.hips})
+    if listed < MIN_PATIENTS:
+        raise CalibrationError(
+            f"the calibration cohort lists {listed} patients; at least {MIN_PATIENTS} are needed"
+        )
     rows = score_cohort(parent_dir, jobs, workers=workers, on_job=on_job)
     return write_calibrated(parent, rows, out, rule=rule, target_sensitivity=target_sensitivity)
 
