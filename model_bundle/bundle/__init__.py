@@ -17,6 +17,7 @@ that it can be reviewed, diffed, copied and archived with ordinary tools::
     preprocessing.json          resampling and normalisation parameters
     resnet18.safetensors        the fine-tuned ResNet18 backbone
     models/<model>/<part>.json  per model (rad, dl, dlr): scaler, pca, selector, classifier
+    calibration.json            site-calibrated bundles only: the recalibration parameters
     report.html, plots, ...     optional documents, listed in the manifest like any file
 
 Trust
@@ -49,6 +50,7 @@ from model_bundle.bundle.format import (
     MANIFEST_NAME,
     MODEL_COMPONENTS,
     MODEL_KEYS,
+    CalibrationLineage,
     FileEntry,
     JsonValue,
     Problem,
@@ -67,6 +69,7 @@ __all__ = [
     "MODEL_COMPONENTS",
     "MODEL_KEYS",
     "Bundle",
+    "CalibrationLineage",
     "FileEntry",
     "JsonValue",
     "Manifest",

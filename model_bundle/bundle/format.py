@@ -81,8 +81,13 @@ _CALLER_KEYS: Final = frozenset(
         "warning",
     }
 )
-#: Every key of a format_version 1 manifest; all are required.
+#: Every required key of a format_version 1 manifest.
 _MANIFEST_KEYS: Final = _COMPUTED_KEYS | _CALLER_KEYS
+#: Keys only some bundles have: ``calibration`` (a site-calibrated bundle's lineage and
+#: recalibration file). A reader that does not know a key refuses the bundle, which is
+#: what an older onfh-dlr must do with a calibrated one (serving it uncalibrated would
+#: be wrong), so an optional key needs no format_version bump of its own.
+_OPTIONAL_KEYS: Final = frozenset({"calibration"})
 #: File types each reference must have: the consumers read them by type.
 _REFERENCE_SUFFIXES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
     {
@@ -218,6 +223,39 @@ class FileEntry:
 
     sha256: str
     size: int
+
+
+@dataclass(frozen=True)
+class CalibrationLineage:
+    """The manifest's ``calibration`` key: where a site-calibrated bundle came from.
+
+    Attributes
+    ----------
+    parent_device_uid
+        The Device UID of the bundle that was recalibrated.
+    parent_manifest_sha256
+        sha256 of the parent's ``manifest.json`` bytes (which pins every parent file).
+    parameters
+        Bundle-relative path of the recalibration parameters (a listed ``.json`` file).
+    cohort_patients, cohort_hips
+        Size of the local cohort the recalibration was fitted on (hips scored).
+    """
+
+    parent_device_uid: str
+    parent_manifest_sha256: str
+    parameters: str
+    cohort_patients: int
+    cohort_hips: int
+
+    def as_dict(self) -> dict[str, JsonValue]:
+        """The manifest's JSON object for this key."""
+        return {
+            "cohort_hips": self.cohort_hips,
+            "cohort_patients": self.cohort_patients,
+            "parameters": self.parameters,
+            "parent_device_uid": self.parent_device_uid,
+            "parent_manifest_sha256": self.parent_manifest_sha256,
+        }
 
 
 @dataclass(frozen=True)

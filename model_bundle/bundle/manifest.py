@@ -18,6 +18,7 @@ from model_bundle.bundle.format import (
     _LO_MAX,
     _MANIFEST_KEYS,
     _MAX_MANIFEST_BYTES,
+    _OPTIONAL_KEYS,
     _REFERENCE_SUFFIXES,
     _SEMVER,
     _SHA256,
@@ -30,6 +31,7 @@ from model_bundle.bundle.format import (
     MANIFEST_NAME,
     MODEL_COMPONENTS,
     MODEL_KEYS,
+    CalibrationLineage,
     FileEntry,
     JsonValue,
     Problem,
@@ -87,6 +89,8 @@ class Manifest:
     references
         Relative paths of ``model_card``, ``preprocessing``, ``radiomics_params`` and
         ``weights``.
+    calibration
+        A site-calibrated bundle's lineage and recalibration file; ``None`` otherwise.
     """
 
     format_version: int
@@ -106,10 +110,12 @@ class Manifest:
     not_for_clinical_use: bool
     warning: str
     references: Mapping[str, str]
+    calibration: CalibrationLineage | None = None
 
     def as_dict(self) -> dict[str, JsonValue]:
         """Return the manifest as the JSON object it was read from."""
-        return {
+        calibration = {} if self.calibration is None else {"calibration": self.calibration}
+        return {k: v.as_dict() for k, v in calibration.items()} | {
             "created": _iso_utc(self.created),
             "deployed_model": self.deployed_model,
             "device_uid": self.device_uid,
@@ -213,7 +219,7 @@ class _ManifestParser:
             return None
         for key in sorted(_MANIFEST_KEYS - raw.keys()):
             self.fail(f"key {key!r} is missing")
-        for key in sorted(raw.keys() - _MANIFEST_KEYS):
+        for key in sorted(raw.keys() - _MANIFEST_KEYS - _OPTIONAL_KEYS):
             self.fail(f"key {key!r} is not part of format_version {FORMAT_VERSION} (misspelt?)")
 
         self.files = self._files(raw["files"]) if "files" in raw else None
@@ -239,6 +245,7 @@ class _ManifestParser:
         if (synthetic or not_clinical) and warning is not None and not warning.strip():
             self.fail("key 'warning' must say why the model is not for clinical use")
         references = self._references()
+        calibration = self._calibration()
 
         if (
             self.problems
@@ -258,6 +265,7 @@ class _ManifestParser:
             or not_clinical is None
             or warning is None
             or references is None
+            or (calibration is None and "calibration" in raw)
         ):
             return None
         return Manifest(
@@ -280,6 +288,7 @@ class _ManifestParser:
             not_for_clinical_use=not_clinical,
             warning=warning,
             references=MappingProxyType(references),
+            calibration=calibration,
         )
 
     # -- one method per key; each returns None (and records why) when the value is bad.
@@ -484,6 +493,51 @@ class _ManifestParser:
             self.fail(f"key 'threshold' must be a probability in [0, 1], not {value!r}")
             return None
         return float(value)
+
+    def _calibration(self) -> CalibrationLineage | None:
+        if "calibration" not in self.raw:
+            return None
+        value = self._typed("calibration", dict, "an object")
+        if value is None:
+            return None
+        expected = {
+            "cohort_hips",
+            "cohort_patients",
+            "parameters",
+            "parent_device_uid",
+            "parent_manifest_sha256",
+        }
+        for key in sorted(expected - value.keys()):
+            self.fail(f"calibration[{key!r}] is missing")
+        for key in sorted(value.keys() - expected):
+            self.fail(f"calibration[{key!r}]: unknown key")
+        if value.keys() != expected:
+            return None
+        uid, digest = value["parent_device_uid"], value["parent_manifest_sha256"]
+        ok = True
+        if not (isinstance(uid, str) and len(uid) <= _UID_MAX and _UID.fullmatch(uid)):
+            self.fail(f"calibration['parent_device_uid'] must be a DICOM UID, not {uid!r}")
+            ok = False
+        if not (isinstance(digest, str) and _SHA256.fullmatch(digest)):
+            self.fail("calibration['parent_manifest_sha256'] must be 64 lower-case hex digits")
+            ok = False
+        counts = {k: value[k] for k in ("cohort_patients", "cohort_hips")}
+        for key, count in counts.items():
+            if type(count) is not int or count < 1:
+                self.fail(f"calibration[{key!r}] must be a positive integer, not {count!r}")
+                ok = False
+        parameters = self._listed_file("calibration['parameters']", value["parameters"], (".json",))
+        if not ok or parameters is None:
+            return None
+        self.json_objects.add(parameters)
+        assert isinstance(uid, str) and isinstance(digest, str)
+        return CalibrationLineage(
+            parent_device_uid=uid,
+            parent_manifest_sha256=digest,
+            parameters=parameters,
+            cohort_patients=int(counts["cohort_patients"]),
+            cohort_hips=int(counts["cohort_hips"]),
+        )
 
     def _references(self) -> dict[str, str] | None:
         value = self._typed("references", dict, "an object")

@@ -264,6 +264,11 @@ class Bundle:
         """Return the preprocessing parameters (a JSON object)."""
         return self._json_object(self._manifest.references["preprocessing"])
 
+    def recalibration(self) -> dict[str, JsonValue] | None:
+        """Return a site-calibrated bundle's recalibration parameters; ``None`` otherwise."""
+        lineage = self._manifest.calibration
+        return None if lineage is None else self._json_object(lineage.parameters)
+
     def model_params(self, model: str, component: str) -> dict[str, JsonValue]:
         """Return the fitted parameters of one part of one model.
 

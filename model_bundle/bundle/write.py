@@ -21,6 +21,7 @@ from pathlib import Path
 from model_bundle.bundle.format import (
     _CALLER_KEYS,
     _COMPUTED_KEYS,
+    _OPTIONAL_KEYS,
     DEFAULT_REFERENCES,
     FORMAT,
     FORMAT_VERSION,
@@ -64,7 +65,8 @@ def write_bundle(
         The caller's manifest keys: ``name``, ``version``, ``feature_names``,
         ``models``, ``deployed_model``, ``threshold``, ``metrics``, ``intended_use``,
         ``synthetic``, ``not_for_clinical_use``, ``warning`` and optionally
-        ``references`` (default :data:`DEFAULT_REFERENCES`). ``format``,
+        ``references`` (default :data:`DEFAULT_REFERENCES`) and ``calibration``
+        (:meth:`CalibrationLineage.as_dict`, a site-calibrated bundle only). ``format``,
         ``format_version``, ``device_uid`` (a new :func:`pydicom.uid.generate_uid`),
         ``created``, ``libraries`` and ``files`` are computed. Tuples are written as
         lists; values must be JSON types (no NaN).
@@ -191,7 +193,7 @@ def _checked_fields(manifest_fields: Mapping[str, object]) -> dict[str, JsonValu
         )
     fields: dict[str, object] = {"references": dict(DEFAULT_REFERENCES), **manifest_fields}
     missing = sorted(_CALLER_KEYS - fields.keys())
-    unknown = sorted(fields.keys() - _CALLER_KEYS)
+    unknown = sorted(fields.keys() - _CALLER_KEYS - _OPTIONAL_KEYS)
     if missing or unknown:
         parts = [
             f"missing {', '.join(missing)}" if missing else "",

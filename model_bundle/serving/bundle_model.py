@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model_bundle.bundle import Bundle, load_bundle
+from model_bundle.calibration import Recalibration
 from model_bundle.features import (
     DEEP_FEATURE_NAMES,
     FEATURE_NAMES,
@@ -81,6 +82,9 @@ class BundleModel:
         self.bundle = bundle
         self.threads = threads
         self.models: dict[ModelName, _Model] = {}
+        # A site-calibrated bundle maps each model's output through its recalibration.
+        params = bundle.recalibration()
+        self.recalibration = None if params is None else Recalibration.from_json(params)
         for key in map(ModelName, MODEL_KEYS):
             if key not in bundle.manifest.models:
                 continue
@@ -133,7 +137,8 @@ class BundleModel:
         )
 
     def probabilities(self, values: dict[str, float]) -> dict[ModelName, float]:
-        """Each model's probability of early ONFH from a hip's named features."""
+        """Each model's probability of early ONFH from a hip's named features (recalibrated
+        when the bundle is site-calibrated)."""
         out: dict[ModelName, float] = {}
         deep = np.array([[values[n] for n in DEEP_FEATURE_NAMES]]) if self.needs_deep else None
         for key, model in self.models.items():
@@ -144,7 +149,8 @@ class BundleModel:
                 row = np.hstack([row, model.pca.transform(deep)])
                 names += list(model.pca.names)
             z = model.selector.transform(row, names)
-            out[key] = float(positive_probability(model.classifier, z)[0])
+            p = float(positive_probability(model.classifier, z)[0])
+            out[key] = p if self.recalibration is None else self.recalibration.apply(key, p)
         return out
 
     def model_inputs(

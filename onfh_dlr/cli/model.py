@@ -1,4 +1,5 @@
-"""Model commands: ``features``, ``score``, ``train``, ``evaluate`` and ``bundle verify``.
+"""Model commands: ``features``, ``score``, ``train``, ``evaluate``, ``calibrate``, ``bundle
+verify``.
 
 The command bodies were moved here verbatim from the former ``onfh_dlr/cli.py``.
 """
@@ -429,3 +430,75 @@ def evaluate(
             f"[yellow]not scored[/yellow] {miss['PatientID']} {miss['Side']}: {miss['reason']}"
         )
     console.print(f"{len(rows)} hips in {time.perf_counter() - start:.0f} s -> {out}")
+
+
+@app.command()
+def calibrate(
+    bundle: Annotated[
+        Path, typer.Argument(help="Model bundle to recalibrate.", exists=True, file_okay=False)
+    ],
+    cohort: Annotated[
+        Path,
+        typer.Argument(
+            help="Labelled local cohort CSV, as for evaluate (Mask may be absent).", exists=True
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Directory of the new, calibrated bundle.")],
+    sensitivity: Annotated[
+        float | None,
+        typer.Option(
+            "--sensitivity",
+            help="Threshold: the highest reaching this sensitivity (default: Youden's).",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = None,
+    workers: WorkersOption = 1,
+    auto_roi: Annotated[
+        bool,
+        typer.Option("--auto-roi", help="Ignore the Mask column: auto-segment every hip."),
+    ] = False,
+) -> None:
+    """Recalibrate a bundle on a labelled local cohort (>= 10 patients) into a new bundle."""
+    from model_bundle.calibration import ThresholdRule, calibrate_bundle
+    from model_bundle.features import read_cohort
+
+    rule = ThresholdRule.YOUDEN if sensitivity is None else ThresholdRule.SENSITIVITY
+    start = time.perf_counter()
+    try:
+        jobs = read_cohort(cohort)
+        if auto_roi:
+            jobs = [dataclasses.replace(job, mask=None) for job in jobs]
+        with Progress(
+            TextColumn("[bold]calibrate[/bold]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
+            task = progress.add_task("series", total=len(jobs))
+            result = calibrate_bundle(
+                bundle,
+                jobs,
+                out,
+                rule=rule,
+                target_sensitivity=sensitivity,
+                workers=workers,
+                on_job=lambda _: progress.advance(task),
+            )
+    except (OnfhError, FileExistsError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    new = result.bundle
+    lineage = new.manifest.calibration
+    parent_uid = lineage.parent_device_uid if lineage is not None else ""
+    for key, model in result.recalibration.models.items():
+        console.print(
+            f"{key}: logit p' = {model.intercept:.3f} + {model.slope:.3f} logit p "
+            f"({model.method}); threshold {result.recalibration.thresholds[key]:.3f}"
+        )
+    console.print(
+        f"calibrated on {result.patients} patients / {result.hips} hips in "
+        f"{time.perf_counter() - start:.0f} s -> {new.directory}\n"
+        f"Device UID {new.device_uid} (parent {parent_uid}), version {new.manifest.version}"
+    )
