@@ -161,7 +161,9 @@ def test_calibrated_bundle_records_its_parent_and_cohort(calibrated: Path) -> No
     assert lineage.parameters == CALIBRATION_FILE
     assert child.manifest.version.startswith(parent.manifest.version + "+calibrated.")
     site = child.manifest.metrics["site_calibration"]
-    assert isinstance(site, dict) and set(site["after"]) == {"rad", "dl", "dlr"}
+    assert isinstance(site, dict)
+    after = site["after"]
+    assert isinstance(after, dict) and set(after) == {"rad", "dl", "dlr"}
     params = Recalibration.from_json(json.loads((calibrated / CALIBRATION_FILE).read_text()))
     assert child.threshold == params.thresholds["dlr"]
     metrics = json.loads((calibrated / "metrics.json").read_text())

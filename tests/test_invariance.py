@@ -53,7 +53,7 @@ def studies(phantom_cohort: CohortMaker) -> list[Study]:
     out = []
     for job in read_cohort(phantom_cohort(2, 3).csv):
         series = load_series(job.image)
-        out.append((series, series_rois(series, job.mask)))
+        out.append((series, series_rois(series, job.mask).rois))
     return out
 
 
