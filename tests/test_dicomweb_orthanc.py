@@ -102,9 +102,9 @@ def test_orthanc_pushes_a_study_by_stow_rs_and_receives_the_sr_and_seg_by_stow_r
     assert job.state == "done", job.reason
     assert job.result["hips"]["R"]["call"] == 1
     wait_until(
-        lambda: modalities(orthanc, study_id) == ["MR", "SEG", "SR"],
+        lambda: modalities(orthanc, study_id) == ["MR", "OT", "SEG", "SR"],  # OT: the card
         60,
-        "the SR and SEG in Orthanc's study",
+        "the SR, SEG and card in Orthanc's study",
     )
     sr_series = next(
         s
@@ -200,7 +200,7 @@ def test_a_stow_destination_down_is_retried_dead_lettered_and_an_operator_retry_
     assert run.returncode == 0, run.stdout + run.stderr
     job = service.wait_for_job(study.series_uid, {"done"})
     study_id = orthanc_study_id(orthanc, study.study_uid)
-    assert modalities(orthanc, study_id) == ["SEG", "SR"]
+    assert modalities(orthanc, study_id) == ["OT", "SEG", "SR"]  # OT: the result card
 
 
 # --- the deploy files' Orthanc -------------------------------------------------------------

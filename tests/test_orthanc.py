@@ -129,7 +129,8 @@ def test_orthanc_routes_a_study_to_the_listener_and_receives_the_sr_and_seg(
         series = orthanc.get(f"/studies/{study_id}/series")
         return sorted(s["MainDicomTags"].get("Modality", "") for s in series)
 
-    wait_until(lambda: modalities() == ["MR", "SEG", "SR"], 120, "the SR and SEG in Orthanc")
+    # OT: the result card, delivered with the SR and SEG by default.
+    wait_until(lambda: modalities() == ["MR", "OT", "SEG", "SR"], 120, "the SR, SEG and card")
     (job,) = service.db.jobs(limit=10)
     # Orthanc may show the SR a moment before the worker records the delivery.
     job = service.wait_for_job(job.series_uid, {"done", "failed", "dead_letter"})
