@@ -248,11 +248,7 @@ def score_series(
     predictions = model.predict(series, rois)
     device = OutputDevice.from_manifest(model.bundle.manifest)
     uids = output_uids(uid_seed, series.series_instance_uid)
-    when = (
-        datetime.fromtimestamp(content_time)
-        if isinstance(content_time, int | float)
-        else content_time
-    )
+    when = _content_datetime(content_time)
     predecessors = _predecessors(previous_sr, series, uids.sr_instance)
     seg_out = build_segmentation(
         series,
@@ -342,11 +338,7 @@ def not_analysed_series(
     )
     device = OutputDevice.from_manifest(model.bundle.manifest)
     uids = output_uids(uid_seed, series.series_instance_uid)
-    when = (
-        datetime.fromtimestamp(content_time)
-        if isinstance(content_time, int | float)
-        else content_time
-    )
+    when = _content_datetime(content_time)
     sr_out = build_report(
         series,
         None,
@@ -390,6 +382,13 @@ def not_analysed_series(
         card_dataset=card,
         not_analysed=dict(reasons),
     )
+
+
+def _content_datetime(content_time: float | datetime | None) -> datetime | None:
+    """The outputs' content date/time: epoch seconds as local time, a datetime as given."""
+    if isinstance(content_time, int | float):
+        return datetime.fromtimestamp(content_time)
+    return content_time
 
 
 def _predecessors(
