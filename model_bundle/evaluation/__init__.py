@@ -22,6 +22,9 @@ Conventions shared by every function
   shapes, non-binary labels, non-finite scores, a single class where two are needed)
   raises :class:`ValueError`.
 
+Also here: a leave-one-site-out summary as a bundle carries it
+(``site_validation``: :class:`SiteValidation`, :func:`read_site_validation`).
+
 Also here: external evaluation (``external``: scoring a labelled cohort at a bundle's
 fixed thresholds, :func:`score_cohort`, and its metrics, :func:`cohort_metrics`), what
 ``onfh-dlr evaluate`` runs.
@@ -53,6 +56,7 @@ from model_bundle.evaluation.discrimination import (
     delong_test,
     roc_auc_delong,
 )
+from model_bundle.evaluation.site_validation import SiteValidation, read_site_validation
 from model_bundle.evaluation.split import auc_entry, evaluate_split
 from model_bundle.evaluation.threshold_metrics import (
     ConfusionCounts,
@@ -84,6 +88,7 @@ __all__ = [
     "HLResult",
     "MetricEstimate",
     "PredictionRow",
+    "SiteValidation",
     "auc_entry",
     "binary_metrics",
     "calibration_curve",
@@ -96,6 +101,7 @@ __all__ = [
     "evaluate_split",
     "hosmer_lemeshow",
     "predict_job",
+    "read_site_validation",
     "roc_auc_delong",
     "score_cohort",
     "wilson_interval",

@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model_bundle.bundle import Bundle, canonical_json, write_bundle
-from model_bundle.evaluation import auc_entry, evaluate_split
+from model_bundle.evaluation import SiteValidation, auc_entry, evaluate_split
 from model_bundle.features import (
     HIP_MARGIN,
     NormalisationProfile,
@@ -158,8 +158,13 @@ def publish(
     intended_use: str = DEFAULT_INTENDED_USE,
     roi_protocol: str = "head",
     shape_leak: dict[str, Any] | None = None,
+    site_validation: SiteValidation | None = None,
 ) -> Bundle:
-    """Write ``result`` as a bundle at ``out_dir`` with its report, metrics and predictions."""
+    """Write ``result`` as a bundle at ``out_dir`` with its report, metrics and predictions.
+
+    ``site_validation`` (a leave-one-site-out run of the same recipe) is carried as
+    ``site_validation.json`` and shown in the model card and the report.
+    """
     from pydicom.uid import generate_uid
 
     from model_bundle.reporting import model_card, render_report
@@ -226,7 +231,10 @@ def publish(
         intended_use=intended_use,
         metrics=metrics,
         roi_protocol=roi_protocol,
+        site_validation=site_validation,
     )
+    if site_validation is not None:
+        files["site_validation.json"] = canonical_json(site_validation.summary)
     files["MODEL_CARD.md"] = card.encode("utf-8")
     files["report.html"] = render_report(
         result,

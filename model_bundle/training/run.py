@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from model_bundle.bundle import Bundle
+from model_bundle.evaluation import SiteValidation
 from model_bundle.features import SeriesJob, load_params, read_cohort
 from model_bundle.training.dataset import HipSample, build_dataset
 from model_bundle.training.fit import TrainConfig, TrainingResult, shape_leak, train_models
@@ -121,7 +122,7 @@ def read_train_config(
 
 
 def plan_training(
-    cohort: Path,
+    cohort: Path | Sequence[Path],
     out: Path,
     *,
     config: TrainConfig,
@@ -133,7 +134,8 @@ def plan_training(
     Parameters
     ----------
     cohort
-        The cohort CSV (``PatientID, Side, Image, Mask, Label``).
+        The cohort CSV (``PatientID, Side, Image, Mask, Label``), or several whose
+        patients are trained on together (each CSV's paths relative to itself).
     out
         The bundle directory to create; it must not exist or be empty.
     config
@@ -149,11 +151,21 @@ def plan_training(
         ``out`` exists and is not empty, or the configured radiomics parameter file is
         not a usable PyRadiomics parameter file.
     onfh_dlr.errors.OnfhError, ValueError
-        The cohort CSV cannot be read.
+        A cohort CSV cannot be read, or a patient has more than one series.
     """
     if config.radiomics_params is not None:
         load_params(config.radiomics_params)  # refused now, not after an hour of extraction
-    jobs = read_cohort(cohort)
+    jobs = [
+        job
+        for path in ([cohort] if isinstance(cohort, Path) else cohort)
+        for job in read_cohort(path)
+    ]
+    patients = [job.hips[0].get("PatientID", "") for job in jobs]
+    if len(set(patients)) < len(patients):
+        raise ConfigurationError(
+            "a patient appears in more than one series or cohort: the split is by patient, "
+            "so every PatientID must be one series"
+        )
     if out.exists() and any(out.iterdir()):
         raise ConfigurationError(f"{out} exists and is not empty")
     cache_dir = cache if cache is not None else out.with_name(out.name + ".cache")
@@ -176,6 +188,7 @@ def run_training(
     log: Callable[[str], None] = lambda _: None,
     on_hip: Callable[[], None] | None = None,
     on_epoch: Callable[[int, float, float], None] | None = None,
+    site_validation: SiteValidation | None = None,
 ) -> TrainingRun:
     """Extract the features, train Rad, DL and DLR, and publish a verified bundle.
 
@@ -195,6 +208,8 @@ def run_training(
         Called once per cohort job whose features are ready (extracted or cached).
     on_epoch
         Called after every fine-tuning epoch with ``(epoch, loss, accuracy)``.
+    site_validation
+        A leave-one-site-out run of this recipe, carried by the bundle and its report.
 
     Returns
     -------
@@ -230,5 +245,6 @@ def run_training(
         synthetic=synthetic,
         roi_protocol=plan.roi_protocol.value,
         shape_leak=leak,
+        site_validation=site_validation,
     )
     return TrainingRun(bundle=bundle, result=result, shape_leak=leak)

@@ -229,7 +229,12 @@ def bundle_verify(
 @app.command()
 def train(
     cohort: Annotated[
-        Path, typer.Argument(help="Cohort CSV: PatientID, Side, Image, Mask, Label.", exists=True)
+        list[Path],
+        typer.Argument(
+            help="Cohort CSV(s): PatientID, Side, Image, Mask, Label; several are trained on "
+            "together.",
+            exists=True,
+        ),
     ],
     out: Annotated[
         Path, typer.Option("--out", help="Bundle directory to create (must not exist).")
@@ -270,6 +275,16 @@ def train(
             help="Mark the bundle as a synthetic demonstration, not for clinical use.",
         ),
     ] = False,
+    site_validation: Annotated[
+        Path | None,
+        typer.Option(
+            "--site-validation",
+            help="leave_one_site_out.json from bench/leave_one_site_out.py (the same recipe "
+            "per held-out site): carried by the bundle and shown in its model card and report.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
     roi: Annotated[
         str,
         typer.Option(
@@ -293,7 +308,10 @@ def train(
         err_console.print(f"[red]error:[/red] --roi must be head or lesion, not {roi!r}")
         raise typer.Exit(2)
 
+    from model_bundle.evaluation import read_site_validation
+
     try:
+        validation = None if site_validation is None else read_site_validation(site_validation)
         plan = plan_training(
             cohort,
             out,
@@ -331,6 +349,7 @@ def train(
                 log=console.print,
                 on_hip=lambda: progress.advance(features),
                 on_epoch=on_epoch,
+                site_validation=validation,
             )
     except OnfhError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
