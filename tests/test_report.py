@@ -16,13 +16,14 @@ import dataclasses
 import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from html_checks import parse_html
 
-from model_bundle.evaluation import evaluate_split
+from model_bundle.evaluation import evaluate_split, read_site_validation
 from model_bundle.imaging import Side
 from model_bundle.models import FeatureSelector
 from model_bundle.reporting import SYNTHETIC_WARNING, model_card, render_report
@@ -425,3 +426,53 @@ def test_the_report_renders_the_recorded_classifier_aucs(
         "se": 0.1,
     }
     assert "0.432 (0.123–0.568)" in _render(result, altered)
+
+
+def _site_validation(tmp_path: Path, *, met: bool) -> Path:
+    table = (
+        "| Held-out site | Hips scored | Targets met |\n|---|---|---|\n"
+        f"| ge-3t | 80/80 | {'all' if met else 'missed: slope'} |"
+    )
+    summary = {
+        "cohort": "/data/sites-160/cohort.csv",
+        "sites": ["ge-3t", "siemens-1.5t"],
+        "table": table,
+        "results": [{"site": "ge-3t", "meets": {"DLR AUC": True, "slope": met}}],
+    }
+    path = tmp_path / "leave_one_site_out.json"
+    path.write_text(json.dumps(summary), encoding="utf-8")
+    return path
+
+
+def test_the_model_card_shows_the_leave_one_site_out_table_and_says_whether_targets_were_met(
+    trained: tuple[TrainingResult, dict[str, Any]], tmp_path: Path
+) -> None:
+    result, metrics = trained
+    for met, verdict in ((True, "Every held-out site met every target."), (False, "**Not every")):
+        validation = read_site_validation(_site_validation(tmp_path, met=met))
+        assert validation.all_targets_met is met
+        card = model_card(
+            result,
+            name="x",
+            version="1",
+            synthetic=True,
+            intended_use="research",
+            metrics=metrics,
+            site_validation=validation,
+        )
+        assert "\n## Site transfer (leave-one-site-out)\n" in card
+        assert validation.table in card and verdict in card
+        assert "**Not validated externally.**" not in card
+        assert "**Site transfer measured on phantom sites only.**" in card
+
+
+@pytest.mark.parametrize(
+    "text", ["[1, 2]", '{"table": "t", "sites": []}', '{"table": "t", "sites": [], "results": []}']
+)
+def test_a_file_that_is_not_a_leave_one_site_out_summary_is_refused(
+    tmp_path: Path, text: str
+) -> None:
+    path = tmp_path / "x.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigurationError):
+        read_site_validation(path)

@@ -61,3 +61,30 @@ def test_the_plan_groups_the_cohort_by_series_and_puts_the_cache_next_to_the_bun
     assert len(plan.jobs[0].hips) == 2
     assert plan.cache == tmp_path / "bundle.cache"
     assert plan.roi_protocol is RoiProtocol.LESION
+
+
+def test_several_cohorts_are_planned_together_with_each_csvs_paths_relative_to_itself(
+    tmp_path: Path,
+) -> None:
+    first = _cohort(tmp_path)
+    other = tmp_path / "site-b"
+    other.mkdir()
+    (other / "cohort.csv").write_text(COHORT_CSV.replace("p1", "p2"), encoding="utf-8")
+    plan = plan_training(
+        [first, other / "cohort.csv"], tmp_path / "bundle", config=read_train_config(None)
+    )
+    assert [job.image for job in plan.jobs] == [tmp_path / "p1/mr", other / "p2/mr"]
+
+
+def test_a_patient_in_two_cohorts_is_refused_because_the_split_is_by_patient(
+    tmp_path: Path,
+) -> None:
+    other = tmp_path / "again"
+    other.mkdir()
+    (other / "cohort.csv").write_text(COHORT_CSV, encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="more than one series"):
+        plan_training(
+            [_cohort(tmp_path), other / "cohort.csv"],
+            tmp_path / "b",
+            config=read_train_config(None),
+        )
