@@ -353,6 +353,47 @@ def test_container_healthcheck_passes_when_either_role_answers_and_fails_otherwi
     assert _healthcheck("/healthz") == 1
 
 
+def test_container_healthcheck_speaks_https_to_the_listener_when_tls_is_set(
+    tmp_path: Path, closed_port: int
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from onfh_dlr.web import HttpServer, server_tls_context
+
+    openssl = _tool("openssl", "openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=onfh-listener", "-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    server = HttpServer(
+        "127.0.0.1",
+        0,
+        registry=CollectorRegistry(),
+        checks={},
+        ssl_context=server_tls_context(cert, key),
+    ).start()
+    try:
+        port = str(server.port)
+        tls = {"ONFH_TLS_CERT": str(cert), "ONFH_TLS_KEY": str(key)}
+        assert _healthcheck("/readyz", ONFH_METRICS_PORT=port, **tls) == 0
+        assert _healthcheck("/readyz", ONFH_METRICS_PORT=port) == 1  # plain HTTP: refused
+        # The worker's port stays plain HTTP in the same (TLS) environment.
+        assert (
+            _healthcheck(
+                "/healthz", ONFH_METRICS_PORT=str(closed_port), ONFH_WORKER_METRICS_PORT=port, **tls
+            )
+            == 1
+        )
+    finally:
+        server.stop()
+
+
 # --- settings of every deployment ------------------------------------------------------------
 
 
