@@ -20,14 +20,14 @@ from listener.retention import purge_expired
 from listener.rules import AdmissionRules
 from listener.scp import Listener
 from listener.spool import Spool
-from listener.status_page import StatusPage
+from listener.status_page import StatusPage, status_auth
 from listener.telemetry import StateCollector, check_writable
 from listener.tracker import SeriesTracker
 from onfh_dlr.errors import StateDBError
 from onfh_dlr.queue import DELIVER_TASK, SCORE_TASK, make_celery, send
 from onfh_dlr.settings import Settings
 from onfh_dlr.state import StateDB
-from onfh_dlr.web import HttpServer
+from onfh_dlr.web import HttpServer, server_tls_context
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ class ListenerProcess:
 
 def build_listener(settings: Settings, broker_url: str) -> ListenerProcess:
     """The DICOM server, the tracker it feeds (series recovered from the spool) and,
-    when ``metrics_port`` is set, the HTTP server with metrics, health and status page."""
+    when ``metrics_port`` is set, the HTTP server with metrics, health and status page
+    (HTTPS with ``tls_cert``/``tls_key``; the page needs the status token)."""
     db = StateDB.for_settings(settings.database_url, settings.data_dir)
     rules = AdmissionRules.load(settings.admission_rules)
     app = make_celery(broker_url, visibility_timeout=settings.visibility_timeout)
@@ -87,12 +88,24 @@ def build_listener(settings: Settings, broker_url: str) -> ListenerProcess:
                     raise RuntimeError(f"STOW-RS port {settings.dicomweb_port} is not bound")
 
             checks["dicomweb_port"] = dicomweb_port
+        # The DICOM port's certificate serves HTTPS too; tls_ca is not applied here:
+        # browsers, Prometheus and probes carry no client certificate.
+        tls = (
+            server_tls_context(settings.tls_cert, settings.tls_key)
+            if settings.tls_cert is not None and settings.tls_key is not None
+            else None
+        )
+        auth = status_auth(settings, tls=tls is not None)
+        if not auth.token:
+            log.warning("the status page is off: set ONFH_STATUS_TOKEN or ONFH_STATUS_TOKEN_FILE")
         http = HttpServer(
             settings.http_host,
             settings.metrics_port,
             registry=REGISTRY,
             checks=checks,
             routes=page.routes,
+            auth=auth,
+            ssl_context=tls,
         )
     return ListenerProcess(listener, tracker, http, db, dicomweb)
 

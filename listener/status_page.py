@@ -4,6 +4,11 @@ Recent studies with their state, per-stage timings, skip and failure reasons and
 outcomes; one series' timeline from first instance to delivered SR; the dead-letter list
 with a retry action (POST, protected by ``ONFH_ADMIN_TOKEN``). It shows UIDs, accession
 numbers and series descriptions; the state DB holds no patient names or IDs at all.
+
+Accession numbers lead to a patient, so every route here needs the status token
+(``ONFH_STATUS_TOKEN`` or ``ONFH_STATUS_TOKEN_FILE``: a bearer token or a signed session
+cookie, checked by :class:`onfh_dlr.web.TokenAuth` before a handler runs); without one
+configured the page is off. Imported by ``listener.main`` only.
 """
 
 from __future__ import annotations
@@ -14,9 +19,9 @@ from collections.abc import Callable, Iterable
 from html import escape
 from typing import Final
 
-from onfh_dlr.settings import Transport
+from onfh_dlr.settings import Settings, Transport
 from onfh_dlr.state import Job, SeriesRow, StateDB
-from onfh_dlr.web import Handler, Request, Response
+from onfh_dlr.web import Handler, Request, Response, TokenAuth, read_token
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d2530}
@@ -29,6 +34,7 @@ code{font-size:.8rem}
 .s-done{color:#17683a}.s-failed,.s-dead_letter{color:#b3261e;font-weight:600}
 .s-skipped{color:#7a5b00}.s-running,.s-queued,.s-pending,.s-scored,.s-receiving{color:#1a4f9c}
 .banner{background:#fff4e5;border:1px solid #f0c36d;padding:.5rem;margin-bottom:1rem}
+nav form{display:inline;float:right}
 """
 
 RetrySender = Callable[[str], None]
@@ -39,7 +45,9 @@ def _page(title: str, body: str) -> Response:
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>{escape(title)} · onfh-dlr</title><style>{_STYLE}</style></head><body>"
         "<nav><a href='/'>Studies</a><a href='/dead-letters'>Dead letters</a>"
-        "<a href='/metrics'>Metrics</a><a href='/readyz'>Readiness</a></nav>"
+        "<a href='/metrics'>Metrics</a><a href='/readyz'>Readiness</a>"
+        "<form method='post' action='/sign-out'><button type='submit'>Sign out</button></form>"
+        "</nav>"
         f"<h1>{escape(title)}</h1>{body}</body></html>"
     )
 
@@ -73,6 +81,20 @@ def _received_by(row: SeriesRow) -> str:
 
 def _short(uid: str) -> str:
     return f"<code title='{escape(uid)}'>…{escape(uid[-12:])}</code>"
+
+
+def status_auth(settings: Settings, *, tls: bool) -> TokenAuth:
+    """Who may read the status page, from ``status_token``/``status_token_file``.
+
+    Raises
+    ------
+    ConfigurationError
+        If both are set, the file cannot be read, or the token is too short.
+    """
+    token = read_token(settings.status_token, settings.status_token_file, "ONFH_STATUS_TOKEN")
+    return TokenAuth(
+        token, secure_cookie=tls, session_seconds=settings.status_session_hours * 3600.0
+    )
 
 
 class StatusPage:
@@ -299,4 +321,4 @@ class StatusPage:
         return newest
 
 
-__all__ = ["StatusPage"]
+__all__ = ["StatusPage", "status_auth"]

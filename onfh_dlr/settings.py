@@ -143,7 +143,15 @@ def parse_destination_objects(value: Any) -> Any:
 
 
 # Settings that name files or directories; made absolute where Settings is built.
-PATH_FIELDS = ("data_dir", "bundle", "tls_cert", "tls_key", "tls_ca", "admission_rules")
+PATH_FIELDS = (
+    "data_dir",
+    "bundle",
+    "tls_cert",
+    "tls_key",
+    "tls_ca",
+    "admission_rules",
+    "status_token_file",
+)
 
 
 def absolute_path(path: Path, base: Path | None = None) -> Path:
@@ -212,6 +220,12 @@ class Settings(BaseSettings):
     worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
     http_host: str = "0.0.0.0"
     admin_token: str | None = None  # required by the status page's retry action
+    # Who may read the status page: a bearer token, or a sign-in with it that sets an
+    # HMAC-signed session cookie. Given as a value or as a file holding it (a mounted
+    # Kubernetes/compose secret); neither = the status page answers 401 to everyone.
+    status_token: str | None = None
+    status_token_file: Path | None = None
+    status_session_hours: float = Field(default=12.0, gt=0)  # how long a sign-in lasts
     retention_days: float | None = Field(default=None, gt=0)  # purge delivered data after
     # Listener: who may send, over what.
     allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -155,3 +155,76 @@ def test_score_reports_a_series_it_cannot_read_with_a_clear_error(tmp_path: Path
     )
     assert run.returncode == 1
     assert "error:" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_serve_makes_a_status_token_in_the_data_directory_and_the_page_requires_it(
+    tmp_path: Path,
+) -> None:
+    import stat
+    import urllib.error
+    import urllib.request
+
+    from service_harness import wait_until
+
+    from onfh_dlr.broker import free_port
+    from onfh_dlr.cli.demo import service_environment
+
+    port, http_port = free_port(), free_port()
+    env = service_environment(_env(Path("unused")), tmp_path / "service", port, free_port())
+    env["ONFH_METRICS_PORT"] = str(http_port)
+    env.pop("ONFH_WORKER_METRICS_PORT", None)
+
+    def get(path: str, token: str | None = None) -> int:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        request = urllib.request.Request(f"http://127.0.0.1:{http_port}{path}", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                return int(answer.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return 0
+
+    service = subprocess.Popen(
+        [sys.executable, "-m", "onfh_dlr", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until(lambda: get("/healthz") == 200, 60, "the listener's HTTP server")
+        token_file = tmp_path / "service" / "status-token"
+        token = token_file.read_text().strip()
+        assert len(token) >= 32
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert get("/") == 401
+        assert get("/", "wrong-token-wrong-token") == 401
+        assert get("/", token) == 200
+    finally:
+        service.terminate()
+        output, _ = service.communicate(timeout=60)
+    log = output.decode(errors="replace")
+    assert f"(sign in with the token in {token_file})" in log, log
+    assert token not in log  # where the token is, never the token
+
+
+def test_serve_keeps_a_status_token_it_made_and_makes_none_when_one_is_configured(
+    tmp_path: Path,
+) -> None:
+    from onfh_dlr.cli.service import ensure_status_token
+    from onfh_dlr.settings import load_settings
+
+    environ = {"ONFH_DATA_DIR": str(tmp_path), "ONFH_METRICS_PORT": "9480"}
+    settings = load_settings(environ=environ)
+    first: dict[str, str] = {}
+    made = ensure_status_token(settings, first)
+    assert made is not None and first["ONFH_STATUS_TOKEN_FILE"] == str(made)
+    token = made.read_text()
+    again: dict[str, str] = {}
+    assert ensure_status_token(settings, again) == made and made.read_text() == token
+    configured = load_settings(environ={**environ, "ONFH_STATUS_TOKEN": "x" * 20})
+    untouched: dict[str, str] = {}
+    assert ensure_status_token(configured, untouched) is None and untouched == {}
+    no_http = load_settings(environ={"ONFH_DATA_DIR": str(tmp_path / "other")})
+    assert ensure_status_token(no_http, {}) is None
+    assert not (tmp_path / "other").exists()

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -352,11 +353,62 @@ def test_container_healthcheck_passes_when_either_role_answers_and_fails_otherwi
     assert _healthcheck("/healthz") == 1
 
 
+def test_container_healthcheck_speaks_https_to_the_listener_when_tls_is_set(
+    tmp_path: Path, closed_port: int
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from onfh_dlr.web import HttpServer, server_tls_context
+
+    openssl = _tool("openssl", "openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=onfh-listener", "-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    server = HttpServer(
+        "127.0.0.1",
+        0,
+        registry=CollectorRegistry(),
+        checks={},
+        ssl_context=server_tls_context(cert, key),
+    ).start()
+    try:
+        port = str(server.port)
+        tls = {"ONFH_TLS_CERT": str(cert), "ONFH_TLS_KEY": str(key)}
+        assert _healthcheck("/readyz", ONFH_METRICS_PORT=port, **tls) == 0
+        assert _healthcheck("/readyz", ONFH_METRICS_PORT=port) == 1  # plain HTTP: refused
+        # The worker's port stays plain HTTP in the same (TLS) environment.
+        assert (
+            _healthcheck(
+                "/healthz", ONFH_METRICS_PORT=str(closed_port), ONFH_WORKER_METRICS_PORT=port, **tls
+            )
+            == 1
+        )
+    finally:
+        server.stop()
+
+
 # --- settings of every deployment ------------------------------------------------------------
 
 
+# What an administrator puts in deploy/.env (README): the secrets compose requires.
+DOTENV = {
+    "ONFH_REDIS_PASSWORD": "0123456789abcdef0123456789abcdef",
+    "ONFH_STATUS_TOKEN": "fedcba9876543210fedcba9876543210",
+}
+_REQUIRED = re.compile(r"\$\{(\w+):\?([^}]*)\}")
+
+
 def _interpolate(value: str) -> str:
-    """Compose's ``${VAR:-default}`` with nothing set: the default."""
+    """Compose's ``${VAR:-default}`` with nothing set: the default; ``${VAR:?message}``
+    (required): the value from :data:`DOTENV`."""
+    value = _REQUIRED.sub(lambda m: DOTENV[m.group(1)], value)
     return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
 
 
@@ -452,7 +504,8 @@ def test_compose_listener_and_workers_share_broker_database_and_data_volume() ->
         assert mounts[str(settings[role].data_dir)] == "onfh-data", role
         assert service["healthcheck"]["test"][-1] == "/readyz", role
     listener, worker = settings["listener"], settings["worker"]
-    assert listener.broker_url == worker.broker_url == "redis://redis:6379/0"
+    password = DOTENV["ONFH_REDIS_PASSWORD"]
+    assert listener.broker_url == worker.broker_url == f"redis://:{password}@redis:6379/0"
     assert listener.database_url == worker.database_url
     assert listener.database_url == (
         f"postgresql+psycopg://{postgres['POSTGRES_USER']}:{postgres['POSTGRES_PASSWORD']}"
@@ -512,7 +565,8 @@ def test_compose_monitoring_is_wired_to_the_listener_workers_and_dashboards() ->
     flower = services["flower"]
     assert flower["entrypoint"] == ["celery"]
     broker = _settings(services["listener"]["environment"], "compose listener").broker_url
-    assert f"--broker={broker}" in flower["command"] and "flower" in flower["command"]
+    command = [_interpolate(part) for part in flower["command"]]
+    assert f"--broker={broker}" in command and "flower" in command
     grafana = services["grafana"]
     provisioning = _yaml(DEPLOY / "grafana" / "provisioning" / "dashboards" / "onfh.yaml")
     dashboards_path = provisioning["providers"][0]["options"]["path"]
@@ -521,6 +575,44 @@ def test_compose_monitoring_is_wired_to_the_listener_workers_and_dashboards() ->
     datasource = _yaml(DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yaml")
     assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
     assert datasource["datasources"][0]["type"] == "prometheus"
+
+
+def test_compose_redis_requires_the_password_every_broker_client_gets_from_the_secret() -> None:
+    compose = _compose()
+    services = compose["services"]
+    # One source: ONFH_REDIS_PASSWORD, required (compose refuses to start without it).
+    assert compose["secrets"]["redis-password"] == {"environment": "ONFH_REDIS_PASSWORD"}
+    redis = services["redis"]
+    assert redis["secrets"] == ["redis-password"]
+    (script,) = redis["command"]
+    assert "/run/secrets/redis-password" in script and "requirepass" in script
+    assert "ONFH_REDIS_PASSWORD" not in json.dumps(redis), "not in its environment or command"
+    assert "REDISCLI_AUTH" in redis["healthcheck"]["test"][-1]
+    # Every service that talks to the broker: the password from that same variable.
+    clients = {
+        name: json.dumps(service)
+        for name, service in services.items()
+        if "redis:6379" in json.dumps(service) or "ONFH_BROKER_URL" in json.dumps(service)
+    }
+    assert set(clients) == {"listener", "worker", "flower"}
+    for name, text in clients.items():
+        urls = re.findall(r"redis://[^\"]*@redis:6379", text) or [
+            str(compose["x-onfh-environment"]["ONFH_BROKER_URL"])
+        ]
+        for url in urls:
+            match = _REQUIRED.search(url)
+            assert match is not None and match.group(1) == "ONFH_REDIS_PASSWORD", (name, url)
+    assert "redis://redis:" not in (DEPLOY / "compose.yaml").read_text(encoding="utf-8")
+
+
+def test_compose_listener_reads_the_status_token_from_its_secret() -> None:
+    compose = _compose()
+    listener = compose["services"]["listener"]
+    assert compose["secrets"]["status-token"] == {"environment": "ONFH_STATUS_TOKEN"}
+    assert listener["secrets"] == ["status-token"]
+    settings = _settings(listener["environment"], "compose listener")
+    assert settings.status_token_file == Path("/run/secrets/status-token")
+    assert settings.status_token is None
 
 
 # --- Prometheus ------------------------------------------------------------------------------
@@ -749,17 +841,62 @@ def test_kustomization_applies_every_manifest_but_the_examples() -> None:
                 assert doc["metadata"]["namespace"] == "onfh-dlr", doc["metadata"]["name"]
 
 
+def _container_env(deployment: str) -> dict[str, str]:
+    """The environment Kubernetes gives a Deployment's container: ``envFrom`` (ConfigMap,
+    Secret), then ``env`` with ``secretKeyRef`` and ``$(VAR)`` expanded as the kubelet does."""
+    (container,) = _pod(_k8s("Deployment", deployment))["containers"]
+    sources = {
+        "configMapRef": lambda name: _k8s("ConfigMap", name)["data"],
+        "secretRef": lambda name: _k8s("Secret", name)["stringData"],
+    }
+    env: dict[str, str] = {}
+    for ref in container.get("envFrom", []):
+        ((kind, target),) = ref.items()
+        env.update(sources[kind](target["name"]))
+    for item in container.get("env", []):
+        if "valueFrom" in item:
+            key = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = _k8s("Secret", key["name"])["stringData"][key["key"]]
+        else:
+            env[item["name"]] = re.sub(
+                r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), item["value"]
+            )
+    return env
+
+
 def test_kubernetes_settings_are_valid_for_the_service() -> None:
-    config = _k8s("ConfigMap", "onfh-dlr-config")["data"]
     secret = _k8s("Secret", "onfh-dlr-secrets")["stringData"]
-    settings = _settings({**config, **secret}, "k8s ConfigMap + Secret")
-    assert settings.broker_url is not None and "//redis:" in settings.broker_url
+    settings = _settings(_container_env("onfh-listener"), "k8s listener")
+    assert settings.broker_url == f"redis://:{secret['REDIS_PASSWORD']}@redis:6379/0"
     assert settings.database_url is not None and "@postgres:" in settings.database_url
     assert settings.allowed_calling_aes, "an empty allow-list accepts any sender"
     assert settings.metrics_port == LISTENER_HTTP_PORT
     assert settings.worker_metrics_port == WORKER_HTTP_PORT
     assert settings.dicomweb_port == DICOMWEB_PORT
     assert settings.dicomweb_token is not None, "STOW-RS is off without a token"
+    assert settings.status_token is not None, "the status page is off without a token"
+
+
+def test_kubernetes_redis_requires_the_password_every_broker_client_gets_from_the_secret() -> None:
+    secret = _k8s("Secret", "onfh-dlr-secrets")["stringData"]
+    assert "ONFH_BROKER_URL" not in _k8s("ConfigMap", "onfh-dlr-config")["data"]
+    for deployment in ("onfh-listener", "onfh-worker"):
+        url = _container_env(deployment)["ONFH_BROKER_URL"]
+        assert url == f"redis://:{secret['REDIS_PASSWORD']}@redis:6379/0", deployment
+    redis = _k8s("Deployment", "redis")
+    pod = _pod(redis)
+    (container,) = pod["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (password,) = [n for n, v in volumes.items() if "secret" in v]
+    assert volumes[password]["secret"]["secretName"] == "onfh-dlr-secrets"
+    (item,) = volumes[password]["secret"]["items"]
+    assert item["key"] == "REDIS_PASSWORD"
+    path = f"{mounts[password]}/{item['path']}"
+    assert path in container["args"][0] and "requirepass" in container["args"][0]
+    probe = container["readinessProbe"]["exec"]["command"][-1]
+    assert path in probe and "REDISCLI_AUTH" in probe
+    assert "env" not in container, "the password stays out of Redis's environment"
 
 
 def _pod(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -965,5 +1102,57 @@ def test_systemd_environment_file_is_valid_for_the_service() -> None:
     settings = _settings(env, "systemd onfh-dlr.env")
     assert settings.data_dir == Path("/var/lib/onfh-dlr")
     assert settings.broker_url is not None and settings.database_url is not None
+    assert settings.broker_url.startswith("redis://:CHANGE-ME@"), "Redis with a password"
+    assert settings.status_token_file == Path("/etc/onfh-dlr/status-token")
     assert settings.metrics_port == LISTENER_HTTP_PORT
     assert settings.dicomweb_port == DICOMWEB_PORT
+
+
+@pytest.mark.parametrize("where", ["compose", "kubernetes"])
+def test_the_redis_start_script_serves_only_clients_with_the_password(
+    where: str, tmp_path: Path
+) -> None:
+    import redis
+
+    from onfh_dlr.broker import free_port, redis_executable
+
+    if where == "compose":
+        (script,) = _compose()["services"]["redis"]["command"]
+        script = script.replace("$$", "$")  # compose's escape of a literal $
+        secret = "/run/secrets/redis-password"
+        # The image's entrypoint only drops to the redis user; not ours to run here.
+        script = script.replace("chown redis:redis /tmp/redis.conf", "true")
+        script = script.replace("exec docker-entrypoint.sh redis-server", "exec redis-server")
+    else:
+        (container,) = _pod(_k8s("Deployment", "redis"))["containers"]
+        script = container["args"][0].replace("$$", "$")  # the kubelet's escape of a literal $
+        secret = "/run/secrets/redis/password"
+    password = DOTENV["ONFH_REDIS_PASSWORD"]
+    (tmp_path / "password").write_text(password + "\n")  # as a mounted secret may end
+    port = free_port()
+    script = (
+        script.replace(secret, str(tmp_path / "password"))
+        .replace("/tmp/redis.conf", str(tmp_path / "redis.conf"))
+        .replace("exec redis-server", f"exec {redis_executable()}")
+        + f" --port {port} --bind 127.0.0.1 --dir {tmp_path}"
+    )
+    server = subprocess.Popen(["/bin/sh", "-c", script], cwd=tmp_path)
+    try:
+        client = redis.Redis(port=port, password=password, socket_timeout=2)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, socket_timeout=2).ping()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, password="wrong", socket_timeout=2).ping()
+        assert (tmp_path / "redis.conf").stat().st_mode & 0o077 == 0  # private to its user
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -1,7 +1,9 @@
 """Metrics, health, the status page and the logs, against a live service.
 
 The service runs as in production (listener and worker processes, real Redis, a receiving
-PACS) with its HTTP servers on; the status page is loaded in headless Chromium.
+PACS) with its HTTP servers on; the status page is loaded in headless Chromium, signed in
+through its form. Without the status token no route of the page shows anything of a study
+the service has seen, and /metrics, /healthz and /readyz (open) name none.
 """
 
 from __future__ import annotations
@@ -9,8 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import shutil
-import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,19 +20,13 @@ import pydicom
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from service_harness import CohortMaker, Service, wait_until
+from viewer_harness import Chromium
 
 from onfh_dlr.broker import free_port
 
 TOKEN = "test-admin-token"
+STATUS_TOKEN = "test-status-token-" + "5f1d2c9a7e"
 FINISHED = {"done", "failed", "dead_letter"}
-
-
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    raise RuntimeError("headless Chromium is required (Debian package chromium): make system-deps")
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +35,7 @@ def service_settings() -> dict[str, str]:
         "metrics_port": str(free_port()),
         "worker_metrics_port": str(free_port()),
         "admin_token": TOKEN,
+        "status_token": STATUS_TOKEN,
         "log_json": "true",
         "delivery_retries": "1",
     }
@@ -69,10 +64,15 @@ def port_of(service: Service, role: str) -> int:
     return int(service.env[key])
 
 
-def get(service: Service, role: str, path: str) -> tuple[int, str]:
+def get(
+    service: Service, role: str, path: str, *, token: str | None = None, accept: str = "*/*"
+) -> tuple[int, str]:
+    """GET ``path``; with ``token`` as the bearer token."""
     url = f"http://127.0.0.1:{port_of(service, role)}{path}"
+    headers = {"Accept": accept} | ({"Authorization": f"Bearer {token}"} if token else {})
+    request = urllib.request.Request(url, headers=headers)
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -80,7 +80,11 @@ def get(service: Service, role: str, path: str) -> tuple[int, str]:
         return 0, str(exc)
 
 
-def post(service: Service, path: str, form: dict[str, str]) -> tuple[int, str]:
+def post(
+    service: Service, path: str, form: dict[str, str], *, token: str | None = STATUS_TOKEN
+) -> tuple[int, str]:
+    """POST a form to the listener (with the status token unless ``token=None``)."""
+
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args: object, **kwargs: object) -> None:
             return None
@@ -88,8 +92,9 @@ def post(service: Service, path: str, form: dict[str, str]) -> tuple[int, str]:
     opener = urllib.request.build_opener(NoRedirect)
     data = urllib.parse.urlencode(form).encode()
     url = f"http://127.0.0.1:{port_of(service, 'listener')}{path}"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with opener.open(url, data=data, timeout=10) as response:
+        with opener.open(urllib.request.Request(url, data, headers), timeout=10) as response:
             return response.status, response.headers.get("Location", "")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers.get("Location", "") or exc.read().decode()
@@ -189,46 +194,131 @@ def test_a_dead_letter_is_retried_from_the_status_page_with_the_admin_token(
         assert job.state == "dead_letter"
     finally:
         service.pacs.start()
-    status, page = get(service, "listener", "/dead-letters")
+    status, page = get(service, "listener", "/dead-letters", token=STATUS_TOKEN)
     assert status == 200 and job.id in page
+    assert post(service, f"/jobs/{job.id}/retry", {"token": TOKEN}, token=None)[0] == 401
     assert post(service, f"/jobs/{job.id}/retry", {"token": "wrong"})[0] == 403
     status, location = post(service, f"/jobs/{job.id}/retry", {"token": TOKEN})
     assert status == 303 and "queued" in location
     assert service.wait_for_job(str(header.SeriesInstanceUID), {"done"}).state == "done"
 
 
-def test_the_status_page_renders_in_headless_chromium_without_patient_names(
+def test_the_status_page_renders_in_headless_chromium_after_signing_in_without_patient_names(
     service: Service, phantom: Path, tmp_path: Path
 ) -> None:
     url = f"http://127.0.0.1:{port_of(service, 'listener')}/"
-    common = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
-    dom = subprocess.run(
-        [*common, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True
-    ).stdout
-    screenshot = tmp_path / "status.png"
-    subprocess.run(
-        [*common, f"--screenshot={screenshot}", "--window-size=1600,900", url],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
-    assert screenshot.stat().st_size > 10_000
     _, first = study(phantom, 0)
-    assert "Recent studies" in dom
-    assert str(first.SeriesInstanceUID) in dom  # in the link to its timeline
-    assert re.search(r"class=\"s-done\"", dom)
-    for index in range(2):
-        _, header = study(phantom, index)
-        assert str(header.PatientName) not in dom and str(header.PatientID) not in dom
-    timeline = subprocess.run(
-        [*common, "--dump-dom", f"{url}series/{first.SeriesInstanceUID}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
-    for stage in ("first instance", "closed", "started", "scored", "delivered", "done"):
-        assert stage in timeline, stage
+    browser = Chromium(tmp_path / "profile")
+    try:
+        # Not signed in: the sign-in form, and nothing of any study.
+        browser.navigate(url)
+        browser.wait_for("!!document.querySelector('input[name=token]')", 30, "the sign-in form")
+        dom = browser.evaluate("document.documentElement.outerHTML")
+        assert str(first.SeriesInstanceUID) not in dom and "Recent studies" not in dom
+        # Sign in as a user does: type the token, submit; the session cookie does the rest.
+        browser.evaluate(
+            f"document.querySelector('input[name=token]').value = {json.dumps(STATUS_TOKEN)};"
+            "document.querySelector('form').submit(); true"
+        )
+        browser.wait_for(
+            "document.querySelector('h1') && document.querySelector('h1').textContent"
+            " === 'Recent studies'",
+            30,
+            "the status page after signing in",
+        )
+        assert browser.evaluate("document.cookie") == ""  # HttpOnly: no script reads it
+        dom = browser.evaluate("document.documentElement.outerHTML")
+        screenshot = browser.screenshot(tmp_path / "status.png")
+        assert screenshot.stat().st_size > 10_000
+        assert str(first.SeriesInstanceUID) in dom  # in the link to its timeline
+        assert str(first.AccessionNumber) in dom
+        assert re.search(r"class=\"s-done\"", dom)
+        for index in range(2):
+            _, header = study(phantom, index)
+            assert str(header.PatientName) not in dom and str(header.PatientID) not in dom
+        browser.navigate(f"{url}series/{first.SeriesInstanceUID}")
+        browser.wait_for("document.body.textContent.includes('Timeline')", 30, "the timeline")
+        timeline = browser.evaluate("document.body.textContent")
+        for stage in ("first instance", "closed", "started", "scored", "delivered", "done"):
+            assert stage in timeline, stage
+        # Signing out drops the cookie: the page asks for the token again.
+        browser.evaluate("document.querySelector('nav form').submit(); true")
+        browser.wait_for("!!document.querySelector('input[name=token]')", 30, "the sign-in form")
+        browser.navigate(f"{url}?after=sign-out")
+        browser.wait_for(
+            "location.search === '?after=sign-out'"
+            " && !!document.querySelector('input[name=token]')",
+            30,
+            "the sign-in form after signing out",
+        )
+        assert str(first.SeriesInstanceUID) not in browser.evaluate(
+            "document.documentElement.outerHTML"
+        )
+        assert not [e for e in browser.console if e.level == "exception"], browser.console
+    finally:
+        browser.stop()
+
+
+@pytest.fixture(scope="module")
+def seen(service: Service, phantom: Path) -> tuple[dict[str, str], str]:
+    """A study the service has processed: what identifies it (never to be shown without
+    the token), and its job id."""
+    files, header = study(phantom, 2)
+    assert set(service.push(files)) == {0}
+    job = service.wait_for_job(str(header.SeriesInstanceUID), FINISHED)
+    identifiers = {
+        "AccessionNumber": str(header.AccessionNumber),
+        "PatientID": str(header.PatientID),
+        "PatientName": str(header.PatientName),
+        "StudyInstanceUID": str(header.StudyInstanceUID),
+        "SeriesInstanceUID": str(header.SeriesInstanceUID),
+        "SOPInstanceUID": str(header.SOPInstanceUID),
+        "job": job.id,
+    }
+    if job.sr_uid:
+        identifiers["SR"] = job.sr_uid
+    return identifiers, job.id
+
+
+def leaks(text: str, identifiers: dict[str, str]) -> list[str]:
+    return [name for name, value in identifiers.items() if value and value in text]
+
+
+def test_no_status_page_route_answers_without_the_token_nor_shows_the_study(
+    service: Service, seen: tuple[dict[str, str], str]
+) -> None:
+    identifiers, job_id = seen
+    series = identifiers["SeriesInstanceUID"]
+    paths = ("/", f"/series/{series}", "/dead-letters", "/sign-in", "/nothing-here")
+    checked = 0
+    for path in paths:
+        for accept in ("text/html", "*/*"):
+            for token in (None, "wrong-" + STATUS_TOKEN, STATUS_TOKEN[:-1]):
+                status, body = get(service, "listener", path, token=token, accept=accept)
+                assert status == (200 if path == "/sign-in" else 401), (path, token)
+                assert leaks(body, identifiers) == [], (path, accept, token)
+                checked += 1
+    status, body = post(service, f"/jobs/{job_id}/retry", {"token": TOKEN}, token=None)
+    assert status == 401 and leaks(body, identifiers) == []
+    # With the token: the page and its identifiers.
+    status, body = get(service, "listener", "/", token=STATUS_TOKEN)
+    assert status == 200 and identifiers["AccessionNumber"] in body and series in body
+    status, body = get(service, "listener", f"/series/{series}", token=STATUS_TOKEN)
+    assert status == 200 and identifiers["StudyInstanceUID"] in body
+    print(f"status page: {checked} requests without a valid token, no identifier shown")
+
+
+@pytest.mark.parametrize("role", ["listener", "worker"])
+@pytest.mark.parametrize("path", ["/metrics", "/healthz", "/readyz"])
+def test_metrics_and_probes_answer_without_credentials_and_name_no_study(
+    service: Service, seen: tuple[dict[str, str], str], role: str, path: str
+) -> None:
+    identifiers, _ = seen
+    status, body = get(service, role, path)
+    assert status == 200, body
+    assert leaks(body, identifiers) == []
+    if path == "/metrics":  # the scrape is real: the processed study is counted
+        assert "onfh_stage_seconds_count" in body
 
 
 def test_logs_are_json_lines_with_uids_and_no_patient_names(

@@ -42,9 +42,11 @@ def test_relative_paths_in_the_environment_resolve_against_the_working_directory
             "ONFH_TLS_KEY": "tls/key.pem",
             "ONFH_TLS_CA": "./tls/ca.pem",
             "ONFH_ADMISSION_RULES": "rules.yaml",
+            "ONFH_STATUS_TOKEN_FILE": "secrets/status-token",
         }
     )
     assert settings.data_dir == elsewhere.parent / "data"
+    assert settings.status_token_file == elsewhere / "secrets" / "status-token"
     assert settings.bundle == elsewhere / "bundles" / "v2"
     assert settings.tls_ca == elsewhere / "tls" / "ca.pem"
     assert settings.admission_rules == elsewhere / "rules.yaml"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -32,6 +34,34 @@ def _broker_url(settings: Settings) -> str:
     raise typer.Exit(2)
 
 
+STATUS_TOKEN_FILE = "status-token"  # under the data directory, made by `serve`
+
+
+def ensure_status_token(settings: Settings, environ: dict[str, str]) -> Path | None:
+    """With the status page on and no token configured, the one `serve` makes itself.
+
+    Kept in ``<data_dir>/status-token`` (mode 0600, reused across restarts so that a
+    signed-in browser stays signed in) and handed to the listener as
+    ``ONFH_STATUS_TOKEN_FILE`` in ``environ``. Returns the file, or None when nothing was
+    needed (no HTTP server, or a token is configured).
+    """
+    if settings.metrics_port is None:
+        return None
+    if settings.status_token is not None or settings.status_token_file is not None:
+        return None
+    path = settings.data_dir / STATUS_TOKEN_FILE
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass  # made by an earlier start: keep it
+    else:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(secrets.token_urlsafe(32) + "\n")
+    environ["ONFH_STATUS_TOKEN_FILE"] = str(path)
+    return path
+
+
 @app.command()
 def serve(config: ConfigOption = None) -> None:
     """Run listener and worker on this machine (embedded Redis and SQLite when no URLs)."""
@@ -40,8 +70,19 @@ def serve(config: ConfigOption = None) -> None:
 
     settings = load_cli_settings(config)
     configure_logging("serve", level=settings.log_level, as_json=settings.log_json)
+    environ = dict(os.environ)
+    token_file = ensure_status_token(settings, environ)
+    if token_file is not None:
+        scheme = "https" if settings.tls_cert is not None else "http"
+        host = "localhost" if settings.http_host in ("0.0.0.0", "::") else settings.http_host
+        # The path, never the token: this line ends up in logs.
+        err_console.print(
+            f"status page: {scheme}://{host}:{settings.metrics_port}/ "
+            f"(sign in with the token in {token_file})",
+            soft_wrap=True,
+        )
     try:
-        run_serve(settings, dict(os.environ), config)
+        run_serve(settings, environ, config)
     except OnfhError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc

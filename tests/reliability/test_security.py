@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ REPO = Path(__file__).resolve().parents[2]
 CALLING_AE = "STORESCU"
 FINISHED = {"done", "failed", "dead_letter"}
 ADMIN_TOKEN = "adm-" + os.urandom(16).hex()
+STATUS_TOKEN = "sta-" + os.urandom(16).hex()
 
 
 def tool(name: str, package: str) -> str:
@@ -125,6 +127,7 @@ def service_settings(certs: Certs) -> dict[str, str]:
         "tls_ca": str(certs.ca),
         "allowed_calling_aes": CALLING_AE,
         "admin_token": ADMIN_TOKEN,
+        "status_token": STATUS_TOKEN,
         "metrics_port": str(free_port()),
         "worker_metrics_port": str(free_port()),
         "series_timeout": "3",
@@ -354,14 +357,24 @@ def test_logs_of_full_runs_hold_no_token_and_no_patient_data(
         job = service.wait_for_job(study.series_uid, FINISHED)
         assert job.state == "done", job.reason
         scored += service.srs_at_pacs(study.study_uid) == {job.sr_uid}
-        # The status page's retry action with the admin token (the job is not
-        # dead-lettered, so it is only redirected), and once with a wrong token.
+        # The status page's retry action (over HTTPS with the DICOM port's certificate,
+        # signed in with the status token) with the admin token (the job is not
+        # dead-lettered, so it is only redirected), once with a wrong admin token, and
+        # once with a wrong status token.
         port = service.env["ONFH_METRICS_PORT"]
-        for token, expected in ((ADMIN_TOKEN, 200), ("wrong-" + ADMIN_TOKEN[::-1], 403)):
-            body = urllib.parse.urlencode({"token": token}).encode()
-            url = f"http://127.0.0.1:{port}/jobs/{job.id}/retry"
+        https = ssl.create_default_context(cafile=str(certs.ca))
+        for status_token, token, expected in (
+            (STATUS_TOKEN, ADMIN_TOKEN, 200),
+            (STATUS_TOKEN, "wrong-" + ADMIN_TOKEN[::-1], 403),
+            (STATUS_TOKEN[::-1], ADMIN_TOKEN, 401),
+        ):
+            request = urllib.request.Request(
+                f"https://localhost:{port}/jobs/{job.id}/retry",
+                data=urllib.parse.urlencode({"token": token}).encode(),
+                headers={"Authorization": f"Bearer {status_token}"},
+            )
             try:
-                with urllib.request.urlopen(url, data=body, timeout=10) as answer:
+                with urllib.request.urlopen(request, timeout=10, context=https) as answer:
                     status = answer.status
             except urllib.error.HTTPError as exc:
                 status = exc.code
@@ -375,6 +388,8 @@ def test_logs_of_full_runs_hold_no_token_and_no_patient_data(
     secrets = {
         "admin token": ADMIN_TOKEN,
         "wrong token": ADMIN_TOKEN[::-1],
+        "status token": STATUS_TOKEN,
+        "wrong status token": STATUS_TOKEN[::-1],
         "broker password": service.redis.password,
     }
     for study in studies:
