@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest reliability system-deps ohif venv phantom bundle evaluate-demo clean
+.PHONY: demo test lint typecheck pytest reliability system-deps ohif venv phantom loso bundle evaluate-demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,17 +50,32 @@ test: lint typecheck pytest
 reliability: $(STAMP) system-deps
 	RELIABILITY_SCALE=full $(BIN)/pytest tests/reliability -s -p no:cacheprovider
 
-# A phantom cohort like the source paper's (80 healthy, 70 ONFH patients).
-phantom: data/phantom-150/cohort.csv
+# The multi-site phantom the demo bundle is trained on: four scanner profiles (40 patients
+# each; see `onfh-dlr phantom --list-sites`) and 40 patients of the original phantom.
+SITES := siemens-1.5t,ge-3t,philips-3t,canon-stir-1.5t
+phantom: data/sites-160/cohort.csv data/legacy-40/cohort.csv
 
-# The demo bundle: trained on a 150-patient phantom cohort (about an hour on 2 cores).
-data/phantom-150/cohort.csv: | $(STAMP)
-	$(BIN)/onfh-dlr phantom data/phantom-150 --cases 150 --seed 2024 --workers 2
+data/sites-160/cohort.csv: | $(STAMP)
+	$(BIN)/onfh-dlr phantom data/sites-160 --cases 160 --seed 2025 --site $(SITES) --workers 2
 
-bundle: $(STAMP) data/phantom-150/cohort.csv
+data/legacy-40/cohort.csv: | $(STAMP)
+	$(BIN)/onfh-dlr phantom data/legacy-40 --cases 40 --seed 2026 --workers 2
+
+# Leave-one-site-out: the training recipe trained on three sites and scored on the fourth
+# with auto-ROI, for each site (about 90 min on 2 cores; the feature cache is shared).
+data/loso/leave_one_site_out.json: data/sites-160/cohort.csv | $(STAMP)
+	$(BIN)/python bench/leave_one_site_out.py data/sites-160/cohort.csv --work data/loso \
+		--cache data/cache --workers 2
+
+loso: data/loso/leave_one_site_out.json
+
+# The demo bundle: the same recipe on all 200 phantom patients, its report showing the
+# leave-one-site-out table (about 30 min more on 2 cores once the cache is warm).
+bundle: $(STAMP) phantom data/loso/leave_one_site_out.json
 	rm -rf model_bundle/demo
-	$(BIN)/onfh-dlr train data/phantom-150/cohort.csv --out model_bundle/demo --cache data/cache \
-		--workers 2 --synthetic --name onfh-dlr-demo --version 1.0.0
+	$(BIN)/onfh-dlr train data/sites-160/cohort.csv data/legacy-40/cohort.csv \
+		--out model_bundle/demo --cache data/cache --workers 2 --synthetic \
+		--site-validation data/loso/leave_one_site_out.json --name onfh-dlr-demo --version 2.0.0
 
 # The demo bundle on 100 fresh phantom patients from another seed, auto-segmented.
 data/phantom-eval/cohort.csv: | $(STAMP)
