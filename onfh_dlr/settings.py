@@ -219,6 +219,8 @@ class Settings(BaseSettings):
     tls_key: Path | None = None
     tls_ca: Path | None = None
     admission_rules: Path | None = None  # YAML; unset = the built-in coronal T2-FS rules
+    # A series the rules refuse still gets a "could not analyse: <reason>" SR and card.
+    report_skipped: bool = False
     # Queue: how jobs move and how hard results are pushed to the destinations.
     worker_concurrency: int = Field(default=1, ge=1)
     visibility_timeout: float = Field(default=900.0, gt=0)
