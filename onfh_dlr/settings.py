@@ -95,10 +95,11 @@ class OutputKind(StrEnum):
     SR = "sr"  # the TID 1500 report (references the SEG when the hips were scored)
     SEG = "seg"  # the segmentation of the ROIs used
     CARD = "card"  # the result card (Secondary Capture), for viewers without SR
+    PDF = "pdf"  # the result card as Encapsulated PDF; only where configured (opt-in)
 
 
 #: What a destination not named in ``ONFH_DESTINATION_OBJECTS`` receives.
-ALL_OUTPUT_KINDS: frozenset[OutputKind] = frozenset(OutputKind)
+ALL_OUTPUT_KINDS: frozenset[OutputKind] = frozenset(OutputKind) - {OutputKind.PDF}
 
 
 def parse_destination_objects(value: Any) -> Any:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from onfh_dlr.errors import DeliveryError, OnfhError, PermanentError
+from onfh_dlr.extra_outputs import record_output
 from onfh_dlr.metrics import BUNDLE, DELIVERIES, JOBS_FINISHED, STAGE_SECONDS
 from onfh_dlr.refusals import REFUSED_KEY, refused_reason
 from onfh_dlr.settings import OutputKind, Settings
@@ -201,6 +202,9 @@ def _record(
 
     out_dir = ctx.outputs_dir / job.study_uid / job.id
     written = write_outputs(scored, out_dir)
+    if written.pdf is not None and scored.pdf_uid is not None:
+        # Before job_scored: a scored job always has its PDF (see onfh_dlr.extra_outputs).
+        record_output(ctx.db, job.id, OutputKind.PDF, written.pdf, scored.pdf_uid)
     uids = {OutputKind.SR: scored.sr_uid, OutputKind.CARD: scored.card_uid}
     if scored.seg_uid is not None:
         uids[OutputKind.SEG] = scored.seg_uid
@@ -238,11 +242,12 @@ def _summary(scored: Any) -> dict[str, Any]:
         "sr_uid": scored.sr_uid,
         "seg_uid": scored.seg_uid,
         "card_uid": scored.card_uid,
+        "pdf_uid": scored.pdf_uid,
     }
 
 
-# The SEG before the SR that references it; the card last.
-_SEND_ORDER = (OutputKind.SEG, OutputKind.SR, OutputKind.CARD)
+# The SEG before the SR that references it; the card and its PDF last.
+_SEND_ORDER = (OutputKind.SEG, OutputKind.SR, OutputKind.CARD, OutputKind.PDF)
 
 
 @dataclass(frozen=True)
