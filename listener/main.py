@@ -59,6 +59,7 @@ def build_listener(settings: Settings, broker_url: str) -> ListenerProcess:
         series_timeout=settings.series_timeout,
         requeue_after=settings.requeue_after,
         sweep_interval=settings.sweep_interval,
+        report_skipped=settings.report_skipped,
     )
     spool = Spool(settings.data_dir / "spool")
     tracker.recover(spool.root)

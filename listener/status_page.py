@@ -133,7 +133,7 @@ class StatusPage:
         rows = []
         for s in series:
             job = jobs.get(s.series_uid)
-            state = job.state if job is not None else s.state
+            state = job.state if job is not None and s.state != "skipped" else s.state
             reason = (job.reason if job is not None and job.reason else s.reason) or ""
             deliveries = (
                 ", ".join(

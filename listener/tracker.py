@@ -3,7 +3,9 @@
 The SCP hands every durable instance to :class:`SeriesTracker`. A series closes when it
 looks complete at the release of the association that sent it, or after
 ``series_timeout`` seconds without a new instance. A closed series is admitted (a job row
-is written, *then* the job is sent to the broker) or skipped with the rule that refused it.
+is written, *then* the job is sent to the broker) or skipped with the rule that refused it;
+with ``report_skipped`` a skipped series also gets a job, flagged as refused, that sends
+a "could not analyse: <reason>" report to its study (:mod:`onfh_dlr.refusals`).
 An instance arriving after close re-opens the series; it closes again and a new job,
 superseding the old, scores it again.
 
@@ -37,6 +39,7 @@ from onfh_dlr.metrics import (
     STAGE_SECONDS,
     skip_reason_label,
 )
+from onfh_dlr.refusals import refuse_series
 from onfh_dlr.settings import Transport
 from onfh_dlr.state import StateDB
 
@@ -82,6 +85,9 @@ class SeriesTracker:
         See :meth:`StateDB.jobs_to_enqueue`.
     sweep_interval
         Seconds between two sweeps for jobs that did not reach the broker.
+    report_skipped
+        Also write a job for a series the rules refuse, which reports the refusal to its
+        study; the series stays ``skipped``.
     """
 
     def __init__(
@@ -94,6 +100,7 @@ class SeriesTracker:
         requeue_after: float = 900.0,
         sweep_interval: float = 10.0,
         clock: Callable[[], float] = time.time,
+        report_skipped: bool = False,
     ) -> None:
         self.db = db
         self.rules = rules
@@ -103,6 +110,7 @@ class SeriesTracker:
         self.sweep_interval = sweep_interval
         self._last_sweep = float("-inf")
         self.clock = clock
+        self.report_skipped = report_skipped
         self._open: dict[str, _OpenSeries] = {}
         self._pending_segs: dict[str, Path] = {}  # series uid -> SEG that arrived first
         self._lock = threading.RLock()
@@ -308,7 +316,17 @@ class SeriesTracker:
             self._record(series)
         headers = list(series.headers.values())
         decision = self.rules.evaluate(headers)
-        if not decision.admitted:
+        refusal_job: str | None = None
+        if not decision.admitted and self.report_skipped:
+            refusal_job = refuse_series(
+                self.db,
+                series.series_uid,
+                series.directory,
+                decision.reason,
+                instances=len(headers),
+            )
+            job_id = None
+        elif not decision.admitted:
             self.db.skip_series(series.series_uid, decision.reason, instances=len(headers))
             job_id = None
         else:
@@ -323,6 +341,9 @@ class SeriesTracker:
         if job_id is None:
             SERIES_SKIPPED.labels(skip_reason_label(decision.reason)).inc()
             log.info("series %s skipped: %s", series.series_uid, decision.reason)
+            if refusal_job is not None:
+                log.info("series %s: job %s reports the refusal", series.series_uid, refusal_job)
+                self._send(refusal_job)
             return
         SERIES_ADMITTED.inc()
         log.info("series %s closed (%s): job %s", series.series_uid, note, job_id)

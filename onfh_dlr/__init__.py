@@ -1,7 +1,7 @@
 """The shared kernel of onfh-dlr: what every other package may build on.
 
 What lives here: the error tree (``errors``), typed settings (``settings``), logging
-(``logs``), the state DB (``state``), the task queue's names and Celery app (``queue``),
+(``logs``), the state DB (``state``, ``refusals``), the queue's names and Celery app (``queue``),
 Prometheus metrics (``metrics``), the small HTTP server (``web``), the embedded Redis
 (``broker``) and process pools (``pools``). The kernel imports no other package of the
 project. Who may import it: everyone — ``model_bundle`` only ``onfh_dlr.errors`` and

@@ -95,10 +95,11 @@ class OutputKind(StrEnum):
     SR = "sr"  # the TID 1500 report (references the SEG when the hips were scored)
     SEG = "seg"  # the segmentation of the ROIs used
     CARD = "card"  # the result card (Secondary Capture), for viewers without SR
+    PDF = "pdf"  # the result card as Encapsulated PDF; only where configured (opt-in)
 
 
 #: What a destination not named in ``ONFH_DESTINATION_OBJECTS`` receives.
-ALL_OUTPUT_KINDS: frozenset[OutputKind] = frozenset(OutputKind)
+ALL_OUTPUT_KINDS: frozenset[OutputKind] = frozenset(OutputKind) - {OutputKind.PDF}
 
 
 def parse_destination_objects(value: Any) -> Any:
@@ -233,6 +234,8 @@ class Settings(BaseSettings):
     tls_key: Path | None = None
     tls_ca: Path | None = None
     admission_rules: Path | None = None  # YAML; unset = the built-in coronal T2-FS rules
+    # A series the rules refuse still gets a "could not analyse: <reason>" SR and card.
+    report_skipped: bool = False
     # Queue: how jobs move and how hard results are pushed to the destinations.
     worker_concurrency: int = Field(default=1, ge=1)
     visibility_timeout: float = Field(default=900.0, gt=0)

@@ -111,7 +111,7 @@ def test_serve_with_a_relative_data_directory_scores_a_study_from_another_direct
     assert list(work.iterdir()) == [] and list(other.iterdir()) == []
 
 
-def test_score_writes_the_sr_seg_and_card_of_a_series_without_any_service(
+def test_score_writes_the_sr_seg_card_and_pdf_of_a_series_without_any_service(
     tmp_path: Path, phantom_cohort: CohortMaker
 ) -> None:
     (study,) = phantom_cohort(1, 5, onfh_fraction=1.0).studies
@@ -127,7 +127,7 @@ def test_score_writes_the_sr_seg_and_card_of_a_series_without_any_service(
     )
     assert run.returncode == 0, run.stdout + run.stderr
     written = {p.name.split("_")[0] for p in out.glob("*.dcm")}
-    assert written == {"SR", "SEG", "CARD"}
+    assert written == {"SR", "SEG", "CARD", "PDF"}
     assert "left" in run.stdout and "right" in run.stdout
     truth = {side: label == 1 for side, label in study.labels.items()}
     (sr_path,) = out.glob("SR_*.dcm")

@@ -101,17 +101,19 @@ def test_auto_scoring_scores_both_hips_on_auto_rois(scored: ScoredStudy, study: 
 def test_written_outputs_are_named_by_uid_and_pass_dciodvfy(
     scored: ScoredStudy, written: WrittenOutputs
 ) -> None:
-    sr_path, seg_path, card_path = written.sr, written.seg, written.card
-    assert seg_path is not None
+    sr_path, seg_path, card_path, pdf_path = written.sr, written.seg, written.card, written.pdf
+    assert seg_path is not None and pdf_path is not None
     assert sr_path.name == f"SR_{scored.sr_uid}.dcm"
     assert seg_path.name == f"SEG_{scored.seg_uid}.dcm"
     assert card_path.name == f"CARD_{scored.card_uid}.dcm"
+    assert pdf_path.name == f"PDF_{scored.pdf_uid}.dcm"
     assert sorted(p.name for p in sr_path.parent.iterdir()) == sorted(
-        [sr_path.name, seg_path.name, card_path.name]
+        [sr_path.name, seg_path.name, card_path.name, pdf_path.name]
     )  # no temporary file left behind
     assert dciodvfy_errors(sr_path) == []
     assert dciodvfy_errors(seg_path) == []
     assert dciodvfy_errors(card_path) == []
+    assert dciodvfy_errors(pdf_path) == []
 
 
 def test_written_card_is_in_the_study_and_says_each_hips_call(
@@ -145,7 +147,7 @@ def test_rewriting_the_same_outputs_replaces_them(
     again = write_outputs(scored, written.sr.parent)
     assert again == written
     assert [p.read_bytes() for p in again.by_kind().values()] == before
-    assert len(list(written.sr.parent.iterdir())) == 3
+    assert len(list(written.sr.parent.iterdir())) == 4  # SEG, SR, card, PDF
 
 
 def test_output_uids_are_derived_from_the_seed(scored: ScoredStudy) -> None:

@@ -113,7 +113,7 @@ def test_destination_objects_parse_per_ae_title_and_unlisted_destinations_get_al
     ("value", "problem"),
     [
         ("PACS=sr", "sr and seg go together"),
-        ("PACS=sr+seg+pdf", "not a \\+-joined subset"),
+        ("PACS=sr+seg+xls", "not a \\+-joined subset"),
         ("PACS", "not of the form"),
         ("PACS=", "no object kind"),
     ],

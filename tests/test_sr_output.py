@@ -21,6 +21,7 @@ from pathlib import Path
 
 import highdicom as hd
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
 from dicom_checks import dciodvfy_errors
@@ -40,6 +41,8 @@ from worker.seg_output import (
 )
 from worker.sr_output import (
     AREA,
+    LOG_ODDS,
+    PROBABILITY,
     build_report,
     call_concept,
     largest_slice_outline,
@@ -155,6 +158,36 @@ def test_sr_reads_back_with_the_prediction_of_each_hip(case: Case) -> None:
     assert hips[Side.RIGHT].necrosis_present and not hips[Side.LEFT].necrosis_present
 
 
+def _probabilities_rewritten(sr_path: Path, unit: str, scale: float) -> Dataset:
+    """The SR with each Probability written in ``unit`` (its value times ``scale``)."""
+    sr = pydicom.dcmread(sr_path)
+
+    def walk(items: Sequence[Dataset]) -> None:
+        for item in items:
+            if item.get("ValueType") == "NUM" and item.ConceptNameCodeSequence[0].CodeValue == (
+                PROBABILITY.value
+            ):
+                measured = item.MeasuredValueSequence[0]
+                measured.NumericValue = f"{float(measured.NumericValue) * scale:.12g}"
+                if "FloatingPointValue" in measured:  # highdicom's exact copy of the value
+                    measured.FloatingPointValue = float(measured.FloatingPointValue) * scale
+                measured.MeasurementUnitsCodeSequence[0].CodeValue = unit
+            walk(item.get("ContentSequence", []))
+
+    walk(sr.ContentSequence)
+    return sr
+
+
+def test_a_probability_written_in_unit_1_by_an_older_version_reads_back_the_same(
+    case: Case,
+) -> None:
+    older = read_report(_probabilities_rewritten(case.sr_path, "1", 0.01))
+    for side, hip in older.items():
+        assert hip.probability == pytest.approx(PREDICTIONS[side].probability, rel=1e-9)
+    with pytest.raises(OutputError, match="Probability in 'mm'"):
+        read_report(_probabilities_rewritten(case.sr_path, "mm", 1.0))
+
+
 def test_each_hip_is_one_group_with_its_label_laterality_and_tracking_uid(case: Case) -> None:
     groups = _groups(case.sr)
     assert len(groups) == 2
@@ -178,8 +211,14 @@ def test_measurements_name_the_algorithm_and_use_ucum_units(case: Case) -> None:
             if m.name.scheme_designator != "IBSI"
         }
         assert set(measurements) == {"Score", "Probability", "Volume", *INPUT_MEANINGS[2:]}
-        assert measurements["Score"].unit.value == "1"
-        assert measurements["Probability"].unit.value == "1"
+        # Dimensionless, in units OHIF prints readably: "{log-odds}" is UCUM's unity with
+        # an annotation, and the probability is written in percent.
+        assert measurements["Score"].unit == LOG_ODDS and LOG_ODDS.value == "{log-odds}"
+        assert measurements["Probability"].unit.value == "%"
+        side = next(s for s, label in SEGMENT_LABELS.items() if label == group.tracking_identifier)
+        assert measurements["Probability"].value == pytest.approx(
+            100 * PREDICTIONS[side].probability
+        )
         assert measurements["Volume"].unit.value == "ml"
         for name in ("Score", "Probability"):
             # highdicom has no accessor for a measurement's TID 4019 items.
@@ -370,13 +409,14 @@ def test_dsr2html_renders_every_value_with_its_concept_name(case: Case) -> None:
         label = SEGMENT_LABELS[side]
         call = "Present" if prediction.call else "Absent"
         group = re.search(
-            rf'Tracking Identifier = "{label}".*?Score: (\S+) 1 .*?Probability: (\S+) 1 '
+            rf'Tracking Identifier = "{label}".*?Score: (\S+) \{{log-odds\}} '
+            rf".*?Probability: (\S+) % "
             rf".*?Volume: (\S+) ml .*?Necrosis: {call} ",
             text,
         )
         assert group is not None, text
         assert float(group[1]) == pytest.approx(prediction.score)
-        assert float(group[2]) == pytest.approx(prediction.probability)
+        assert float(group[2]) == pytest.approx(100 * prediction.probability)
         assert re.search(
             rf'Tracking Identifier = "{label}"[^"]*?Area: [0-9.]+ mm2 Image Region: Polyline',
             text,

@@ -52,13 +52,19 @@ _SHOW_IMAGE = (
     " const index = vp.getImageIds().indexOf({image_id});"
     " vp.setImageIdIndex(index); return index; }})()"
 )
-# What cornerstone's annotation layer draws in the active viewport.
+# What cornerstone's annotation layer draws in the active viewport: outlines, the text
+# lines, and how far the rightmost text line reaches past the right edge of the layer,
+# which covers the viewport (OHIF clips what does not fit).
 _DRAWN = (
     "(() => { const layer = document.querySelector("
     "'[data-viewportid=' + services.viewportGridService.getActiveViewportId() + '] svg.svg-layer');"
-    " if (!layer) return { outlines: 0, text: [] };"
+    " if (!layer) return { outlines: 0, text: [], overflow: 0 };"
+    " const spans = Array.from(layer.querySelectorAll('text tspan'));"
+    " const lines = spans.length ? spans : Array.from(layer.querySelectorAll('text'));"
+    " const right = Math.max(...lines.map(t => t.getBoundingClientRect().right));"
     " return { outlines: layer.querySelectorAll('path, polyline').length,"
-    " text: Array.from(layer.querySelectorAll('text')).map(t => t.textContent) }; })()"
+    " text: lines.map(t => t.textContent),"
+    " overflow: lines.length ? right - layer.getBoundingClientRect().right : 0 }; })()"
 )
 _HYDRATE_PROMPT = "document.body.innerText.includes('Do you want to open this Segmentation?')"
 # OHIF's first-visit tour and investigational-use banner cover the viewport.
@@ -205,8 +211,8 @@ def test_opening_the_sr_draws_both_hips_contours_without_loader_errors(viewer: V
         browser.evaluate(_SHOW_IMAGE.format(image_id=json.dumps(measurement["imageId"])))
         hip = report[side]
         assert hip.probability is not None  # both hips of this study are scored
-        verdict = "suspected early ONFH" if hip.necrosis_present else "early ONFH not suspected"
-        call = f"{SEGMENT_LABELS[side]}: {verdict}, probability: {100 * hip.probability:.2f} %"
+        verdict = "early ONFH suspected" if hip.necrosis_present else "early ONFH not suspected"
+        call = f"{side.value}: {verdict}, p: {100 * hip.probability:.2f} %"
         # Rendering is asynchronous: poll until this hip's outline and text are drawn.
         deadline = time.monotonic() + 20
         while True:
@@ -220,9 +226,14 @@ def test_opening_the_sr_draws_both_hips_contours_without_loader_errors(viewer: V
         browser.screenshot(viewer.shots / f"sr-{side}.png")
         assert drawn["outlines"] >= 1, drawn
         assert call in text, text  # the call is readable where OHIF shows text
-        assert f"Probability: {hip.probability:.2f}" in text, text
-        assert f"Score: {hip.score:.2f}" in text, text
+        # ... all of it: the left hip's text box (right of the outline, on the image's
+        # right) once ran past the viewport's edge.
+        assert drawn["overflow"] <= 0, drawn
+        assert f"Probability: {100 * hip.probability:.2f} %" in text, text
+        assert f"Score: {hip.score:.2f} {{log-odds}}" in text, text
         assert "Area:" in text and "mm2" in text and "Volume:" in text, text
+        # No value followed by a bare unit "1" (OHIF prints the UCUM code as is).
+        assert not [line for line in drawn["text"] if line.endswith(" 1")], text
 
 
 def test_opening_the_seg_hydrates_both_femoral_heads(viewer: Viewer) -> None:

@@ -10,6 +10,11 @@ still gets a "could not analyse" SR and card, delivered like a result; the job t
 ends ``failed`` with the reason. Only a series that cannot even be loaded (nothing to
 write into its study) or an unexpected error fails the job with nothing sent.
 
+A job written for a series the admission rules refused (``ONFH_REPORT_SKIPPED``,
+:mod:`onfh_dlr.refusals`) is never scored: its SR and card say "could not analyse:
+<the rule's reason>", and it ends ``done`` once they are delivered (the series stays
+``skipped``; a refusal is not a failure).
+
 Both functions are idempotent: a redelivered message
 finds the job's state in the database and either does nothing or finishes what is left,
 and the outputs' UIDs and contents are derived from the job, so a re-run after a crash
@@ -26,7 +31,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from onfh_dlr.errors import DeliveryError, OnfhError, PermanentError
+from onfh_dlr.extra_outputs import record_output
 from onfh_dlr.metrics import BUNDLE, DELIVERIES, JOBS_FINISHED, STAGE_SECONDS
+from onfh_dlr.refusals import REFUSED_KEY, refused_reason
 from onfh_dlr.settings import OutputKind, Settings
 from onfh_dlr.state import Job, StateDB
 from worker.delivery import backoff_delay, send_files
@@ -99,6 +106,38 @@ def score_job(ctx: WorkerContext, job_id: str) -> ScoreOutcome:
         return "scored"
     if job.started_at is not None:
         STAGE_SECONDS.labels("queue").observe(max(0.0, job.started_at - job.created_at))
+    refused = refused_reason(job)
+    if refused is not None:
+        # The admission rules refused the series: say why in the study, never score it.
+        log.info("job %s: reporting the refusal of series %s", job_id, job.series_uid)
+        try:
+            scored = not_analysed_series(
+                job.series_dir,
+                ctx.model(),
+                dict.fromkeys((Side.RIGHT, Side.LEFT), refused),
+                roi_source="auto" if job.seg_path is None else "seg",
+                uid_seed=job.id,
+                previous_sr=ctx.db.previous_sr(job),
+                content_time=job.created_at,
+            )
+        except OnfhError as exc:
+            if not isinstance(exc, PermanentError):
+                raise
+            # e.g. a localizer refused as "not coronal" that does not load as a volume.
+            log.warning("job %s: refusal not reported, series unusable: %s", job_id, exc)
+            ctx.db.fail_job(
+                job_id, f"refused ({refused}); report not written: {type(exc).__name__}: {exc}"
+            )
+            JOBS_FINISHED.labels("failed").inc()
+            return "failed"
+        except Exception as bug:
+            log.exception("job %s: unexpected error writing the refusal report", job_id)
+            ctx.db.fail_job(
+                job_id, f"refused ({refused}); internal error: {type(bug).__name__}: {bug}"
+            )
+            JOBS_FINISHED.labels("failed").inc()
+            return "failed"
+        return _record(ctx, job, scored, refused=refused)
     try:
         scored = score_series(
             job.series_dir,
@@ -148,13 +187,24 @@ def score_job(ctx: WorkerContext, job_id: str) -> ScoreOutcome:
 
 
 def _record(
-    ctx: WorkerContext, job: Job, scored: ScoredStudy, not_analysed: str | None = None
+    ctx: WorkerContext,
+    job: Job,
+    scored: ScoredStudy,
+    not_analysed: str | None = None,
+    refused: str | None = None,
 ) -> ScoreOutcome:
-    """Write a job's outputs and record them with one pending delivery per destination."""
+    """Write a job's outputs and record them with one pending delivery per destination.
+
+    ``not_analysed``: the job ends ``failed`` with it once delivered; ``refused``: kept
+    in the job's result, the job ends ``done``.
+    """
     from worker.pipeline import write_outputs
 
     out_dir = ctx.outputs_dir / job.study_uid / job.id
     written = write_outputs(scored, out_dir)
+    if written.pdf is not None and scored.pdf_uid is not None:
+        # Before job_scored: a scored job always has its PDF (see onfh_dlr.extra_outputs).
+        record_output(ctx.db, job.id, OutputKind.PDF, written.pdf, scored.pdf_uid)
     uids = {OutputKind.SR: scored.sr_uid, OutputKind.CARD: scored.card_uid}
     if scored.seg_uid is not None:
         uids[OutputKind.SEG] = scored.seg_uid
@@ -165,7 +215,7 @@ def _record(
         card_path=written.card,
         sr_uid=scored.sr_uid,
         output_uids=uids,
-        result=_summary(scored),
+        result=_summary(scored) if refused is None else {**_summary(scored), REFUSED_KEY: refused},
         destinations=[str(d) for d in ctx.settings.destinations],
         not_analysed=not_analysed,
     )
@@ -192,11 +242,12 @@ def _summary(scored: Any) -> dict[str, Any]:
         "sr_uid": scored.sr_uid,
         "seg_uid": scored.seg_uid,
         "card_uid": scored.card_uid,
+        "pdf_uid": scored.pdf_uid,
     }
 
 
-# The SEG before the SR that references it; the card last.
-_SEND_ORDER = (OutputKind.SEG, OutputKind.SR, OutputKind.CARD)
+# The SEG before the SR that references it; the card and its PDF last.
+_SEND_ORDER = (OutputKind.SEG, OutputKind.SR, OutputKind.CARD, OutputKind.PDF)
 
 
 @dataclass(frozen=True)

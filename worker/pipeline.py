@@ -58,6 +58,7 @@ from onfh_dlr.errors import (
 )
 from onfh_dlr.settings import OutputKind
 from worker.result_card import build_result_card
+from worker.result_pdf import build_result_pdf, validate_result_pdf
 from worker.seg_output import (
     NOT_FOR_CLINICAL_USE,
     SEGMENT_LABELS,
@@ -87,14 +88,14 @@ __all__ = [
 
 LOGGER = logging.getLogger(__name__)
 
-#: SEG series number = base + 1, SR = base + 2, card = base + 3: high numbers sort
-#: derived series after the acquired ones in a viewer.
+#: SEG series number = base + 1, SR = base + 2, card = base + 3, the card's PDF = base +
+#: 4: high numbers sort derived series after the acquired ones in a viewer.
 DEFAULT_SERIES_NUMBER_BASE: Final = 9000
 
 
 @dataclass(frozen=True)
 class OutputUIDs:
-    """Series and SOP Instance UIDs of the SEG, the SR and the card of one scored series."""
+    """Series and SOP Instance UIDs of the SEG, SR, card and PDF of one scored series."""
 
     seg_series: str
     seg_instance: str
@@ -102,16 +103,18 @@ class OutputUIDs:
     sr_instance: str
     card_series: str
     card_instance: str
+    pdf_series: str
+    pdf_instance: str
 
 
 def output_uids(uid_seed: str | None, series_instance_uid: str) -> OutputUIDs:
     """UIDs of the outputs: derived from ``uid_seed`` and the source series, or random.
 
-    The same seed and source series always give the same six UIDs; different seeds
+    The same seed and source series always give the same eight UIDs; different seeds
     or series give different ones.
     """
     if uid_seed is None:
-        return OutputUIDs(*(generate_uid() for _ in range(6)))
+        return OutputUIDs(*(generate_uid() for _ in range(8)))
 
     def derive(kind: str, level: str) -> str:
         return str(generate_uid(entropy_srcs=[uid_seed, series_instance_uid, kind, level]))
@@ -123,6 +126,8 @@ def output_uids(uid_seed: str | None, series_instance_uid: str) -> OutputUIDs:
         sr_instance=derive("sr", "instance"),
         card_series=derive("card", "series"),
         card_instance=derive("card", "instance"),
+        pdf_series=derive("pdf", "series"),
+        pdf_instance=derive("pdf", "instance"),
     )
 
 
@@ -146,6 +151,8 @@ class ScoredStudy:
         no SEG when no hip was scored.
     not_analysed
         Per side that could not be analysed, the reason (the SR and card say it).
+    pdf_dataset
+        The card as Encapsulated PDF (:mod:`worker.result_pdf`), validated.
     """
 
     study_instance_uid: str
@@ -158,6 +165,12 @@ class ScoredStudy:
     sr_dataset: hd.sr.Comprehensive3DSR
     card_dataset: hd.sc.SCImage
     not_analysed: Mapping[Side, str] = field(default_factory=dict)
+    pdf_dataset: Dataset | None = None
+
+    @property
+    def pdf_uid(self) -> str | None:
+        """SOP Instance UID of the card's PDF (``None`` without one)."""
+        return None if self.pdf_dataset is None else str(self.pdf_dataset.SOPInstanceUID)
 
     @property
     def seg_uid(self) -> str | None:
@@ -287,6 +300,7 @@ def score_series(
         not_analysed=not_analysed,
     )
     validate_card(series, card, device)
+    pdf = _card_pdf(card, uids, series_number_base)
     return ScoredStudy(
         study_instance_uid=series.study_instance_uid,
         series_instance_uid=series.series_instance_uid,
@@ -297,6 +311,7 @@ def score_series(
         seg_dataset=seg_out,
         sr_dataset=sr_out,
         card_dataset=card,
+        pdf_dataset=pdf,
         not_analysed=not_analysed,
     )
 
@@ -370,6 +385,7 @@ def not_analysed_series(
     if said != dict(reasons):
         raise OutputValidationError(f"the not-analysed SR says {said}, meant {dict(reasons)}")
     validate_card(series, card, device)
+    pdf = _card_pdf(card, uids, series_number_base)
     return ScoredStudy(
         study_instance_uid=series.study_instance_uid,
         series_instance_uid=series.series_instance_uid,
@@ -380,8 +396,21 @@ def not_analysed_series(
         seg_dataset=None,
         sr_dataset=sr_out,
         card_dataset=card,
+        pdf_dataset=pdf,
         not_analysed=dict(reasons),
     )
+
+
+def _card_pdf(card: Dataset, uids: OutputUIDs, series_number_base: int) -> Dataset:
+    """The card's Encapsulated PDF, validated (built for every job, sent where configured)."""
+    pdf = build_result_pdf(
+        card,
+        series_number=series_number_base + 4,
+        series_instance_uid=uids.pdf_series,
+        sop_instance_uid=uids.pdf_instance,
+    )
+    validate_result_pdf(pdf, card)
+    return pdf
 
 
 def _content_datetime(content_time: float | datetime | None) -> datetime | None:
@@ -649,15 +678,17 @@ class WrittenOutputs:
     sr: Path
     seg: Path | None
     card: Path
+    pdf: Path | None = None
 
     def by_kind(self) -> dict[OutputKind, Path]:
         """The files by kind, in the order they are sent (SEG before the SR that cites it)."""
         out = {} if self.seg is None else {OutputKind.SEG: self.seg}
-        return {**out, OutputKind.SR: self.sr, OutputKind.CARD: self.card}
+        out = {**out, OutputKind.SR: self.sr, OutputKind.CARD: self.card}
+        return out if self.pdf is None else {**out, OutputKind.PDF: self.pdf}
 
 
 def write_outputs(scored: ScoredStudy, out_dir: str | os.PathLike[str]) -> WrittenOutputs:
-    """Write ``SEG_<uid>.dcm``, ``SR_<uid>.dcm`` and ``CARD_<uid>.dcm`` atomically.
+    """Write ``SEG_<uid>.dcm``, ``SR_<uid>.dcm``, ``CARD_<uid>.dcm``, ``PDF_<uid>.dcm`` atomically.
 
     Each file is written under a temporary name in ``out_dir``, fsync'ed and renamed,
     so a reader (or a crash) never sees half a file; re-writing the same outputs
@@ -674,8 +705,12 @@ def write_outputs(scored: ScoredStudy, out_dir: str | os.PathLike[str]) -> Writt
     _atomic_write(sr_path, _encode(scored.sr_dataset))
     card_path = directory / f"CARD_{scored.card_uid}.dcm"
     _atomic_write(card_path, _encode(scored.card_dataset))
+    pdf_path = None
+    if scored.pdf_dataset is not None:
+        pdf_path = directory / f"PDF_{scored.pdf_uid}.dcm"
+        _atomic_write(pdf_path, _encode(scored.pdf_dataset))
     _fsync_directory(directory)
-    return WrittenOutputs(sr=sr_path, seg=seg_path, card=card_path)
+    return WrittenOutputs(sr=sr_path, seg=seg_path, card=card_path, pdf=pdf_path)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -12,7 +12,7 @@ Content tree::
           Referenced Segment -> the SEG segment of that side (+ source series)
           Finding = Head of femur; Finding Site = Head of femur, laterality
           Algorithm Identification (TID 4019): bundle name, version, threshold
-          Score (log-odds, unit "1"), Probability (unit "1"), Volume (ml)
+          Score (UCUM "{log-odds}"), Probability (UCUM "%"), Volume (ml)
           Necrosis = Present | Absent   (the model's call at the bundle threshold)
           the model's inputs: each selected feature of the deployed model, unscaled,
           named with its IBSI code or PyRadiomics name, the image type as measurement
@@ -24,7 +24,7 @@ Content tree::
           slice where the ROI is largest, SELECTED FROM that image
           Finding, Finding Site as above
           the call: the probability in percent, named by a local code that says the
-          side and the call ("Right femoral head: suspected early ONFH, probability")
+          side and the call ("R: early ONFH suspected, p")
           Area (mm2) of the ROI on that slice
         A hip that could not be analysed instead gets one group (TID 1501) with the
         same Tracking Identifier, Finding and Finding Site, Necrosis = Indeterminate
@@ -44,8 +44,14 @@ Every CONTAINER is SEPARATE (highdicom writes CONTINUOUS): renderers such as DCM
 CONTINUOUS container runs the values together as one unlabelled sentence.
 
 Codes, and why
-    * Score: SCT 246262008 *Score*; Probability: DCM 122157 *Probability*; both
-      UCUM "1" (*no units*). Volume: SCT 118565006 *Volume*, UCUM "ml".
+    * Score: SCT 246262008 *Score*, the model's log-odds, UCUM ``{log-odds}``: a UCUM
+      annotation, which *is* the unit 1 (dimensionless) with a name. Probability: DCM
+      122157 *Probability*, in percent, UCUM "%" (the value is 100 p, so value and unit
+      agree). Both dimensionless, so UCUM "1" would be correct too; they are not "1"
+      because OHIF prints a value's unit *code* verbatim after it ("Probability: 0.84
+      1"), which reads as a number followed by a stray 1. :func:`read_report` reads
+      either unit ("1" in SRs written before) back as a probability in 0..1. Volume:
+      SCT 118565006 *Volume*, UCUM "ml".
     * The call: concept SCT 6574001 *Necrosis* (the code the project already uses for
       necrotic lesions, CID 7151), qualified by the group's finding site (head of femur,
       left/right), valued SCT 52101004 *Present* / SCT 272519000 *Absent*. SNOMED CT
@@ -59,10 +65,14 @@ Codes, and why
       comments and the Tracking Identifier are not drawn. So the planar group's first
       NUM is the probability in percent (UCUM "%"), named by one of four fixed codes
       of the local scheme ``99ONFHDLR`` (``L-POS``, ``L-NEG``, ``R-POS``, ``R-NEG``),
-      whose meaning is the side and the call, e.g. *Right femoral head: suspected
-      early ONFH, probability*; OHIF draws "Right femoral head: suspected early ONFH,
-      probability: 84.00 %". TID 1410's measurement concept is an extensible context
-      group, and the coded call stays Necrosis = Present/Absent in the volumetric group.
+      whose meaning is the side and the call, e.g. *R: early ONFH suspected, p*; OHIF
+      draws "R: early ONFH suspected, p: 84.00 %". TID 1410's measurement concept is
+      an extensible context group, and the coded call stays Necrosis = Present/Absent
+      in the volumetric group. The text is short because OHIF places the text box at
+      the right of the outline, vertically centred, and does not keep it inside the
+      viewport (its ``DICOMSRDisplayTool`` calls cornerstone's
+      ``getTextBoxCoordsCanvas`` without the element, which disables the clamping);
+      the left hip is on the image's right, so a long first line ran off the edge.
     * Qualitative Evaluations container: UMLS C0034375 (TID 1500 row 11).
     * Procedure reported: SCT 363679005 *Imaging procedure* (CID 100).
     * Contributing Equipment: DCM 109102 *Processing Equipment* with the Device UID
@@ -111,8 +121,10 @@ __all__ = [
     "ABSENT",
     "AREA",
     "INDETERMINATE",
+    "LOG_ODDS",
     "NECROSIS",
     "NOT_ANALYSED_PREFIX",
+    "PERCENT",
     "PRESENT",
     "PROBABILITY",
     "QUALITATIVE_EVALUATIONS",
@@ -132,6 +144,8 @@ SCORE: Final = CodedConcept("246262008", "SCT", "Score")
 PROBABILITY: Final = CodedConcept("122157", "DCM", "Probability")
 VOLUME: Final = CodedConcept("118565006", "SCT", "Volume")
 NO_UNITS: Final = CodedConcept("1", "UCUM", "no units")
+#: The score's unit: UCUM's unity with an annotation that names it (see the module doc).
+LOG_ODDS: Final = CodedConcept("{log-odds}", "UCUM", "log-odds")
 MILLILITRE: Final = CodedConcept("ml", "UCUM", "milliliter")
 AREA: Final = CodedConcept("42798000", "SCT", "Area")
 SQUARE_MILLIMETRE: Final = CodedConcept("mm2", "UCUM", "square millimeter")
@@ -297,10 +311,13 @@ def _group(
 ) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
     measurements = [
         hd.sr.Measurement(
-            name=SCORE, value=prediction.score, unit=NO_UNITS, algorithm_id=algorithm
+            name=SCORE, value=prediction.score, unit=LOG_ODDS, algorithm_id=algorithm
         ),
         hd.sr.Measurement(
-            name=PROBABILITY, value=prediction.probability, unit=NO_UNITS, algorithm_id=algorithm
+            name=PROBABILITY,
+            value=100.0 * prediction.probability,
+            unit=PERCENT,
+            algorithm_id=algorithm,
         ),
     ]
     if volume_ml is not None:
@@ -343,10 +360,12 @@ def _finding_sites(side: Side) -> list[hd.sr.FindingSite]:
 
 def call_concept(side: Side, call: bool) -> CodedConcept:
     """The local code naming the planar group's call measurement, e.g.
-    "Right femoral head: suspected early ONFH, probability" (see the module doc)."""
-    verdict = "suspected early ONFH" if call else "early ONFH not suspected"
-    value = f"{side.value[0].upper()}-{'POS' if call else 'NEG'}"
-    return CodedConcept(value, LOCAL_SCHEME, f"{SEGMENT_LABELS[side]}: {verdict}, probability")
+    "R: early ONFH suspected, p" (see the module doc: short, so OHIF's text fits)."""
+    verdict = "early ONFH suspected" if call else "early ONFH not suspected"
+    letter = side.value[0].upper()
+    return CodedConcept(
+        f"{letter}-{'POS' if call else 'NEG'}", LOCAL_SCHEME, f"{letter}: {verdict}, p"
+    )
 
 
 def _call_measurement(side: Side, prediction: HipPrediction) -> hd.sr.Measurement:
@@ -657,7 +676,7 @@ def read_report(sr: Dataset) -> dict[Side, ReportedHip]:
             segmentation_uid=str(sop.ReferencedSOPInstanceUID),
             segment_number=int(sop.ReferencedSegmentNumber),
             score=_required_value(group, SCORE, side),
-            probability=_required_value(group, PROBABILITY, side),
+            probability=_probability(group, side),
             volume_ml=_one_value(group, VOLUME, side, required=False),
             necrosis_present=value == PRESENT,
             inputs=_inputs(group),
@@ -756,6 +775,21 @@ def _one_value(
     if len(found) != 1:
         raise OutputError(f"group {side}: {len(found)} {name.meaning} measurements, expected 1")
     return float(found[0].value)
+
+
+def _probability(
+    group: hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations, side: Side
+) -> float:
+    """The group's probability in 0..1, whether written in percent or (older SRs) "1"."""
+    found = group.get_measurements(name=PROBABILITY)
+    if len(found) != 1:
+        raise OutputError(f"group {side}: {len(found)} Probability measurements, expected 1")
+    unit = found[0].unit
+    if unit == PERCENT:
+        return float(found[0].value) / 100.0
+    if unit == NO_UNITS:
+        return float(found[0].value)
+    raise OutputError(f"group {side}: Probability in {unit.value!r}, expected '%' or '1'")
 
 
 def _required_value(

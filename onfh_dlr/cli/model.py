@@ -61,7 +61,9 @@ def score(
     )
     if manifest.not_for_clinical_use:
         err_console.print(f"[yellow]warning:[/yellow] {manifest.warning}")
-    console.print(f"SR:   {written.sr}\nSEG:  {written.seg}\nCard: {written.card}")
+    console.print(
+        f"SR:   {written.sr}\nSEG:  {written.seg}\nCard: {written.card}\nPDF:  {written.pdf}"
+    )
 
 
 def _print_hips(hips: dict[str, dict[str, Any]], *, title: str) -> None:
