@@ -200,3 +200,10 @@ def test_a_one_hip_card_names_only_that_hip(case: Case) -> None:
 def test_a_predicted_hip_without_its_roi_is_refused(case: Case) -> None:
     with pytest.raises(OutputError, match="Left femoral head"):
         build_result_card(case.series, {R: case.rois[R]}, PREDICTIONS, DEVICE, series_number=9003)
+
+
+def test_notes_for_the_reader_are_lines_under_the_hips() -> None:
+    note = "Left/right check: femoral heads of 19.8 and 25.5 mm radius differ"
+    lines = card_text(PREDICTIONS, DEVICE, notes=[note]).lines()
+    assert lines.index(note) == 3  # banner, right hip, left hip, then the note
+    assert note not in card_text(PREDICTIONS, DEVICE).lines()

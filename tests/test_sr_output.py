@@ -507,3 +507,16 @@ def test_the_models_inputs_are_coded_with_ibsi_codes_ucum_units_and_image_type(
 def test_read_report_gives_back_the_models_inputs_by_feature_name(case: Case) -> None:
     for hip in read_report(case.sr).values():
         assert dict(hip.inputs) == pytest.approx(INPUTS, rel=1e-12)
+
+
+def test_notes_for_the_reader_follow_the_calls_as_comments(case: Case) -> None:
+    note = "Left/right check: femoral heads of 19.8 and 25.5 mm radius differ"
+    sr = build_report(case.series, case.seg, PREDICTIONS, DEVICE, series_number=9002, notes=[note])
+    texts = [
+        item.TextValue
+        for item in sr.ContentSequence
+        if item.ValueType == "CONTAINER" and item.ConceptNameCodeSequence[0].CodeValue == "C0034375"
+        for item in item.ContentSequence
+    ]
+    calls = [i for i, t in enumerate(texts) if "femoral head: early ONFH" in t]
+    assert texts.count(note) == 1 and texts.index(note) > max(calls)

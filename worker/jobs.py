@@ -243,6 +243,7 @@ def _summary(scored: Any) -> dict[str, Any]:
         "seg_uid": scored.seg_uid,
         "card_uid": scored.card_uid,
         "pdf_uid": scored.pdf_uid,
+        "notes": list(scored.notes),
     }
 
 

@@ -153,6 +153,8 @@ class ScoredStudy:
         Per side that could not be analysed, the reason (the SR and card say it).
     pdf_dataset
         The card as Encapsulated PDF (:mod:`worker.result_pdf`), validated.
+    notes
+        What the SR and the card say beside the calls (e.g. a failed left/right check).
     """
 
     study_instance_uid: str
@@ -166,6 +168,7 @@ class ScoredStudy:
     card_dataset: hd.sc.SCImage
     not_analysed: Mapping[Side, str] = field(default_factory=dict)
     pdf_dataset: Dataset | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def pdf_uid(self) -> str | None:
@@ -252,8 +255,11 @@ def score_series(
     }
     for side, reason in not_analysed.items():
         LOGGER.warning("%s hip not analysed: %s", side.word, reason)
-    for warning in found.warnings:
-        LOGGER.warning("%s", warning.message)
+    # A failed left/right comparison is no refusal: both hips are scored and the SR, the
+    # card and the job record say what looked odd, so a reader checks the outlines.
+    notes = tuple(f"Left/right check: {warning.message}" for warning in found.warnings)
+    for note in notes:
+        LOGGER.warning("%s", note)
     rois = found.rois
     source_segments = {} if seg_ds is None else _source_segments(seg_ds, rois)
     roi_source: Literal["seg", "auto"] = "auto" if seg_ds is None else "seg"
@@ -286,6 +292,7 @@ def score_series(
         previous_versions=predecessors,
         content_datetime=when,
         not_analysed=not_analysed,
+        notes=notes,
     )
     validate_outputs(series, rois, predictions, seg_out, sr_out, device, not_analysed=not_analysed)
     card = build_result_card(
@@ -298,6 +305,7 @@ def score_series(
         sop_instance_uid=uids.card_instance,
         content_datetime=when,
         not_analysed=not_analysed,
+        notes=notes,
     )
     validate_card(series, card, device)
     pdf = _card_pdf(card, uids, series_number_base)
@@ -313,6 +321,7 @@ def score_series(
         card_dataset=card,
         pdf_dataset=pdf,
         not_analysed=not_analysed,
+        notes=notes,
     )
 
 

@@ -22,7 +22,7 @@ Comments, so a machine (and the tests) can read what the card says.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -71,20 +71,23 @@ _IMAGE_COMMENTS_MAX: Final = 10_240  # LT
 
 @dataclass(frozen=True)
 class CardText:
-    """The card's text: the banner (empty when none), one line per hip, the model lines."""
+    """The card's text: the banner (empty when none), one line per hip, notes for the
+    reader (e.g. a left/right check that failed), the model lines."""
 
     banner: str
     hips: tuple[str, ...]
     model: tuple[str, ...]
+    notes: tuple[str, ...] = ()
 
     def lines(self) -> list[str]:
-        return [*([self.banner] if self.banner else []), *self.hips, *self.model]
+        return [*([self.banner] if self.banner else []), *self.hips, *self.notes, *self.model]
 
 
 def card_text(
     predictions: Mapping[Side, HipPrediction],
     device: OutputDevice,
     not_analysed: Mapping[Side, str] | None = None,
+    notes: Sequence[str] = (),
 ) -> CardText:
     """What the card says, right hip first (as the radiologist reads the image)."""
     hips = []
@@ -106,7 +109,12 @@ def card_text(
         f"Model: {device.name} {device.version} ({device.deployed_model})",
         "Automated result, not verified by a person; the radiologist makes the diagnosis.",
     )
-    return CardText(plain_text(banner), tuple(map(plain_text, hips)), tuple(map(plain_text, model)))
+    return CardText(
+        plain_text(banner),
+        tuple(map(plain_text, hips)),
+        tuple(map(plain_text, model)),
+        tuple(map(plain_text, notes)),
+    )
 
 
 def _masks(rois: Mapping[Side, HipROI]) -> dict[Side, npt.NDArray[np.bool_]]:
@@ -191,9 +199,10 @@ def _render(
     hips = [
         (side, part) for side, line in zip(hip_sides, text.hips, strict=True) for part in wrap(line)
     ]
+    notes = [part for line in text.notes for part in wrap(line)]
     model = [part for line in text.model for part in wrap(line)]
     banner_px = len(banner) * line_px + 2 * _MARGIN if banner else 0
-    footer_px = (len(hips) + len(model)) * line_px + 3 * _MARGIN
+    footer_px = (len(hips) + len(notes) + len(model)) * line_px + 3 * _MARGIN
     card = Image.new("RGB", (width, banner_px + rgb.shape[0] + footer_px), (0, 0, 0))
     card.paste(Image.fromarray(rgb), (0, banner_px))
     draw = ImageDraw.Draw(card)
@@ -210,6 +219,9 @@ def _render(
         else:
             colour = SUSPECTED_RGB if predictions[side].call else NOT_SUSPECTED_RGB
         draw.text((_MARGIN, y), part, fill=colour, font=font)
+        y += line_px
+    for part in notes:
+        draw.text((_MARGIN, y), part, fill=NOT_ANALYSED_RGB, font=font)
         y += line_px
     y += _MARGIN
     for part in model:
@@ -244,6 +256,7 @@ def build_result_card(
     sop_instance_uid: str | None = None,
     content_datetime: datetime | None = None,
     not_analysed: Mapping[Side, str] | None = None,
+    notes: Sequence[str] = (),
 ) -> hd.sc.SCImage:
     """The result card of one scored series as a Secondary Capture in its study.
 
@@ -263,6 +276,9 @@ def build_result_card(
         Content and series date/time; the wall clock when omitted.
     not_analysed
         Per side that could not be analysed, the reason (said on the card, no outline).
+    notes
+        What the reader should know beside the calls (e.g. a left/right check that
+        failed), a line each under the hips.
 
     Raises
     ------
@@ -282,7 +298,7 @@ def build_result_card(
     index = card_slice(shown) if shown else volume.shape[0] // 2
     plane = np.asarray(volume[index], dtype=np.float64)
     masks = {side: m[index] for side, m in _masks(shown).items()}
-    text = card_text(predictions, device, failed)
+    text = card_text(predictions, device, failed, notes)
     pixels, zoom = _render(plane, masks, predictions, text, failed)
 
     source = complete_headers(series.datasets)[min(index, len(series.datasets) - 1)]

@@ -416,6 +416,7 @@ def _comments(
     predictions: Mapping[Side, HipPrediction],
     not_analysed: Mapping[Side, str],
     sides: list[Side],
+    notes: Sequence[str] = (),
 ) -> hd.sr.ContainerContentItem:
     texts = []
     if device.not_for_clinical_use:
@@ -426,6 +427,7 @@ def _comments(
         else not_analysed_text(side, not_analysed[side])
         for side in sides
     )
+    texts.extend(notes)
     texts.append(
         f"Automated result of {device.name} {device.version}, not verified by a person; "
         "the radiologist makes the diagnosis."
@@ -464,6 +466,7 @@ def build_report(
     previous_versions: Sequence[Dataset] = (),
     content_datetime: datetime | None = None,
     not_analysed: Mapping[Side, str] | None = None,
+    notes: Sequence[str] = (),
 ) -> hd.sr.Comprehensive3DSR:
     """Build the TID 1500 measurement report of one scored series.
 
@@ -498,6 +501,9 @@ def build_report(
     not_analysed
         Per side that could not be analysed, the reason: that side's group says
         "could not analyse" with the reason and carries no score.
+    notes
+        What the reader should know beside the calls (e.g. a left/right check that
+        failed): one comment each, after the calls.
 
     Returns
     -------
@@ -583,7 +589,7 @@ def build_report(
         procedure_reported=IMAGING_PROCEDURE,
         imaging_measurements=groups,
     )
-    report[0].ContentSequence.append(_comments(device, predictions, failed, sides))
+    report[0].ContentSequence.append(_comments(device, predictions, failed, sides, notes))
     report[0].ContinuityOfContent = "SEPARATE"
     _separate(report[0].ContentSequence)
 
