@@ -155,6 +155,17 @@ def _write_cohort(rows: Sequence[dict[str, str]], root: Path, path: Path) -> Non
             writer.writerow(out)
 
 
+def _first_per_site(rows: list[dict[str, str]], n: int) -> list[dict[str, str]]:
+    """The rows of the first ``n`` patients of each site, in cohort order."""
+    patients: dict[str, list[str]] = {}
+    for row in rows:
+        chosen = patients.setdefault(row["Site"], [])
+        if row["PatientID"] not in chosen and len(chosen) < n:
+            chosen.append(row["PatientID"])
+    kept = {p for chosen in patients.values() for p in chosen}
+    return [r for r in rows if r["PatientID"] in kept]
+
+
 def _read_rows(cohort: Path) -> list[dict[str, str]]:
     with cohort.open(newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
@@ -267,6 +278,12 @@ def main() -> None:
     )
     parser.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (smoke runs)")
     parser.add_argument("--cache", type=Path, help="feature cache (default: WORK/cache)")
+    parser.add_argument(
+        "--per-site",
+        type=int,
+        default=None,
+        help="use only the first N patients of each site (a reduced run; default: all)",
+    )
     args = parser.parse_args()
     cohort = args.cohort.resolve()
     work = args.work.resolve()
@@ -274,6 +291,8 @@ def main() -> None:
     rows = _read_rows(cohort)
     if not rows or "Site" not in rows[0]:
         sys.exit(f"{cohort}: no Site column; generate with onfh-dlr phantom --site A,B,C,D")
+    if args.per_site:
+        rows = _first_per_site(rows, args.per_site)
     sites = sorted({r["Site"] for r in rows})
     held_out = args.sites.split(",") if args.sites else sites
     overrides: dict[str, Any] = {}
@@ -284,7 +303,8 @@ def main() -> None:
     started = time.perf_counter()
 
     # The auto-ROI's Dice per head, once for the cohort (it does not depend on the fold).
-    jobs = read_cohort(cohort)
+    kept = {r["PatientID"] for r in rows}
+    jobs = [j for j in read_cohort(cohort) if j.hips[0]["PatientID"] in kept]
     dice: dict[tuple[str, str], float] = {}
     not_found: dict[tuple[str, str], str] = {}
     for job, (d, failed) in zip(
@@ -324,6 +344,7 @@ def main() -> None:
     print(f"\nwall time {elapsed / 60:.1f} min")
     summary = {
         "cohort": str(cohort),
+        "patients_per_site": args.per_site,
         "sites": sites,
         "targets": {k: v for k, v in TARGETS.items()},
         "overrides": {k: str(v) for k, v in overrides.items()},
