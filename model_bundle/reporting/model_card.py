@@ -194,7 +194,14 @@ def _site_validation_section(validation: SiteValidation | None) -> list[str]:
         "least 0.90 on every head, DLR AUC at least 0.95, sensitivity and specificity at "
         f"least 0.85, calibration slope 0.8 to 1.25. {verdict} The bundle itself is trained "
         "on every site, so these numbers describe its recipe, not its own weights. "
-        f"Cohort: `{_md(str(summary.get('cohort', '?')))}`; "
+        f"Cohort: `{_md(str(summary.get('cohort', '?')))}`"
+        + (
+            f" (reduced run: the first {_md(str(summary['patients_per_site']))} patients "
+            "of each site)"
+            if summary.get("patients_per_site")
+            else ""
+        )
+        + "; "
         "`bench/leave_one_site_out.py`; `site_validation.json` in this bundle has every "
         "number.",
         "",
