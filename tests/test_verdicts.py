@@ -17,17 +17,20 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from dicom_checks import dciodvfy_errors
+from html_checks import ParsedHtml
 from pydicom.dataset import Dataset
 from statsmodels.stats.proportion import proportion_confint
 from typer.testing import CliRunner
 
 from listener import verdicts
+from listener.status_page import StatusPage
 from listener.verdicts import AssessmentError, parse_assessment, record, summarise
 from model_bundle.imaging import HipROI, Side, load_series
 from model_bundle.serving import HipPrediction, ModelName
 from onfh_dlr.cli import app
 from onfh_dlr.cli.feedback import build_assessment
 from onfh_dlr.state import AssessmentState, Job, StateDB, Verdict
+from onfh_dlr.web import Request
 from phantom.dicom_writer import write_series
 from phantom.generator import generate_study
 from worker.seg_output import HEAD_OF_FEMUR, LATERALITY, OutputDevice, build_segmentation
@@ -296,3 +299,24 @@ def test_feedback_export_prints_the_verdicts_and_the_table_as_json(
     assert summary["ppv"]["total"] == 1 and summary["npv"]["total"] == 1
     csv_run = CliRunner().invoke(app, ["feedback", "export", "--csv"])
     assert csv_run.exit_code == 0 and len(csv_run.stdout.strip().splitlines()) == 3
+
+
+def test_the_status_page_shows_counts_agreement_ppv_npv_and_why_an_sr_was_not_recorded(
+    db: StateDB, scored: Scored, tmp_path: Path
+) -> None:
+    _job_for(db, scored, tmp_path)
+    both = [("L", Verdict.ACCEPT, None), ("R", Verdict.REJECT, None)]
+    record(db, build_assessment(scored.sr, both, observer="Doe^A"), path=tmp_path / "a.dcm")
+    record(db, scored.sr, path=scored.sr_path)  # not an assessment
+    page = StatusPage(db, None, lambda _job: None)
+    answer = page.verdicts(Request("GET", "/verdicts", {}, {}, {}))
+    assert answer.status == 200
+    html = answer.body.decode()
+    parsed = ParsedHtml()
+    parsed.feed(html)
+    assert parsed.errors == []
+    assert DEVICE.name in html and DEVICE.version in html
+    assert "1/2 = 0.50" in html  # agreement
+    assert "0/1 = 0.00" in html and "1/1 = 1.00" in html  # PPV, NPV
+    assert "not an assessment" in html
+    assert "1 of the latest assessment SRs were stored but not recorded" in html
