@@ -306,6 +306,7 @@ def record(
     earlier = db.assessment(uid)
     if earlier is not None:  # re-sent, or read again from the spool at start-up
         at = earlier.received_at
+        calling_ae = calling_ae or earlier.calling_ae
     study = str(dataset.get("StudyInstanceUID", ""))
     base = Assessment(
         uid, study, path, calling_ae, "", None, AssessmentState.NOT_RECORDED, "", "", at

@@ -23,7 +23,9 @@ from statsmodels.stats.proportion import proportion_confint
 from typer.testing import CliRunner
 
 from listener import verdicts
+from listener.rules import AdmissionRules
 from listener.status_page import StatusPage
+from listener.tracker import SeriesTracker
 from listener.verdicts import AssessmentError, parse_assessment, record, summarise
 from model_bundle.imaging import HipROI, Side, load_series
 from model_bundle.serving import HipPrediction, ModelName
@@ -320,3 +322,27 @@ def test_the_status_page_shows_counts_agreement_ppv_npv_and_why_an_sr_was_not_re
     assert "0/1 = 0.00" in html and "1/1 = 1.00" in html  # PPV, NPV
     assert "not an assessment" in html
     assert "1 of the latest assessment SRs were stored but not recorded" in html
+
+
+def test_the_tracker_records_an_assessment_from_the_spool_at_start_up_without_a_series(
+    db: StateDB, scored: Scored, tmp_path: Path
+) -> None:
+    job = _job_for(db, scored, tmp_path)
+    sr = build_assessment(scored.sr, [("R", Verdict.ACCEPT, None)], observer="Doe^A")
+    spool = tmp_path / "spool"
+    path = spool / str(sr.StudyInstanceUID) / str(sr.SeriesInstanceUID) / f"{sr.SOPInstanceUID}.dcm"
+    path.parent.mkdir(parents=True)
+    sr.save_as(path, enforce_file_format=True)
+    record(db, pydicom.dcmread(path), path=path, calling_ae="PACS", received_at=5.0)
+    sent: list[str] = []
+    tracker = SeriesTracker(db, AdmissionRules(), sent.append, series_timeout=3600)
+    tracker.recover(spool)  # as at every start: the SR is read again
+    [kept] = db.assessments()
+    assert (kept.state, kept.calling_ae, kept.received_at) == (
+        AssessmentState.RECORDED,
+        "PACS",
+        5.0,
+    )
+    assert [v.job_id for v in db.verdicts()] == [job.id]
+    assert tracker.open_series == [] and sent == []  # no series opened, nothing scored
+    assert db.series(str(sr.SeriesInstanceUID)) is None

@@ -154,6 +154,7 @@ def build_assessment(
                 )
             )
         group.ContentSequence = hd.sr.ContentSequence(content)
+        group.ContinuityOfContent = "SEPARATE"  # renderers then label each item
         items.append(group)
     root = hd.sr.ContainerContentItem(name=code(codes.ASSESSMENT_TITLE))
     root.ContentSequence = hd.sr.ContentSequence(items)
