@@ -7,7 +7,9 @@ series tracker: an assessment never opens a series and never triggers scoring.
 
 Encoding (what :mod:`onfh_dlr.cli.feedback` writes and :func:`parse_assessment` reads)
 ------------------------------------------------------------------------------------
-Comprehensive SR Storage (the IOD IHE AIR/AIRA use for results and their assessments),
+Comprehensive SR Storage (an assessment needs no spatial coordinates, so not the
+Comprehensive 3D SR of our results; the listener accepts Basic Text, Enhanced,
+Comprehensive and Comprehensive 3D SR, so an assessment in another SR IOD is read too),
 in the study of the assessed SR, which it cites as evidence (Current Requested Procedure
 Evidence Sequence, as highdicom writes it; Pertinent Other Evidence is read too)::
 
@@ -30,8 +32,9 @@ Evidence Sequence, as highdicom writes it; Pertinent Other Evidence is read too)
 Which codes are standard, and why the others are ours: the observer context (TID 1002),
 the tracking identifiers, Finding Site, Laterality, Measurement Group and the call (the
 same Necrosis / Present / Absent our SR uses, so a call reads the same in both) are
-DICOM/SNOMED codes from PS3.16. IHE AIRA (AI Result Assessment, trial implementation)
-defines the accept / reject / modify assessment of an AI result, but no DICOM code for
+DICOM/SNOMED codes from PS3.16. IHE AIRA (AI Result Assessment, IHE Europe's AI
+interest group, trial implementation 2025) records whether a radiologist accepted,
+rejected or changed each AI result, but no DICOM code for
 "accepted", "rejected" or "modified" an AI result, nor a title for such a document, was
 found in PS3.16's tables available here (pydicom's code dictionary has none; the IHE
 supplement's own code list could not be consulted), so those four concepts use the
