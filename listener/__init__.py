@@ -5,7 +5,8 @@ pynetdicom, pydicom, pydantic, PyYAML and (STOW-RS) Starlette, uvicorn and
 python-multipart only, never torch, SimpleITK, PyRadiomics, highdicom or the model bundle.
 
 What lives here: the SCP, the STOW-RS endpoint (``dicomweb``), spool, admission rules,
-series tracking and completeness, the listener's status page (``status_page``) and data
+series tracking and completeness, radiologists' verdicts on our results (``verdicts``,
+IHE AIRA assessment SRs), the listener's status page (``status_page``) and data
 retention (``retention``). It imports the kernel ``onfh_dlr`` and nothing else of the
 project (never ``worker``, ``model_bundle`` or torch); only ``onfh_dlr.cli`` and tests
 import it.

@@ -1,7 +1,9 @@
 """The DICOM Application Entity of the listener: C-ECHO and C-STORE SCP.
 
-Accepts MR Image, Enhanced MR Image and Segmentation Storage (and Verification) in the
-common transfer syntaxes; every other SOP class is refused at association negotiation.
+Accepts MR Image, Enhanced MR Image, Segmentation and the SR Storage SOP classes (and
+Verification) in the common transfer syntaxes; every other SOP class is refused at
+association negotiation. SRs are radiologists' assessments of our results (IHE AIRA,
+``listener.verdicts``): stored like any instance, then recorded as verdicts, never scored.
 Each instance is stored *as received* (the file meta information, then the dataset bytes
 exactly as the peer encoded them) durably in the :class:`~listener.spool.Spool` before
 Success is answered, then handed to an :class:`Intake` (the series tracker). STOW-RS
@@ -89,6 +91,7 @@ from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAsso
 
 from listener.spool import Spool, StoredInstance
 from listener.uids import is_valid_uid
+from listener.verdicts import SR_SOP_CLASSES
 from onfh_dlr.errors import ConfigurationError, SpoolError, SpoolFullError
 from onfh_dlr.metrics import ASSOCIATIONS, INSTANCES
 from onfh_dlr.settings import Settings, Transport
@@ -98,8 +101,13 @@ log = logging.getLogger(__name__)
 #: Verification SOP Class (C-ECHO); pynetdicom defines it dynamically, invisible to mypy.
 Verification = UID("1.2.840.10008.1.1")
 
-#: SOP classes the listener stores.
-STORAGE_SOP_CLASSES = (MRImageStorage, EnhancedMRImageStorage, SegmentationStorage)
+#: SOP classes the listener stores (SRs: assessments of our results, ``listener.verdicts``).
+STORAGE_SOP_CLASSES = (
+    MRImageStorage,
+    EnhancedMRImageStorage,
+    SegmentationStorage,
+    *sorted(SR_SOP_CLASSES),
+)
 #: SOP classes that must carry MR pixel data.
 MR_IMAGE_SOP_CLASSES = frozenset({MRImageStorage, EnhancedMRImageStorage})
 #: Transfer syntaxes accepted for storage (stored as received, never transcoded).

@@ -2,7 +2,9 @@
 
 Recent studies with their state, per-stage timings, skip and failure reasons and delivery
 outcomes; one series' timeline from first instance to delivered SR; the dead-letter list
-with a retry action (POST, protected by ``ONFH_ADMIN_TOKEN``). It shows UIDs, accession
+with a retry action (POST, protected by ``ONFH_ADMIN_TOKEN``); the radiologists'
+verdicts (IHE AIRA) per model version, and the assessment SRs that were not recorded
+with the reason. It shows UIDs, accession
 numbers and series descriptions; the state DB holds no patient names or IDs at all.
 
 Accession numbers lead to a patient, so every route here needs the status token
@@ -19,8 +21,9 @@ from collections.abc import Callable, Iterable
 from html import escape
 from typing import Final
 
+from listener.verdicts import summarise
 from onfh_dlr.settings import Settings, Transport
-from onfh_dlr.state import Job, SeriesRow, StateDB
+from onfh_dlr.state import AssessmentState, Job, SeriesRow, StateDB, Verdict
 from onfh_dlr.web import Handler, Request, Response, TokenAuth, read_token
 
 _STYLE = """
@@ -32,7 +35,7 @@ th,td{border-bottom:1px solid #dde3ea;padding:.3rem .5rem;text-align:left;vertic
 th{background:#f3f6f9}
 code{font-size:.8rem}
 .s-done{color:#17683a}.s-failed,.s-dead_letter{color:#b3261e;font-weight:600}
-.s-skipped{color:#7a5b00}.s-running,.s-queued,.s-pending,.s-scored,.s-receiving{color:#1a4f9c}
+.s-skipped,.s-not_recorded{color:#7a5b00}.s-recorded{color:#17683a}.s-running,.s-queued,.s-pending,.s-scored,.s-receiving{color:#1a4f9c}
 .banner{background:#fff4e5;border:1px solid #f0c36d;padding:.5rem;margin-bottom:1rem}
 nav form{display:inline;float:right}
 """
@@ -45,6 +48,7 @@ def _page(title: str, body: str) -> Response:
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>{escape(title)} · onfh-dlr</title><style>{_STYLE}</style></head><body>"
         "<nav><a href='/'>Studies</a><a href='/dead-letters'>Dead letters</a>"
+        "<a href='/verdicts'>Verdicts</a>"
         "<a href='/metrics'>Metrics</a><a href='/readyz'>Readiness</a>"
         "<form method='post' action='/sign-out'><button type='submit'>Sign out</button></form>"
         "</nav>"
@@ -121,6 +125,7 @@ class StatusPage:
             ("GET", "/"): self.studies,
             ("GET", "/series"): self.series,
             ("GET", "/dead-letters"): self.dead_letters,
+            ("GET", "/verdicts"): self.verdicts,
             ("POST", "/jobs"): self.retry,
         }
 
@@ -295,6 +300,71 @@ class StatusPage:
                 if rows
                 else "<p>No dead-lettered jobs.</p>"
             ),
+        )
+
+    def verdicts(self, request: Request) -> Response:
+        """Per model version: verdict counts, agreement, real-world PPV and NPV (Wilson
+        95 % intervals, newest verdict per hip); then the assessment SRs received."""
+        if request.path.rstrip("/") != "/verdicts":
+            return Response.text(404, "not found\n")
+        summaries = summarise(self.db.verdicts())
+        table = _table(
+            [
+                "Model",
+                "Version",
+                "Device UID",
+                *(v.value for v in Verdict),
+                "Agreement",
+                "PPV",
+                "NPV",
+            ],
+            (
+                [
+                    escape(m.model.name),
+                    escape(m.model.version),
+                    _short(m.model.device_uid) if m.model.device_uid else "-",
+                    *(str(m.counts[v]) for v in Verdict),
+                    escape(m.agreement.text()),
+                    escape(m.ppv.text()),
+                    escape(m.npv.text()),
+                ]
+                for m in summaries
+            ),
+        )
+        assessments = self.db.assessments(limit=100)
+        received = _table(
+            ["Received", "Assessment SR", "From", "Assessed SR", "State", "Reason"],
+            (
+                [
+                    _when(a.received_at),
+                    _short(a.sop_instance_uid),
+                    escape(a.calling_ae or "-"),
+                    _short(a.referenced_sr_uid) if a.referenced_sr_uid else "-",
+                    _state(a.state.value),
+                    escape(a.reason),
+                ]
+                for a in assessments
+            ),
+        )
+        not_recorded = sum(a.state is AssessmentState.NOT_RECORDED for a in assessments)
+        note = (
+            "<p>PPV: the radiologist's call was positive among hips the model called "
+            "positive; NPV likewise for negative calls. Each counts the newest verdict of a "
+            "hip; 95 % Wilson intervals in brackets.</p>"
+        )
+        banner = (
+            f"<p class='banner'>{not_recorded} of the latest assessment SRs were stored but "
+            "not recorded as verdicts (reason below).</p>"
+            if not_recorded
+            else ""
+        )
+        return _page(
+            "Radiologists' verdicts",
+            banner
+            + note
+            + (table if summaries else "<p>No verdicts recorded yet.</p>")
+            + "<h2>Assessment SRs received</h2>"
+            + received,
         )
 
     def retry(self, request: Request) -> Response:

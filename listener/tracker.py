@@ -31,6 +31,7 @@ from pydicom.uid import SegmentationStorage
 from listener.completeness import assess
 from listener.rules import AdmissionRules
 from listener.spool import StoredInstance
+from listener.verdicts import SR_SOP_CLASSES, record_stored
 from onfh_dlr.errors import BrokerError, StateDBError
 from onfh_dlr.metrics import (
     SERIES_ADMITTED,
@@ -121,6 +122,15 @@ class SeriesTracker:
         """Record a durable instance (called by the SCP before it answers Success)."""
         if instance.sop_class_uid == SegmentationStorage:
             self._seg_stored(instance.path, instance.header, instance.received_at)
+            return
+        if instance.sop_class_uid in SR_SOP_CLASSES:  # a verdict: recorded, never scored
+            record_stored(
+                self.db,
+                instance.path,
+                instance.header,
+                calling_ae=instance.calling_ae,
+                at=instance.received_at,
+            )
             return
         with self._lock:
             series = self._open.get(instance.series_uid)
