@@ -91,6 +91,9 @@ class Manifest:
         ``weights``.
     calibration
         A site-calibrated bundle's lineage and recalibration file; ``None`` otherwise.
+    reference_statistics
+        The relative path of the reference statistics (``reference.json``); ``None`` in
+        bundles written before they existed.
     """
 
     format_version: int
@@ -111,33 +114,43 @@ class Manifest:
     warning: str
     references: Mapping[str, str]
     calibration: CalibrationLineage | None = None
+    reference_statistics: str | None = None
 
     def as_dict(self) -> dict[str, JsonValue]:
         """Return the manifest as the JSON object it was read from."""
         calibration = {} if self.calibration is None else {"calibration": self.calibration}
-        return {k: v.as_dict() for k, v in calibration.items()} | {
-            "created": _iso_utc(self.created),
-            "deployed_model": self.deployed_model,
-            "device_uid": self.device_uid,
-            "feature_names": {key: list(names) for key, names in self.feature_names.items()},
-            "files": {
-                path: {"sha256": entry.sha256, "size": entry.size}
-                for path, entry in self.files.items()
-            },
-            "format": FORMAT,
-            "format_version": self.format_version,
-            "intended_use": self.intended_use,
-            "libraries": dict(self.libraries),
-            "metrics": json.loads(json.dumps(dict(self.metrics))),
-            "models": {key: dict(parts) for key, parts in self.models.items()},
-            "name": self.name,
-            "not_for_clinical_use": self.not_for_clinical_use,
-            "references": dict(self.references),
-            "synthetic": self.synthetic,
-            "threshold": self.threshold,
-            "version": self.version,
-            "warning": self.warning,
-        }
+        reference: dict[str, JsonValue] = (
+            {}
+            if self.reference_statistics is None
+            else {"reference_statistics": self.reference_statistics}
+        )
+        return (
+            {k: v.as_dict() for k, v in calibration.items()}
+            | reference
+            | {
+                "created": _iso_utc(self.created),
+                "deployed_model": self.deployed_model,
+                "device_uid": self.device_uid,
+                "feature_names": {key: list(names) for key, names in self.feature_names.items()},
+                "files": {
+                    path: {"sha256": entry.sha256, "size": entry.size}
+                    for path, entry in self.files.items()
+                },
+                "format": FORMAT,
+                "format_version": self.format_version,
+                "intended_use": self.intended_use,
+                "libraries": dict(self.libraries),
+                "metrics": json.loads(json.dumps(dict(self.metrics))),
+                "models": {key: dict(parts) for key, parts in self.models.items()},
+                "name": self.name,
+                "not_for_clinical_use": self.not_for_clinical_use,
+                "references": dict(self.references),
+                "synthetic": self.synthetic,
+                "threshold": self.threshold,
+                "version": self.version,
+                "warning": self.warning,
+            }
+        )
 
 
 def _read_manifest(root: Path) -> tuple[dict[str, object] | None, list[Problem]]:
@@ -246,6 +259,7 @@ class _ManifestParser:
             self.fail("key 'warning' must say why the model is not for clinical use")
         references = self._references()
         calibration = self._calibration()
+        reference_statistics = self._reference_statistics()
 
         if (
             self.problems
@@ -266,6 +280,7 @@ class _ManifestParser:
             or warning is None
             or references is None
             or (calibration is None and "calibration" in raw)
+            or (reference_statistics is None and "reference_statistics" in raw)
         ):
             return None
         return Manifest(
@@ -289,6 +304,7 @@ class _ManifestParser:
             warning=warning,
             references=MappingProxyType(references),
             calibration=calibration,
+            reference_statistics=reference_statistics,
         )
 
     # -- one method per key; each returns None (and records why) when the value is bad.
@@ -538,6 +554,16 @@ class _ManifestParser:
             cohort_patients=int(counts["cohort_patients"]),
             cohort_hips=int(counts["cohort_hips"]),
         )
+
+    def _reference_statistics(self) -> str | None:
+        if "reference_statistics" not in self.raw:
+            return None
+        listed = self._listed_file(
+            "key 'reference_statistics'", self.raw["reference_statistics"], (".json",)
+        )
+        if listed is not None:
+            self.json_objects.add(listed)
+        return listed
 
     def _references(self) -> dict[str, str] | None:
         value = self._typed("references", dict, "an object")
