@@ -35,7 +35,7 @@ from model_bundle.imaging import AcquisitionField, Side, load_series
 from model_bundle.monitoring import InputKind, ReferenceStatus
 from model_bundle.serving import BundleModel, ModelName
 from model_bundle.training import TrainingResult, plan_training, read_train_config, run_training
-from onfh_dlr.errors import BundleFileModifiedError
+from onfh_dlr.errors import BundleContentError, BundleFileModifiedError
 from phantom.cohort import generate_cohort
 
 # p_threshold 1: six patients give eight training hips, too few for a Mann-Whitney p < 0.05
@@ -103,6 +103,32 @@ def test_a_changed_reference_file_fails_verification(trained: Trained, tmp_path:
     assert any(p.path == REFERENCE_FILE for p in report.problems)
     with pytest.raises(BundleFileModifiedError, match=r"reference\.json"):
         load_bundle(copy)
+
+
+def test_a_manifest_naming_an_unlisted_reference_file_is_refused(
+    trained: Trained, tmp_path: Path
+) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained.bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["reference_statistics"] = "elsewhere.json"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    report = verify_bundle(copy)
+    assert any("reference_statistics" in p.message for p in report.problems)
+
+
+def test_a_reference_file_of_another_schema_is_refused_when_read(
+    trained: Trained, tmp_path: Path
+) -> None:
+    parent = load_bundle(trained.bundle)
+    manifest = {k: v for k, v in parent.manifest.as_dict().items() if k not in _COMPUTED}
+    files: dict[str, bytes | Path] = {p: parent.path(p) for p in parent.manifest.files}
+    raw = json.loads(parent.read_bytes(REFERENCE_FILE))
+    raw["schema"] = 99
+    files[REFERENCE_FILE] = json.dumps(raw).encode()
+    other = write_bundle(tmp_path / "other", manifest, files)
+    with pytest.raises(BundleContentError, match="schema 99"):
+        other.reference()
 
 
 def test_the_acquisition_reference_is_what_the_training_series_headers_say(
