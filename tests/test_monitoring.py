@@ -39,6 +39,7 @@ from model_bundle.monitoring import (
     distribution_of,
     ks_against_reference,
     output_reference,
+    outside_text,
     positive_rate_test,
     psi,
 )
@@ -229,6 +230,8 @@ def test_a_feature_is_flagged_beyond_the_central_99_percent_and_its_margin() -> 
     assert [(o.name, o.reason, o.kind) for o in above] == [
         ("f", OutOfRangeReason.ABOVE, InputKind.FEATURE)
     ]
+    # The range reported is the training hips' 0.5 % to 99.5 %, without the margin.
+    assert (above[0].low, above[0].high) == pytest.approx((0.5, 99.5))
     below = check_features(reference, {"f": low - 1.0})
     assert [o.reason for o in below] == [OutOfRangeReason.BELOW]
     assert [o.reason for o in check_features(reference, {"f": math.nan})] == [
@@ -236,6 +239,18 @@ def test_a_feature_is_flagged_beyond_the_central_99_percent_and_its_margin() -> 
     ]
     strict = check_features(reference, {"f": 100.0}, FeatureRule(margin=0.0))
     assert [o.reason for o in strict] == [OutOfRangeReason.ABOVE]
+
+
+def test_the_report_line_names_each_input_outside_once() -> None:
+    reference = _reference({"f": np.arange(100.0)})
+    study = Acquisition(3.0, 85.0, 4500.0, None, 4.5, 1.0, 1.0, 352.0, 352.0, "SIEMENS")
+    right = check_inputs(reference, study, {"f": 500.0})
+    left = check_inputs(reference, study, {"f": 50.0})
+    assert outside_text(right + left) == (
+        "outside the model's training range: field strength 3 T: above the training range "
+        "(training: 1.5 to 1.5 T); f 500: above the training range (training: 0.495 to 98.5)"
+    )
+    assert outside_text([]) == ""
 
 
 def test_check_inputs_reports_acquisition_then_features_and_skips_absent_headers() -> None:

@@ -4,7 +4,8 @@ Lives here: building the reference statistics a bundle carries from training (or
 calibration) values (``reference``: :func:`distribution_of`, :func:`categories_of`,
 :func:`acquisition_reference`, :func:`output_reference`); the per-study check of a
 series' acquisition and a hip's features against them (``checks``: :func:`check_inputs`,
-:class:`OutOfRange`, :class:`FeatureRule`, :class:`ReferenceStatus`); and the
+:class:`OutOfRange`, :class:`FeatureRule`, :class:`ReferenceStatus`, and
+:func:`outside_text`, the one line reports print); and the
 two-sample drift statistics a rolling window of scored hips is compared with (``drift``:
 :func:`psi`, :func:`ks_against_reference`, :func:`positive_rate_test`). Pure computation:
 no I/O, no service state; the typed statistics themselves live in
@@ -19,6 +20,7 @@ other part of ``model_bundle``. Import the public names from this package.
 
 from model_bundle.monitoring.checks import (
     ACQUISITION_TOLERANCE,
+    OUTSIDE_PREFIX,
     FeatureRule,
     InputKind,
     OutOfRange,
@@ -27,6 +29,7 @@ from model_bundle.monitoring.checks import (
     check_acquisition,
     check_features,
     check_inputs,
+    outside_text,
 )
 from model_bundle.monitoring.drift import (
     PSI_FLOOR,
@@ -47,6 +50,7 @@ from model_bundle.monitoring.reference import (
 
 __all__ = [
     "ACQUISITION_TOLERANCE",
+    "OUTSIDE_PREFIX",
     "PSI_FLOOR",
     "BinomialResult",
     "FeatureRule",
@@ -64,6 +68,7 @@ __all__ = [
     "distribution_of",
     "ks_against_reference",
     "output_reference",
+    "outside_text",
     "positive_rate_test",
     "psi",
     "reference_cdf",

@@ -26,7 +26,7 @@ Features (:func:`check_features`)
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -80,7 +80,10 @@ class OutOfRange:
     value
         The study's value (``None``: absent).
     low, high
-        The range it was compared with (``None`` for categories and absent ranges).
+        The training range it is outside (``None`` for categories and absent ranges):
+        for an acquisition parameter the training series' minimum and maximum, for a
+        feature the rule's quantiles (0.5 % and 99.5 %); the tolerance or margin the
+        check allows beyond them is not included.
     seen
         For a category, the values the training series had.
     reason
@@ -236,8 +239,25 @@ def check_features(
         low, high = rule.bounds(dist)
         hit = _numeric(name, InputKind.FEATURE, float(value), dist, low, high)
         if hit is not None:
-            found.append(hit)
+            # Report the training hips' range, not the widened one.
+            reported = (dist.quantile(rule.low_level), dist.quantile(rule.high_level))
+            found.append(OutOfRange(hit.kind, hit.name, hit.value, *reported, hit.seen, hit.reason))
     return found
+
+
+#: How a report introduces what is outside the reference (issue 15's wording).
+OUTSIDE_PREFIX: Final = "outside the model's training range"
+
+
+def outside_text(found: Sequence[OutOfRange]) -> str:
+    """One line for an SR, a result card or a status page; empty when nothing is outside.
+
+    ``outside the model's training range: field strength 3 T: above the training range
+    (training: 1.5 to 1.5 T); manufacturer Philips: ...``. The same item (a series'
+    acquisition parameter listed for both hips) is said once.
+    """
+    lines = list(dict.fromkeys(o.describe() for o in found))
+    return f"{OUTSIDE_PREFIX}: {'; '.join(lines)}" if lines else ""
 
 
 def check_inputs(
