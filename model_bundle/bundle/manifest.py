@@ -119,38 +119,32 @@ class Manifest:
     def as_dict(self) -> dict[str, JsonValue]:
         """Return the manifest as the JSON object it was read from."""
         calibration = {} if self.calibration is None else {"calibration": self.calibration}
-        reference: dict[str, JsonValue] = (
-            {}
-            if self.reference_statistics is None
-            else {"reference_statistics": self.reference_statistics}
-        )
-        return (
-            {k: v.as_dict() for k, v in calibration.items()}
-            | reference
-            | {
-                "created": _iso_utc(self.created),
-                "deployed_model": self.deployed_model,
-                "device_uid": self.device_uid,
-                "feature_names": {key: list(names) for key, names in self.feature_names.items()},
-                "files": {
-                    path: {"sha256": entry.sha256, "size": entry.size}
-                    for path, entry in self.files.items()
-                },
-                "format": FORMAT,
-                "format_version": self.format_version,
-                "intended_use": self.intended_use,
-                "libraries": dict(self.libraries),
-                "metrics": json.loads(json.dumps(dict(self.metrics))),
-                "models": {key: dict(parts) for key, parts in self.models.items()},
-                "name": self.name,
-                "not_for_clinical_use": self.not_for_clinical_use,
-                "references": dict(self.references),
-                "synthetic": self.synthetic,
-                "threshold": self.threshold,
-                "version": self.version,
-                "warning": self.warning,
-            }
-        )
+        optional: dict[str, JsonValue] = {k: v.as_dict() for k, v in calibration.items()}
+        if self.reference_statistics is not None:
+            optional["reference_statistics"] = self.reference_statistics
+        return optional | {
+            "created": _iso_utc(self.created),
+            "deployed_model": self.deployed_model,
+            "device_uid": self.device_uid,
+            "feature_names": {key: list(names) for key, names in self.feature_names.items()},
+            "files": {
+                path: {"sha256": entry.sha256, "size": entry.size}
+                for path, entry in self.files.items()
+            },
+            "format": FORMAT,
+            "format_version": self.format_version,
+            "intended_use": self.intended_use,
+            "libraries": dict(self.libraries),
+            "metrics": json.loads(json.dumps(dict(self.metrics))),
+            "models": {key: dict(parts) for key, parts in self.models.items()},
+            "name": self.name,
+            "not_for_clinical_use": self.not_for_clinical_use,
+            "references": dict(self.references),
+            "synthetic": self.synthetic,
+            "threshold": self.threshold,
+            "version": self.version,
+            "warning": self.warning,
+        }
 
 
 def _read_manifest(root: Path) -> tuple[dict[str, object] | None, list[Problem]]:
