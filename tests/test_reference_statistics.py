@@ -92,6 +92,13 @@ def test_training_writes_reference_statistics_the_manifest_names_and_hashes(
     assert reference.acquisition is not None and reference.output is not None
 
 
+def test_the_model_card_states_the_training_acquisition_range(trained: Trained) -> None:
+    card = (trained.bundle / "MODEL_CARD.md").read_text(encoding="utf-8")
+    line = next(x for x in card.splitlines() if "**Acquisition range.**" in x)
+    assert "field strength 1.5 T" in line and "slice thickness 4.5 mm" in line
+    assert "SIEMENS" in line and "outside the model's training range" in line
+
+
 def test_a_changed_reference_file_fails_verification(trained: Trained, tmp_path: Path) -> None:
     copy = tmp_path / "bundle"
     shutil.copytree(trained.bundle, copy)

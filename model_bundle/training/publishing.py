@@ -283,6 +283,7 @@ def publish(
         "synthetic": synthetic,
         "warning": warning,
     }
+    reference = training_reference(result)
     card = model_card(
         result,
         name=name,
@@ -291,6 +292,7 @@ def publish(
         intended_use=intended_use,
         metrics=metrics,
         roi_protocol=roi_protocol,
+        reference=reference,
     )
     files["MODEL_CARD.md"] = card.encode("utf-8")
     files["report.html"] = render_report(
@@ -303,7 +305,7 @@ def publish(
     ).encode("utf-8")
     files["metrics.json"] = canonical_json(metrics)
     files["predictions.csv"] = csv_bytes(prediction_rows(result, deployed), PREDICTION_COLUMNS)
-    files[REFERENCE_FILE] = canonical_json(training_reference(result).to_json())
+    files[REFERENCE_FILE] = canonical_json(reference.to_json())
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "resnet18.safetensors"
         save_backbone(result.backbone, weights, dtype=config.weights_dtype)
