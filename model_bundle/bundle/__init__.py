@@ -2,10 +2,12 @@
 
 Lives here: the format (``format``: constants and shared value types), the manifest
 (``manifest``), the checks (``verify``), the verified bundle and its reading (``reader``:
-:class:`Bundle`, :func:`load_bundle`, :func:`verify_bundle`) and the atomic writer
-(``write``). Who may import it: anything (training, serving, the worker, the command
-line); it imports only the standard library, PyYAML and :mod:`onfh_dlr.errors`, so a
-process that only verifies a bundle loads neither numpy nor torch. Import the public
+:class:`Bundle`, :func:`load_bundle`, :func:`verify_bundle`), the typed reference
+statistics (``reference``: :class:`ReferenceStatistics`, read by :meth:`Bundle.reference`)
+and the atomic writer (``write``). Who may import it: anything (training, serving,
+monitoring, the worker, the command line); it imports only the standard library, PyYAML
+and :mod:`onfh_dlr.errors`, so a process that only verifies a bundle loads neither numpy
+nor torch. Import the public
 names from this package, not from its modules.
 
 A bundle is what training writes and what the worker serves. It is a plain directory, so
@@ -18,6 +20,8 @@ that it can be reviewed, diffed, copied and archived with ordinary tools::
     resnet18.safetensors        the fine-tuned ResNet18 backbone
     models/<model>/<part>.json  per model (rad, dl, dlr): scaler, pca, selector, classifier
     calibration.json            site-calibrated bundles only: the recalibration parameters
+    reference.json              reference statistics of the inputs and output (``reference``:
+                                :class:`ReferenceStatistics`; absent in older bundles)
     report.html, plots, ...     optional documents, listed in the manifest like any file
 
 Trust
@@ -58,9 +62,22 @@ from model_bundle.bundle.format import (
 )
 from model_bundle.bundle.manifest import Manifest
 from model_bundle.bundle.reader import Bundle, load_bundle, verify_bundle
+from model_bundle.bundle.reference import (
+    DECILE_LEVELS,
+    QUANTILE_LEVELS,
+    REFERENCE_FILE,
+    REFERENCE_SCHEMA,
+    AcquisitionReference,
+    Categories,
+    Distribution,
+    OutputReference,
+    ReferenceFormatError,
+    ReferenceStatistics,
+)
 from model_bundle.bundle.write import canonical_json, library_versions, write_bundle
 
 __all__ = [
+    "DECILE_LEVELS",
     "DEFAULT_REFERENCES",
     "FORMAT",
     "FORMAT_VERSION",
@@ -68,12 +85,21 @@ __all__ = [
     "MANIFEST_NAME",
     "MODEL_COMPONENTS",
     "MODEL_KEYS",
+    "QUANTILE_LEVELS",
+    "REFERENCE_FILE",
+    "REFERENCE_SCHEMA",
+    "AcquisitionReference",
     "Bundle",
     "CalibrationLineage",
+    "Categories",
+    "Distribution",
     "FileEntry",
     "JsonValue",
     "Manifest",
+    "OutputReference",
     "Problem",
+    "ReferenceFormatError",
+    "ReferenceStatistics",
     "VerifyReport",
     "canonical_json",
     "library_versions",

@@ -84,10 +84,12 @@ _CALLER_KEYS: Final = frozenset(
 #: Every required key of a format_version 1 manifest.
 _MANIFEST_KEYS: Final = _COMPUTED_KEYS | _CALLER_KEYS
 #: Keys only some bundles have: ``calibration`` (a site-calibrated bundle's lineage and
-#: recalibration file). A reader that does not know a key refuses the bundle, which is
-#: what an older onfh-dlr must do with a calibrated one (serving it uncalibrated would
-#: be wrong), so an optional key needs no format_version bump of its own.
-_OPTIONAL_KEYS: Final = frozenset({"calibration"})
+#: recalibration file) and ``reference_statistics`` (the path of ``reference.json``,
+#: which bundles written before issue 15 lack). A reader that does not know a key
+#: refuses the bundle, which is what an older onfh-dlr must do with a calibrated one
+#: (serving it uncalibrated would be wrong), so an optional key needs no format_version
+#: bump of its own.
+_OPTIONAL_KEYS: Final = frozenset({"calibration", "reference_statistics"})
 #: File types each reference must have: the consumers read them by type.
 _REFERENCE_SUFFIXES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
     {

@@ -91,6 +91,9 @@ class Manifest:
         ``weights``.
     calibration
         A site-calibrated bundle's lineage and recalibration file; ``None`` otherwise.
+    reference_statistics
+        The relative path of the reference statistics (``reference.json``); ``None`` in
+        bundles written before they existed.
     """
 
     format_version: int
@@ -111,11 +114,15 @@ class Manifest:
     warning: str
     references: Mapping[str, str]
     calibration: CalibrationLineage | None = None
+    reference_statistics: str | None = None
 
     def as_dict(self) -> dict[str, JsonValue]:
         """Return the manifest as the JSON object it was read from."""
         calibration = {} if self.calibration is None else {"calibration": self.calibration}
-        return {k: v.as_dict() for k, v in calibration.items()} | {
+        optional: dict[str, JsonValue] = {k: v.as_dict() for k, v in calibration.items()}
+        if self.reference_statistics is not None:
+            optional["reference_statistics"] = self.reference_statistics
+        return optional | {
             "created": _iso_utc(self.created),
             "deployed_model": self.deployed_model,
             "device_uid": self.device_uid,
@@ -246,6 +253,7 @@ class _ManifestParser:
             self.fail("key 'warning' must say why the model is not for clinical use")
         references = self._references()
         calibration = self._calibration()
+        reference_statistics = self._reference_statistics()
 
         if (
             self.problems
@@ -266,6 +274,7 @@ class _ManifestParser:
             or warning is None
             or references is None
             or (calibration is None and "calibration" in raw)
+            or (reference_statistics is None and "reference_statistics" in raw)
         ):
             return None
         return Manifest(
@@ -289,6 +298,7 @@ class _ManifestParser:
             warning=warning,
             references=MappingProxyType(references),
             calibration=calibration,
+            reference_statistics=reference_statistics,
         )
 
     # -- one method per key; each returns None (and records why) when the value is bad.
@@ -538,6 +548,16 @@ class _ManifestParser:
             cohort_patients=int(counts["cohort_patients"]),
             cohort_hips=int(counts["cohort_hips"]),
         )
+
+    def _reference_statistics(self) -> str | None:
+        if "reference_statistics" not in self.raw:
+            return None
+        listed = self._listed_file(
+            "key 'reference_statistics'", self.raw["reference_statistics"], (".json",)
+        )
+        if listed is not None:
+            self.json_objects.add(listed)
+        return listed
 
     def _references(self) -> dict[str, str] | None:
         value = self._typed("references", dict, "an object")

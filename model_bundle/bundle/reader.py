@@ -25,6 +25,7 @@ from model_bundle.bundle.format import (
     _suffix,
 )
 from model_bundle.bundle.manifest import Manifest
+from model_bundle.bundle.reference import ReferenceFormatError, ReferenceStatistics
 from model_bundle.bundle.verify import _verify
 from onfh_dlr.errors import (
     BundleContentError,
@@ -268,6 +269,31 @@ class Bundle:
         """Return a site-calibrated bundle's recalibration parameters; ``None`` otherwise."""
         lineage = self._manifest.calibration
         return None if lineage is None else self._json_object(lineage.parameters)
+
+    def reference(self) -> ReferenceStatistics | None:
+        """Return the reference statistics of the model's inputs and output.
+
+        Returns
+        -------
+        ReferenceStatistics or None
+            ``None`` for a bundle without them (written before they existed, like the
+            shipped demo bundle until it is retrained): its studies are scored, and the
+            input checks report that there is no reference.
+
+        Raises
+        ------
+        onfh_dlr.errors.BundleContentError
+            The file does not hold reference statistics of the known schema.
+        """
+        relpath = self._manifest.reference_statistics
+        if relpath is None:
+            return None
+        try:
+            return ReferenceStatistics.from_json(self._json_object(relpath))
+        except ReferenceFormatError as exc:
+            raise BundleContentError(
+                f"bundle {self._directory}: {relpath}: {exc}", path=relpath
+            ) from exc
 
     def model_params(self, model: str, component: str) -> dict[str, JsonValue]:
         """Return the fitted parameters of one part of one model.

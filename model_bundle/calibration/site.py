@@ -8,6 +8,13 @@ parent's files plus ``calibration.json``, with a new Device UID, the parent's De
 and manifest hash, the cohort's size and metrics, a model card section and a report with
 the calibration curves before and after. Serving applies ``calibration.json``
 (:class:`model_bundle.serving.BundleModel`); nothing else of the model changes.
+
+The child's reference statistics (``reference.json``, :func:`calibrated_reference`) take
+the output part from the calibration cohort (its recalibrated probabilities and the
+positive-call rate at the new threshold: what the calibrated model says at this site)
+and keep the parent's input part (acquisition and features of the training hips):
+calibration changes no input of the model, and a calibration cohort (ten patients or
+more) is too small to describe an input range of its own.
 """
 
 from __future__ import annotations
@@ -25,8 +32,10 @@ import numpy as np
 
 from model_bundle.bundle import (
     MANIFEST_NAME,
+    REFERENCE_FILE,
     Bundle,
     CalibrationLineage,
+    ReferenceStatistics,
     canonical_json,
     load_bundle,
     write_bundle,
@@ -40,6 +49,7 @@ from model_bundle.calibration.recalibration import (
 )
 from model_bundle.evaluation import PredictionRow, cohort_metrics, score_cohort
 from model_bundle.features import SeriesJob
+from model_bundle.monitoring import output_reference
 from model_bundle.serving import ModelName
 from model_bundle.training import dump_json
 
@@ -149,15 +159,66 @@ def write_calibrated(
     )
     summary = _summary(before, after, stored, lineage)
     files = _child_files(parent, stored, summary, before, after, lineage)
+    reference = calibrated_reference(
+        parent, recalibrated, deployed, stored.thresholds[deployed.value], lineage
+    )
+    files[REFERENCE_FILE] = canonical_json(reference.to_json())
     manifest = {k: v for k, v in parent.manifest.as_dict().items() if k not in _COMPUTED}
     manifest |= {
         "calibration": lineage.as_dict(),
         "metrics": dict(parent.manifest.metrics) | {"site_calibration": summary},
         "threshold": stored.thresholds[deployed.value],
         "version": _child_version(parent.manifest.version),
+        "reference_statistics": REFERENCE_FILE,
     }
     bundle = write_bundle(out, manifest, files)
     return CalibrationResult(bundle, stored, before, after, patients, len(scored))
+
+
+def calibrated_reference(
+    parent: Bundle,
+    recalibrated: Sequence[PredictionRow],
+    deployed: ModelName,
+    threshold: float,
+    lineage: CalibrationLineage,
+) -> ReferenceStatistics:
+    """The calibrated bundle's reference statistics (see the module docstring).
+
+    Parameters
+    ----------
+    parent
+        The parent bundle (its inputs' reference is kept, if it has one).
+    recalibrated
+        The calibration cohort's rows with recalibrated probabilities.
+    deployed, threshold
+        The deployed model and its calibrated threshold.
+    lineage
+        The cohort's size, for the description.
+    """
+    scored = [r.probabilities[deployed] for r in recalibrated if r.call is not None]
+    output = output_reference(
+        deployed.value,
+        f"recalibrated probabilities of the site calibration cohort ({len(scored)} hips of "
+        f"{lineage.cohort_patients} patients), at the calibrated threshold",
+        scored,
+        threshold,
+    )
+    inherited = parent.reference()
+    note = (
+        "site calibration: the output statistics are the calibration cohort's; the input "
+        "statistics are the parent's training hips' (calibration changes no input, and a "
+        "calibration cohort is too small to describe an input range)"
+    )
+    if inherited is None:
+        return ReferenceStatistics(
+            source="the parent bundle has no reference statistics of its inputs",
+            acquisition=None,
+            features={},
+            output=output,
+            notes=(note,),
+        )
+    notes = inherited.notes if note in inherited.notes else (*inherited.notes, note)
+    return replace(inherited, output=output, notes=notes)
 
 
 def _object(value: object) -> dict[str, Any]:
@@ -224,7 +285,7 @@ def _child_files(
     files: dict[str, bytes | Path] = {
         path: parent.path(path)
         for path in parent.manifest.files
-        if path not in ("metrics.json", card, CALIBRATION_FILE, REPORT_FILE)
+        if path not in ("metrics.json", card, CALIBRATION_FILE, REPORT_FILE, REFERENCE_FILE)
     }
     metrics = _object(parent.json("metrics.json"))
     metrics = metrics | {

@@ -1,6 +1,8 @@
 """Imaging: load an MR series, resample and normalise it, and find both femoral heads.
 
-Lives here: DICOM series loading with its geometry checks (``series``), resampling and
+Lives here: DICOM series loading with its geometry checks (``series``), the series'
+acquisition parameters read from its headers (``acquisition``: :class:`Acquisition`,
+:func:`acquisition_of`, for the reference statistics and the input check), resampling and
 z-scoring (``preprocess``), the per-hip ROI value (``roi``: :class:`HipROI`, :class:`Side`),
 ROIs read from a DICOM-SEG (``seg_roi``, which decides which segment is which hip, and
 ``seg_grid``, which places a segment on the series grid) and auto-segmentation of the
@@ -12,6 +14,12 @@ evaluation), the worker, the CLI, tests and benchmarks. It imports no other part
 ``model_bundle``. Import the public names from this package, not from its modules.
 """
 
+from model_bundle.imaging.acquisition import (
+    Acquisition,
+    AcquisitionField,
+    acquisition_from_dataset,
+    acquisition_of,
+)
 from model_bundle.imaging.autoseg import (
     Evidence,
     HeadFit,
@@ -52,6 +60,8 @@ __all__ = [
     "MR_IMAGE_SOP_CLASSES",
     "RIGHT_CODES",
     "SEGMENTATION_SOP_CLASSES",
+    "Acquisition",
+    "AcquisitionField",
     "Evidence",
     "HeadFit",
     "HeadSearch",
@@ -62,6 +72,8 @@ __all__ = [
     "PairWarning",
     "PairWarningKind",
     "Side",
+    "acquisition_from_dataset",
+    "acquisition_of",
     "auto_rois",
     "find_femoral_heads",
     "find_hips",

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from model_bundle.bundle import AcquisitionReference, ReferenceStatistics
 from model_bundle.evaluation import SiteValidation
 from model_bundle.features import NormalisationProfile
 from model_bundle.models import CLASSIFIERS
@@ -210,6 +211,39 @@ def _site_validation_section(validation: SiteValidation | None) -> list[str]:
     ]
 
 
+def _acquisition_range(acquisition: AcquisitionReference) -> str:
+    """The limitation that names the training series' acquisition range."""
+
+    def span(field: str, unit: str) -> str | None:
+        dist = acquisition.numeric.get(field)
+        if dist is None or dist.count == 0:
+            return None
+        low, high = f"{dist.minimum:.4g}", f"{dist.maximum:.4g}"
+        return f"{low} {unit}" if low == high else f"{low}–{high} {unit}"
+
+    parts = [
+        f"{label} {text}"
+        for label, text in (
+            ("field strength", span("field_strength", "T")),
+            ("slice thickness", span("slice_thickness", "mm")),
+            ("pixel spacing", span("pixel_spacing_row", "mm")),
+            ("TE", span("echo_time", "ms")),
+            ("TR", span("repetition_time", "ms")),
+        )
+        if text is not None
+    ]
+    makers = acquisition.categorical.get("manufacturer")
+    if makers is not None and makers.counts:
+        parts.insert(0, "from " + ", ".join(_md(name) for name in sorted(makers.counts)))
+    return (
+        f"**Acquisition range.** Trained on {acquisition.series} series "
+        + "; ".join(parts)
+        + ". A study outside this range, or a hip whose features lie outside the training "
+        "hips' (both are in `reference.json`), is still scored, and its report says "
+        '"outside the model\'s training range".'
+    )
+
+
 def model_card(
     result: TrainingResult,
     *,
@@ -220,6 +254,7 @@ def model_card(
     metrics: Mapping[str, Any],
     roi_protocol: str = "head",
     site_validation: SiteValidation | None = None,
+    reference: ReferenceStatistics | None = None,
 ) -> str:
     """The model card of a trained model, as Markdown.
 
@@ -241,6 +276,9 @@ def model_card(
         protocol, reproduction only; the card then warns that shape leaks the label).
     site_validation
         A leave-one-site-out run of the same recipe: its table becomes a section.
+    reference
+        The bundle's reference statistics: the card's limitations then state the
+        acquisition range of the training series.
 
     Returns
     -------
@@ -472,6 +510,8 @@ def model_card(
         limitations.append(
             "**Label leak.** The paper's ROI protocol leaks the label through the ROI's shape."
         )
+    if reference is not None and reference.acquisition is not None:
+        limitations.append(_acquisition_range(reference.acquisition))
     limitations += [
         "**Single sequence.** Coronal T2-weighted fat-suppressed MRI only.",
         "**Early ONFH only.** Trained to tell ARCO I–II ONFH from hips without ONFH; not "

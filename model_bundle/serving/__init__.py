@@ -6,7 +6,8 @@ the feature code training used), :class:`HipPrediction` (one hip's result) and
 
 Who may import it: external evaluation (``model_bundle.evaluation.external``), the
 worker, the CLI, tests and benchmarks. It imports ``model_bundle.bundle``, ``features``,
-``imaging``, ``models`` and ``training`` (for the model keys). Import the public names
+``imaging``, ``models``, ``monitoring`` (the input check) and ``training`` (for the model
+keys). Import the public names
 from this package, not from its modules.
 """
 

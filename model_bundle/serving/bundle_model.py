@@ -7,6 +7,12 @@ parameter file and preprocessing parameters: the selective radiomics run (only t
 features the bundle's models selected) and the bundle's own ResNet18 weights, PCA,
 selectors and classifiers.
 
+Each hip's series acquisition and model inputs are checked against the bundle's
+reference statistics (:func:`model_bundle.monitoring.check_inputs`): a hip outside them
+is still scored, and its :class:`HipPrediction` lists what is outside
+(``out_of_range``) and whether a reference was there to check against
+(``reference_status``).
+
 Imported through :mod:`model_bundle.serving`.
 """
 
@@ -34,8 +40,14 @@ from model_bundle.features import (
     hip_features,
     load_params,
 )
-from model_bundle.imaging import HipROI, LoadedSeries, Side
+from model_bundle.imaging import HipROI, LoadedSeries, Side, acquisition_of
 from model_bundle.models import FeatureSelector, PCAParams, from_json, positive_probability
+from model_bundle.monitoring import (
+    OutOfRange,
+    ReferenceStatus,
+    check_acquisition,
+    check_inputs,
+)
 from model_bundle.training import MODEL_KEYS
 from onfh_dlr.errors import ConfigurationError
 
@@ -66,6 +78,12 @@ class HipPrediction:
     # The deployed model's selected features for this hip, by name, before the
     # selector's scaling: what the score was made from (reported in the SR).
     inputs: Mapping[str, float] = field(default_factory=dict)
+    # What of this hip's inputs (its series' acquisition, then ``inputs``) lies outside
+    # the bundle's reference statistics; empty when all is inside or nothing was checked.
+    out_of_range: tuple[OutOfRange, ...] = ()
+    # Whether there was a reference to check against (bundles without reference
+    # statistics: NO_REFERENCE, and ``out_of_range`` is empty).
+    reference_status: ReferenceStatus = ReferenceStatus.NO_REFERENCE
 
 
 @dataclass(frozen=True)
@@ -101,6 +119,9 @@ class BundleModel:
         # The bundle's own parameter files, not the package's: a bundle trained with
         # another radiomics file (or preprocessing) is served with what it was trained on.
         self.radiomics_params = load_params(bundle.radiomics_params_path)
+        # The reference statistics the inputs are checked against (None: the bundle
+        # predates them; hips are scored and say "no reference").
+        self.reference = bundle.reference()
         recorded = bundle.preprocessing()
         deep_input = recorded.get("deep_input", {})
         if not isinstance(deep_input, dict):
@@ -167,12 +188,30 @@ class BundleModel:
             named.update(zip(model.pca.names, model.pca.transform(deep)[0], strict=True))
         return {name: float(named[name]) for name in model.selector.selected_names}
 
+    def check_acquisition(self, series: LoadedSeries) -> list[OutOfRange] | None:
+        """The series' acquisition parameters outside the training series' range.
+
+        Returns
+        -------
+        list of OutOfRange or None
+            Empty when all are inside; ``None`` when the bundle has no reference.
+        """
+        if self.reference is None:
+            return None
+        return check_acquisition(self.reference, acquisition_of(series))
+
     def predict_hip(self, series: LoadedSeries, roi: HipROI) -> HipPrediction:
-        """Score one hip."""
+        """Score one hip, and check its inputs against the bundle's reference."""
         values = self.features(series, roi)
         probs = self.probabilities(values)
         p = probs[self.deployed_model]
         clipped = min(max(p, 1e-12), 1 - 1e-12)
+        inputs = self.model_inputs(values)
+        status = ReferenceStatus.NO_REFERENCE
+        outside: tuple[OutOfRange, ...] = ()
+        if self.reference is not None:
+            status = ReferenceStatus.CHECKED
+            outside = tuple(check_inputs(self.reference, acquisition_of(series), inputs))
         return HipPrediction(
             side=roi.side,
             probabilities=probs,
@@ -183,7 +222,9 @@ class BundleModel:
             call=int(p >= self.threshold),
             roi_source=roi.source,
             roi_description=roi.description,
-            inputs=self.model_inputs(values),
+            inputs=inputs,
+            out_of_range=outside,
+            reference_status=status,
         )
 
     def predict(self, series: LoadedSeries, rois: dict[Side, HipROI]) -> dict[Side, HipPrediction]:

@@ -5,15 +5,22 @@ Lives here: the training dataset, per-hip radiomics and network inputs cached on
 ResNet18 backbone (``finetune``), the training computation of the Rad, DL and DLR models
 (``fit``: the patient split, PCA, selection, classifier choice by CV AUC, thresholds by
 Youden's index on out-of-fold training probabilities), publishing a result as a bundle
-with its report, card, metrics and predictions (``publishing``), and the whole run as
-``onfh-dlr train`` does it (``run``: :func:`plan_training`, :func:`run_training`).
+with its report, card, metrics, predictions and reference statistics (``publishing``),
+and the whole run as ``onfh-dlr train`` does it (``run``: :func:`plan_training`,
+:func:`run_training`).
 
 Who may import it: the command line, serving and external evaluation (for
 :data:`MODEL_KEYS`), reporting (for :class:`TrainingResult`), and tests. Import the
 public names from this package, not from its modules. It imports torch (fine-tuning).
 """
 
-from model_bundle.training.dataset import HipSample, build_dataset, cache_key, extract_job
+from model_bundle.training.dataset import (
+    HipSample,
+    build_dataset,
+    cache_key,
+    extract_job,
+    header_acquisition,
+)
 from model_bundle.training.finetune import FineTuneConfig, FineTuneResult, fine_tune
 from model_bundle.training.fit import (
     MODEL_KEYS,
@@ -36,6 +43,7 @@ from model_bundle.training.publishing import (
     prediction_rows,
     publish,
     training_metrics,
+    training_reference,
 )
 from model_bundle.training.run import (
     RoiProtocol,
@@ -69,6 +77,7 @@ __all__ = [
     "extract_job",
     "fine_tune",
     "fit_model",
+    "header_acquisition",
     "patient_split",
     "plan_training",
     "prediction_rows",
@@ -78,4 +87,5 @@ __all__ = [
     "shape_leak",
     "train_models",
     "training_metrics",
+    "training_reference",
 ]

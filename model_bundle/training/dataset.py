@@ -5,6 +5,10 @@ extracted in a cache directory, one ``.npz`` per series (no pickle: loaded with
 ``allow_pickle=False``), keyed by everything that changes the result: the series and
 mask files (paths, sizes, modification times), the PyRadiomics parameters and the
 code version. A re-run, or a run interrupted half-way, only extracts what is missing.
+Each entry also keeps the series' acquisition parameters (for the bundle's reference
+statistics); an entry written before it kept them is completed from one header of its
+series (read without pixels) instead of being extracted again, so existing caches stay
+valid.
 
 Each hip's inputs come from :func:`model_bundle.features.hip_inputs`, the feature path
 serving uses, and the cohort runs on :func:`model_bundle.features.run_cohort`.
@@ -35,7 +39,17 @@ from model_bundle.features import (
     run_cohort,
     series_rois,
 )
-from model_bundle.imaging import HipROI, HipSearch, LoadedSeries, Side, lesion_rois_from_seg
+from model_bundle.imaging import (
+    MR_IMAGE_SOP_CLASSES,
+    Acquisition,
+    HipROI,
+    HipSearch,
+    LoadedSeries,
+    Side,
+    acquisition_from_dataset,
+    acquisition_of,
+    lesion_rois_from_seg,
+)
 from onfh_dlr.errors import SegmentationError
 
 F32 = NDArray[np.float32]
@@ -54,6 +68,8 @@ class HipSample:
     network_input: F32 | None  # (3, 224, 224)
     roi_source: str
     reason: str
+    # The series' acquisition (None for a NIfTI image or a series that did not load).
+    acquisition: Acquisition | None = None
 
     @property
     def ok(self) -> bool:
@@ -144,6 +160,7 @@ def extract_job(
             inputs.network_input,
             roi.source,
             "",
+            acquisition_of(series),
         )
 
     def failed(row: dict[str, str], reason: str, source: str) -> HipSample:
@@ -158,7 +175,14 @@ def _save(path: Path, samples: Sequence[HipSample]) -> None:
     arrays: dict[str, NDArray[np.generic]] = {}
     meta = []
     for i, s in enumerate(samples):
-        meta.append({"roi_source": s.roi_source, "reason": s.reason, "ok": s.ok})
+        meta.append(
+            {
+                "roi_source": s.roi_source,
+                "reason": s.reason,
+                "ok": s.ok,
+                "acquisition": None if s.acquisition is None else s.acquisition.to_json(),
+            }
+        )
         if s.ok:
             assert s.radiomics is not None and s.network_input is not None
             arrays[f"radiomics_{i}"] = s.radiomics
@@ -173,10 +197,17 @@ def _load(path: Path, job: SeriesJob) -> list[HipSample] | None:
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(bytes(data["meta"]).decode())
+            # Entries written before the acquisition was cached: one header completes them.
+            older = any(m["ok"] and "acquisition" not in m for m in meta)
+            header = header_acquisition(job.image) if older else None
             out = []
             for i, (row, m) in enumerate(zip(job.hips, meta, strict=True)):
                 rad = data[f"radiomics_{i}"] if m["ok"] else None
                 net = data[f"input_{i}"] if m["ok"] else None
+                cached = m.get("acquisition")
+                acquisition = Acquisition.from_json(cached) if cached is not None else None
+                if acquisition is None and m["ok"] and "acquisition" not in m:
+                    acquisition = header
                 out.append(
                     HipSample(
                         row["PatientID"],
@@ -187,11 +218,32 @@ def _load(path: Path, job: SeriesJob) -> list[HipSample] | None:
                         net,
                         m["roi_source"],
                         m["reason"],
+                        acquisition,
                     )
                 )
             return out
     except (OSError, ValueError, KeyError):
         return None  # a damaged cache entry is recomputed, never trusted
+
+
+def header_acquisition(image: Path) -> Acquisition | None:
+    """The acquisition of the first MR image instance in ``image`` (a file or directory).
+
+    Read without pixel data, in the loader's file order; ``None`` when there is no
+    readable MR image instance (e.g. a NIfTI image).
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    files = sorted(f for f in image.iterdir() if f.is_file()) if image.is_dir() else [image]
+    for path in files:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, ValueError, EOFError):
+            continue
+        if str(ds.get("SOPClassUID", "")) in MR_IMAGE_SOP_CLASSES:
+            return acquisition_from_dataset(ds)
+    return None
 
 
 def _run(
@@ -237,4 +289,4 @@ def build_dataset(
     return out
 
 
-__all__ = ["HipSample", "build_dataset", "cache_key", "extract_job"]
+__all__ = ["HipSample", "build_dataset", "cache_key", "extract_job", "header_acquisition"]

@@ -135,6 +135,9 @@ class TrainingResult:
     finetune: FineTuneResult
     pca: PCAParams
     models: dict[ModelKey, ModelResult]
+    # The usable hips' deep PCA components, (hips, components) in ``pca.names`` order:
+    # the DL inputs the reference statistics describe.
+    pca_features: F64 | None = None
 
     def split_of(self, i: int) -> str:
         return "train" if i in set(self.train_idx.tolist()) else "test"
@@ -327,7 +330,9 @@ def train_models(
             f"classifier {m.classifier_name} (CV AUC {m.cv_auc[m.classifier_name][0]:.3f}), "
             f"threshold {m.threshold:.3f}"
         )
-    return TrainingResult(config, samples, train, test, usable, y, backbone, ft, pca, models)
+    return TrainingResult(
+        config, samples, train, test, usable, y, backbone, ft, pca, models, pca_features=dl
+    )
 
 
 def shape_leak(result: TrainingResult) -> dict[str, Any]:

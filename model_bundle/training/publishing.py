@@ -3,6 +3,9 @@
 The bundle directory holds everything the service loads (verified on every load) and
 the evidence for it: ``report.html``, ``metrics.json`` and ``predictions.csv`` are
 listed in the manifest like every other file, so they cannot drift from the model.
+``reference.json`` holds the reference statistics of the training hips' inputs and the
+deployed model's output (:func:`training_reference`), which the service checks each
+study against and measures drift from.
 """
 
 from __future__ import annotations
@@ -18,15 +21,25 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from model_bundle.bundle import Bundle, canonical_json, write_bundle
+from model_bundle.bundle import (
+    REFERENCE_FILE,
+    Bundle,
+    Distribution,
+    ReferenceStatistics,
+    canonical_json,
+    write_bundle,
+)
 from model_bundle.evaluation import SiteValidation, auc_entry, evaluate_split
 from model_bundle.features import (
+    FEATURE_NAMES,
     HIP_MARGIN,
     NormalisationProfile,
     read_params_text,
     save_backbone,
 )
+from model_bundle.imaging import Acquisition
 from model_bundle.models import to_json
+from model_bundle.monitoring import acquisition_reference, distribution_of, output_reference
 from model_bundle.training.fit import MODEL_KEYS, TrainingResult, TrainProbabilities
 
 F64 = NDArray[np.float64]
@@ -132,6 +145,58 @@ def csv_bytes(rows: Sequence[dict[str, str]], columns: Sequence[str]) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
+def training_reference(result: TrainingResult) -> ReferenceStatistics:
+    """The reference statistics of a training run, on its training hips only.
+
+    - acquisition: one entry per training series (both hips of a series share it);
+    - features: every selected feature of every model and every deep PCA component, on
+      the training hips, unscaled (what serving reports as the model's inputs);
+    - output: the deployed model's out-of-fold probabilities of the training hips and the
+      positive-call rate at its threshold. Out-of-fold, not in-sample: each comes from a
+      fit that did not see that hip, as the service's hips are unseen, and they are what
+      the threshold was fixed on.
+    """
+    train = [int(i) for i in result.train_idx]
+    hips = [result.usable[i] for i in train]
+    by_series: dict[str, Acquisition] = {}
+    for sample in hips:
+        if sample.acquisition is not None:
+            series = sample.row.get("Image") or f"{sample.patient_id}"
+            by_series.setdefault(series, sample.acquisition)
+    acquisition = acquisition_reference(list(by_series.values())) if by_series else None
+    radiomics = np.stack([s.radiomics for s in hips])  # type: ignore[misc]
+    column = {name: i for i, name in enumerate(FEATURE_NAMES)}
+    pca_column = {name: i for i, name in enumerate(result.pca.names)}
+    deep = result.pca_features[train] if result.pca_features is not None else None
+    wanted = {n for m in result.models.values() for n in m.selector.selected_names}
+    wanted |= set(result.pca.names) if deep is not None else set()
+    features: dict[str, Distribution] = {}
+    for name in sorted(wanted):
+        if name in column:
+            features[name] = distribution_of(radiomics[:, column[name]])
+        elif deep is not None and name in pca_column:
+            features[name] = distribution_of(deep[:, pca_column[name]])
+    deployed = result.config.deployed_model
+    model = result.models[deployed]
+    output = output_reference(
+        deployed,
+        f"out-of-fold probabilities of the {len(hips)} training hips (cross-validated, "
+        "as the threshold was fixed)",
+        model.train_oof_prob,
+        model.threshold,
+    )
+    patients = len({s.patient_id for s in hips})
+    return ReferenceStatistics(
+        source=(
+            f"training: {len(hips)} hips of {patients} patients, {len(by_series)} series "
+            "(the training split; test hips are not included)"
+        ),
+        acquisition=acquisition,
+        features=features,
+        output=output,
+    )
+
+
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
     # The manifest carries the headline numbers; metrics.json has everything.
     out: dict[str, Any] = {}
@@ -223,6 +288,7 @@ def publish(
         "synthetic": synthetic,
         "warning": warning,
     }
+    reference = training_reference(result)
     card = model_card(
         result,
         name=name,
@@ -232,6 +298,7 @@ def publish(
         metrics=metrics,
         roi_protocol=roi_protocol,
         site_validation=site_validation,
+        reference=reference,
     )
     if site_validation is not None:
         files["site_validation.json"] = canonical_json(site_validation.summary)
@@ -246,6 +313,7 @@ def publish(
     ).encode("utf-8")
     files["metrics.json"] = canonical_json(metrics)
     files["predictions.csv"] = csv_bytes(prediction_rows(result, deployed), PREDICTION_COLUMNS)
+    files[REFERENCE_FILE] = canonical_json(reference.to_json())
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "resnet18.safetensors"
         save_backbone(result.backbone, weights, dtype=config.weights_dtype)
@@ -262,6 +330,7 @@ def publish(
         "synthetic": synthetic,
         "not_for_clinical_use": synthetic,
         "warning": warning,
+        "reference_statistics": REFERENCE_FILE,
     }
     return write_bundle(out_dir, manifest, files, device_uid=device_uid)
 
