@@ -221,6 +221,9 @@ class StatusPage:
                 _state(j.state),
                 escape(j.reason),
                 escape(j.sr_uid or "-"),
+                # What the SR and the card told the reader beside the calls: a failed
+                # left/right check, inputs outside the model's training range.
+                "<br>".join(escape(str(note)) for note in j.result.get("notes", [])) or "-",
                 ", ".join(
                     f"{escape(d.destination)}: {_state(d.state)} ({d.attempts})"
                     for d in deliveries_of.get(j.id, [])
@@ -255,7 +258,9 @@ class StatusPage:
             + "<h2>Timeline</h2>"
             + timeline
             + "<h2>Jobs</h2>"
-            + _table(["Job", "Generation", "State", "Reason", "SR", "Deliveries"], job_rows),
+            + _table(
+                ["Job", "Generation", "State", "Reason", "SR", "Notes", "Deliveries"], job_rows
+            ),
         )
 
     def dead_letters(self, request: Request) -> Response:

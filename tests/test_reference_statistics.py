@@ -308,3 +308,28 @@ def test_predictions_csv_and_reference_agree_on_the_training_split(trained: Trai
     reference = load_bundle(trained.bundle).reference()
     assert reference is not None and reference.output is not None
     assert reference.output.probability.count == len(train_rows)
+
+
+def test_the_sr_and_card_of_a_study_from_another_site_say_it_is_outside_the_training_range(
+    trained: Trained,
+) -> None:
+    from worker.pipeline import score_series
+
+    model = BundleModel.load(trained.bundle, threads=1)
+    job = trained.philips[0]
+    scored = score_series(job.image, model, seg=job.mask, uid_seed="outside-range")
+    study_note = next(n for n in scored.notes if n.startswith("This series is outside"))
+    assert "field strength 3 T: above the training range" in study_note
+    comments = [
+        item.TextValue
+        for container in scored.sr_dataset.ContentSequence
+        if container.ValueType == "CONTAINER"
+        and container.ConceptNameCodeSequence[0].CodeValue == "C0034375"
+        for item in container.ContentSequence
+    ]
+    assert study_note in comments
+    assert study_note in scored.card_dataset.ImageComments
+    # The training series of the same bundle: nothing to say.
+    image = _training_images(trained)[0]
+    inside = next(j for j in trained.jobs if j.image == image)
+    assert score_series(inside.image, model, seg=inside.mask, uid_seed="inside").notes == ()

@@ -234,6 +234,8 @@ def _summary(scored: Any) -> dict[str, Any]:
             "model": p.deployed_model,
             "roi_source": p.roi_source,
             "roi": p.roi_description,
+            "reference": p.reference_status.value,
+            "out_of_range": [o.describe() for o in p.out_of_range],
         }
         for side, p in scored.predictions.items()
     }

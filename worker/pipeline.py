@@ -49,6 +49,7 @@ from pydicom.uid import generate_uid
 
 from model_bundle.features import series_rois
 from model_bundle.imaging import HipROI, LoadedSeries, Side, load_series
+from model_bundle.monitoring import InputKind, OutOfRange, outside_text
 from model_bundle.serving import BundleModel, HipPrediction
 from onfh_dlr.errors import (
     FemoralHeadNotFoundError,
@@ -255,16 +256,21 @@ def score_series(
     }
     for side, reason in not_analysed.items():
         LOGGER.warning("%s hip not analysed: %s", side.word, reason)
-    # A failed left/right comparison is no refusal: both hips are scored and the SR, the
-    # card and the job record say what looked odd, so a reader checks the outlines.
-    notes = tuple(f"Left/right check: {warning.message}" for warning in found.warnings)
-    for note in notes:
-        LOGGER.warning("%s", note)
     rois = found.rois
     source_segments = {} if seg_ds is None else _source_segments(seg_ds, rois)
     roi_source: Literal["seg", "auto"] = "auto" if seg_ds is None else "seg"
 
     predictions = model.predict(series, rois)
+    # What a reader should know beside the calls, said in the SR, on the card and in the
+    # job record: a failed left/right comparison (no refusal: both hips are scored, the
+    # reader checks the outlines), and inputs outside what the model was trained on (still
+    # scored, but the model's numbers there are an extrapolation).
+    notes = (
+        *(f"Left/right check: {warning.message}" for warning in found.warnings),
+        *input_notes(model.check_acquisition(series), predictions),
+    )
+    for note in notes:
+        LOGGER.warning("%s", note)
     device = OutputDevice.from_manifest(model.bundle.manifest)
     uids = output_uids(uid_seed, series.series_instance_uid)
     when = _content_datetime(content_time)
@@ -323,6 +329,27 @@ def score_series(
         not_analysed=not_analysed,
         notes=notes,
     )
+
+
+def input_notes(
+    acquisition: Sequence[OutOfRange] | None, predictions: Mapping[Side, HipPrediction]
+) -> list[str]:
+    """The reader's notes on inputs outside the bundle's reference statistics.
+
+    The series' acquisition once for the study, then each hip's features; nothing when
+    everything is inside, or when the bundle has no reference (it predates them).
+    """
+    notes = []
+    if acquisition:
+        notes.append(f"This series is {outside_text(acquisition)}")
+    for side in (Side.RIGHT, Side.LEFT):
+        prediction = predictions.get(side)
+        if prediction is None:
+            continue
+        features = [o for o in prediction.out_of_range if o.kind is InputKind.FEATURE]
+        if features:
+            notes.append(f"{SEGMENT_LABELS[side]}: {outside_text(features)}")
+    return notes
 
 
 def not_analysed_series(
