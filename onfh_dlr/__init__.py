@@ -2,6 +2,7 @@
 
 What lives here: the error tree (``errors``), typed settings (``settings``), logging
 (``logs``), the state DB (``state``), the task queue's names and Celery app (``queue``),
+who holds a running job and whether that worker still lives (``liveness``),
 Prometheus metrics (``metrics``), the small HTTP server (``web``), the embedded Redis
 (``broker``) and process pools (``pools``). The kernel imports no other package of the
 project. Who may import it: everyone — ``model_bundle`` only ``onfh_dlr.errors`` and

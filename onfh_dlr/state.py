@@ -54,6 +54,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from onfh_dlr.errors import StateDBError
+from onfh_dlr.liveness import WorkerIdentity
 from onfh_dlr.logs import redacted_url
 from onfh_dlr.settings import OutputKind, Transport
 
@@ -77,11 +78,14 @@ def _enum_values(enum: type[Transport]) -> list[str]:
     return [member.value for member in enum]
 
 
-#: Columns added to the ``series`` table after it first shipped, with the DDL that adds
-#: each to an existing table (``create_all`` creates missing tables, never columns).
-_ADDED_SERIES_COLUMNS: Final = {
-    "transport": "VARCHAR(16) NOT NULL DEFAULT 'dimse'",
-    "peer_address": "VARCHAR(64) NOT NULL DEFAULT ''",
+#: Columns added to a table after it first shipped, with the DDL that adds each to an
+#: existing table (``create_all`` creates missing tables, never columns).
+_ADDED_COLUMNS: Final = {
+    "series": {
+        "transport": "VARCHAR(16) NOT NULL DEFAULT 'dimse'",
+        "peer_address": "VARCHAR(64) NOT NULL DEFAULT ''",
+    },
+    "jobs": {"worker_host": "VARCHAR(255)", "worker_pid": "INTEGER", "worker_name": "VARCHAR(255)"},
 }
 
 
@@ -143,6 +147,11 @@ class JobRow(Base):
     sr_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
     result_json: Mapped[str] = mapped_column(Text, default="{}")
     supersedes: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # The worker that claimed the job last (onfh_dlr.liveness.WorkerIdentity): when it
+    # dies, its running jobs are requeued at once.
+    worker_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    worker_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    worker_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class DeliveryRow(Base):
@@ -215,6 +224,7 @@ class Job:
     sr_uid: str | None
     result: dict[str, Any]
     supersedes: str | None
+    worker: WorkerIdentity | None = None  # who claimed it last
 
     @classmethod
     def from_row(cls, row: JobRow) -> Job:
@@ -237,6 +247,11 @@ class Job:
             sr_uid=row.sr_uid,
             result=json.loads(row.result_json or "{}"),
             supersedes=row.supersedes,
+            worker=(
+                WorkerIdentity(row.worker_host, row.worker_pid, row.worker_name or "")
+                if row.worker_host is not None and row.worker_pid is not None
+                else None
+            ),
         )
 
     @property
@@ -285,10 +300,17 @@ class StateDB:
     ----------
     url
         SQLAlchemy URL (``sqlite:///...``, ``postgresql+psycopg://...``).
+
+    Attributes
+    ----------
+    claimant
+        The worker this process claims jobs as (:meth:`start_job` records it); set by
+        the worker process, ``None`` elsewhere.
     """
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.claimant: WorkerIdentity | None = None
         try:
             self.engine: Engine = create_engine(url, pool_pre_ping=True, future=True)
         except (SQLAlchemyError, ImportError) as exc:
@@ -315,7 +337,7 @@ class StateDB:
         for attempt in range(3):
             try:
                 Base.metadata.create_all(self.engine)
-                self._add_series_columns()
+                self._add_columns()
                 return
             except SQLAlchemyError as exc:
                 # Another process created a table between our check and our CREATE:
@@ -326,19 +348,22 @@ class StateDB:
                     ) from exc
                 time.sleep(0.2)
 
-    def _add_series_columns(self) -> None:
-        """Add the columns newer than an existing ``series`` table (SQLite and PostgreSQL)."""
-        present = {c["name"] for c in inspect(self.engine).get_columns("series")}
-        missing = [name for name in _ADDED_SERIES_COLUMNS if name not in present]
-        if not missing:
-            return
-        with self.engine.begin() as connection:
-            for name in missing:
-                # Names and DDL are the constants above, never input. A process starting
-                # at the same time may win the race: create_schema's retry sees the column.
-                connection.execute(
-                    text(f"ALTER TABLE series ADD COLUMN {name} {_ADDED_SERIES_COLUMNS[name]}")
-                )
+    def _add_columns(self) -> None:
+        """Add the columns newer than existing tables (SQLite and PostgreSQL)."""
+        inspector = inspect(self.engine)
+        for table, columns in _ADDED_COLUMNS.items():
+            present = {c["name"] for c in inspector.get_columns(table)}
+            missing = [name for name in columns if name not in present]
+            if not missing:
+                continue
+            with self.engine.begin() as connection:
+                for name in missing:
+                    # Names and DDL are the constants above, never input. A process
+                    # starting at the same time may win the race: create_schema's retry
+                    # sees the column.
+                    connection.execute(
+                        text(f"ALTER TABLE {table} ADD COLUMN {name} {columns[name]}")
+                    )
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -517,8 +542,15 @@ class StateDB:
             )
             return list(rows)
 
-    def start_job(self, job_id: str, *, max_attempts: int | None = None) -> Job | None:
-        """Claim a job for a worker; ``None`` when there is nothing to do.
+    def start_job(
+        self,
+        job_id: str,
+        *,
+        max_attempts: int | None = None,
+        worker: WorkerIdentity | None = None,
+    ) -> Job | None:
+        """Claim a job for a worker (``worker``, else :attr:`claimant`, is recorded on
+        it); ``None`` when there is nothing to do.
 
         A job already done, failed or superseded is not run again (a redelivered message).
         A ``running`` job is claimed again: its worker died (the broker redelivered it).
@@ -543,8 +575,74 @@ class StateDB:
                 row.state = "running"
                 row.started_at = now
                 row.attempts += 1
-                s.add(EventRow(at=now, series_uid=row.series_uid, job_id=job_id, stage="started"))
+                claimant = worker or self.claimant
+                if claimant is not None:
+                    row.worker_host, row.worker_pid = claimant.host, claimant.pid
+                    row.worker_name = claimant.name
+                detail = claimant.name if claimant is not None else ""
+                s.add(
+                    EventRow(
+                        at=now,
+                        series_uid=row.series_uid,
+                        job_id=job_id,
+                        stage="started",
+                        detail=detail,
+                    )
+                )
             return Job.from_row(row)
+
+    def running_worker_pids(self, host: str) -> set[int]:
+        """The main pids of the workers on ``host`` that hold running jobs."""
+        with self.session() as s:
+            pids = s.scalars(
+                select(JobRow.worker_pid).where(
+                    JobRow.state == "running",
+                    JobRow.worker_host == host,
+                    JobRow.worker_pid.is_not(None),
+                )
+            )
+            return {int(pid) for pid in pids if pid is not None}
+
+    def running_worker_names(self) -> set[str]:
+        """The Celery node names of the workers that hold running jobs."""
+        with self.session() as s:
+            names = s.scalars(
+                select(JobRow.worker_name).where(
+                    JobRow.state == "running", JobRow.worker_name.is_not(None)
+                )
+            )
+            return {str(name) for name in names if name}
+
+    def requeue_jobs_of(
+        self, *, host: str, pid: int | None = None, name: str | None = None, reason: str
+    ) -> list[str]:
+        """Put the running jobs of a dead worker back to ``pending``, with ``reason`` on
+        their timeline; the ids. The worker is ``pid`` on ``host``, or (``pid`` None) the
+        Celery node ``name``. Compare-and-set: a job another worker claimed since is not
+        touched. The attempt stays counted (``max_attempts`` still ends a poison series).
+        """
+        now = time.time()
+        query = select(JobRow).where(JobRow.state == "running")
+        if pid is not None:
+            query = query.where(JobRow.worker_host == host, JobRow.worker_pid == pid)
+        elif name is not None:
+            query = query.where(JobRow.worker_name == name)
+        else:
+            raise ValueError("requeue_jobs_of needs the worker's pid or name")
+        with self.session() as s:
+            rows = list(s.scalars(query.with_for_update()))
+            for row in rows:
+                row.state = "pending"
+                s.add(
+                    EventRow(
+                        at=now,
+                        series_uid=row.series_uid,
+                        job_id=row.id,
+                        stage="requeued",
+                        detail=reason,
+                    )
+                )
+            return [row.id for row in rows]
 
     def job_scored(
         self,

@@ -1,0 +1,143 @@
+"""Who holds a running job, and whether it is still alive.
+
+A worker claims a job under a :class:`WorkerIdentity` (host, pid of the worker process,
+Celery node name), recorded on the job row. When that worker is gone — its supervisor
+reaped it, its pid no longer runs on this host, or its Celery heartbeats stopped — the
+jobs it held go back to the queue at once (:func:`requeue_jobs`), instead of waiting for
+the broker's visibility timeout or ``ONFH_REQUEUE_AFTER``. Scoring is idempotent, so the
+rare duplicate costs time, never a second result.
+
+Kernel module: imported by ``worker`` (to name itself), ``listener`` and
+``onfh_dlr.cli`` (to requeue); it imports only the kernel.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from onfh_dlr.errors import BrokerError, StateDBError
+
+if TYPE_CHECKING:
+    from onfh_dlr.state import StateDB
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    """The worker process that claimed a job.
+
+    Attributes
+    ----------
+    host
+        ``socket.gethostname()`` of the worker's machine (or container).
+    pid
+        The worker's main process (the Celery parent of the pool processes): the unit
+        that lives or dies; a dead pool process alone is requeued by Celery itself.
+    name
+        The Celery node name, unique per start (a random part: a restarted container may
+        reuse host name and pid), as in its heartbeat events.
+    """
+
+    host: str
+    pid: int
+    name: str
+
+    @classmethod
+    def of_this_process(cls, role: str) -> WorkerIdentity:
+        """This process, named ``onfh-<role>-<pid>-<random>@<host>``."""
+        host, pid = socket.gethostname(), os.getpid()
+        return cls(host, pid, f"onfh-{role}-{pid}-{secrets.token_hex(3)}@{host}")
+
+
+def this_host() -> str:
+    """The host name workers on this machine record (see :class:`WorkerIdentity`)."""
+    return socket.gethostname()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (a zombie, dead but unreaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    try:
+        # /proc/<pid>/stat: "pid (comm) state ..."; comm may hold spaces and parentheses.
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no procfs (not Linux), or it died just now
+        return Path(f"/proc/{pid}").exists() or not Path("/proc").is_dir()
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def requeue_jobs(
+    db: StateDB,
+    send: Callable[[str], None],
+    *,
+    host: str,
+    pid: int | None = None,
+    name: str | None = None,
+    reason: str,
+) -> list[str]:
+    """Put the running jobs of a dead worker back to the queue and send them at once.
+
+    The worker is the one on ``host`` with main process ``pid``, or (``pid`` None) the
+    Celery node ``name``. Each job gets a ``requeued`` timeline entry with ``reason``.
+    A job the broker cannot take now stays ``pending``: the listener's sweeper sends it.
+
+    Returns
+    -------
+    list of str
+        The ids of the jobs put back.
+    """
+    job_ids = db.requeue_jobs_of(host=host, pid=pid, name=name, reason=reason)
+    resend(db, send, job_ids)
+    return job_ids
+
+
+def resend(db: StateDB, send: Callable[[str], None], job_ids: Iterable[str]) -> int:
+    """Send ``pending`` jobs to the broker and mark them ``queued``; how many were sent."""
+    sent = 0
+    for job_id in job_ids:
+        try:
+            send(job_id)
+            db.mark_enqueued(job_id)
+        except (BrokerError, StateDBError) as exc:
+            log.warning("job %s requeued but not sent yet (the sweeper will): %s", job_id, exc)
+            continue
+        sent += 1
+    return sent
+
+
+def requeue_dead_local_workers(db: StateDB, send: Callable[[str], None]) -> list[str]:
+    """Requeue the running jobs of workers on this host whose process no longer runs."""
+    host = this_host()
+    requeued: list[str] = []
+    for pid in db.running_worker_pids(host):
+        if not process_alive(pid):
+            requeued += requeue_jobs(
+                db,
+                send,
+                host=host,
+                pid=pid,
+                reason=f"worker process {pid} on {host} is gone; requeued at once",
+            )
+    return requeued
+
+
+__all__ = [
+    "WorkerIdentity",
+    "process_alive",
+    "requeue_dead_local_workers",
+    "requeue_jobs",
+    "resend",
+    "this_host",
+]

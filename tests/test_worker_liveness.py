@@ -1,0 +1,154 @@
+"""Who holds a running job, and requeueing the jobs of a dead worker (real SQLite, real
+processes for the liveness checks)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+
+from onfh_dlr.liveness import (
+    WorkerIdentity,
+    process_alive,
+    requeue_dead_local_workers,
+    requeue_jobs,
+    this_host,
+)
+from onfh_dlr.state import StateDB, default_database_url
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> StateDB:
+    return StateDB.for_settings(None, tmp_path)
+
+
+def _job(db: StateDB, tmp_path: Path, series: str) -> str:
+    db.series_received(series_uid=series, study_uid="1.2.3", instances=20, at=100.0)
+    job_id = db.admit_series(series, tmp_path / series)
+    db.mark_enqueued(job_id)
+    return job_id
+
+
+def _dead_pid() -> int:
+    """The pid of a process that ran and was reaped."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_started_job_records_the_worker_that_claimed_it(db: StateDB, tmp_path: Path) -> None:
+    job_id = _job(db, tmp_path, "1.2.3.4")
+    worker = WorkerIdentity("host-a", 4242, "onfh-worker-4242-abc@host-a")
+    job = db.start_job(job_id, worker=worker)
+    assert job is not None and job.worker == worker
+    assert db.job(job_id) == job
+    started = [e for e in db.events("1.2.3.4") if e.stage == "started"]
+    assert [e.detail for e in started] == [worker.name]
+    # a process' claimant is recorded when no worker is named
+    db.claimant = WorkerIdentity("host-b", 7, "onfh-worker-7-def@host-b")
+    other = _job(db, tmp_path, "1.2.3.5")
+    claimed = db.start_job(other)
+    assert claimed is not None and claimed.worker == db.claimant
+
+
+def test_the_running_jobs_of_a_dead_worker_go_back_to_the_queue_with_the_reason(
+    db: StateDB, tmp_path: Path
+) -> None:
+    dead = WorkerIdentity("host-a", 100, "onfh-worker-100-a@host-a")
+    alive = WorkerIdentity("host-a", 200, "onfh-worker-200-b@host-a")
+    elsewhere = WorkerIdentity("host-b", 100, "onfh-worker-100-c@host-b")
+    held = _job(db, tmp_path, "1.2.3.1")
+    other = _job(db, tmp_path, "1.2.3.2")
+    remote = _job(db, tmp_path, "1.2.3.3")
+    db.start_job(held, worker=dead)
+    db.start_job(other, worker=alive)
+    db.start_job(remote, worker=elsewhere)
+    sent: list[str] = []
+    requeued = requeue_jobs(db, sent.append, host="host-a", pid=100, reason="worker killed")
+    assert requeued == [held] and sent == [held]
+    job = db.job(held)
+    assert job is not None and job.state == "queued" and job.attempts == 1
+    assert [(e.stage, e.detail) for e in db.events("1.2.3.1")][-1] == ("requeued", "worker killed")
+    assert {j.state for j in (db.job(other), db.job(remote)) if j is not None} == {"running"}
+    # nothing left to requeue for that worker; by Celery node name instead of pid
+    assert requeue_jobs(db, sent.append, host="host-a", pid=100, reason="again") == []
+    assert requeue_jobs(db, sent.append, host="", name=elsewhere.name, reason="offline") == [remote]
+    # the requeued job is claimed again by the next worker, its attempt counted
+    again = db.start_job(held, worker=alive, max_attempts=3)
+    assert again is not None and again.state == "running" and again.attempts == 2
+
+
+def test_a_job_the_broker_cannot_take_stays_pending_for_the_sweeper(
+    db: StateDB, tmp_path: Path
+) -> None:
+    from onfh_dlr.errors import BrokerError
+
+    job_id = _job(db, tmp_path, "1.2.3.1")
+    db.start_job(job_id, worker=WorkerIdentity("h", 1, "n@h"))
+
+    def broker_down(_job_id: str) -> None:
+        raise BrokerError("connection refused")
+
+    assert requeue_jobs(db, broker_down, host="h", pid=1, reason="gone") == [job_id]
+    job = db.job(job_id)
+    assert job is not None and job.state == "pending"
+    assert db.jobs_to_enqueue(requeue_after=900) == [job_id]
+
+
+def test_jobs_of_a_local_worker_whose_process_is_gone_are_requeued_and_a_live_ones_are_not(
+    db: StateDB, tmp_path: Path
+) -> None:
+    host = this_host()
+    gone, here = _dead_pid(), os.getpid()
+    lost = _job(db, tmp_path, "1.2.3.1")
+    kept = _job(db, tmp_path, "1.2.3.2")
+    db.start_job(lost, worker=WorkerIdentity(host, gone, f"w-{gone}@{host}"))
+    db.start_job(kept, worker=WorkerIdentity(host, here, f"w-{here}@{host}"))
+    sent: list[str] = []
+    assert requeue_dead_local_workers(db, sent.append) == [lost]
+    assert sent == [lost]
+    job = db.job(kept)
+    assert job is not None and job.state == "running"
+
+
+def test_a_zombie_process_counts_as_dead_and_a_running_one_as_alive() -> None:
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert process_alive(process.pid)
+        process.kill()
+        deadline = time.monotonic() + 10
+        while process_alive(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)  # dead, not yet reaped: a zombie until wait() below
+        assert not process_alive(process.pid)
+    finally:
+        process.kill()
+        process.wait()
+    assert not process_alive(process.pid)
+
+
+def test_a_jobs_table_from_before_the_worker_columns_gains_them_with_old_rows_unclaimed(
+    tmp_path: Path,
+) -> None:
+    url = default_database_url(tmp_path)
+    db = StateDB(url)
+    db.create_schema()
+    job_id = _job(db, tmp_path, "1.2.3.1")
+    db.dispose()
+    old = sqlalchemy.create_engine(url)
+    with old.begin() as connection:
+        for column in ("worker_host", "worker_pid", "worker_name"):
+            connection.execute(sqlalchemy.text(f"ALTER TABLE jobs DROP COLUMN {column}"))
+    old.dispose()
+    db = StateDB(url)
+    db.create_schema()
+    db.create_schema()  # idempotent: the second pass finds the columns
+    job = db.job(job_id)
+    assert job is not None and job.worker is None and job.state == "queued"
+    worker = WorkerIdentity("h", 5, "n@h")
+    claimed = db.start_job(job_id, worker=worker)
+    assert claimed is not None and claimed.worker == worker
