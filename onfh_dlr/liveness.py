@@ -17,14 +17,18 @@ import logging
 import os
 import secrets
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from onfh_dlr.errors import BrokerError, StateDBError
+from onfh_dlr.errors import BrokerError, OnfhError, StateDBError
 
 if TYPE_CHECKING:
+    from celery import Celery
+
     from onfh_dlr.state import StateDB
 
 log = logging.getLogger(__name__)
@@ -133,8 +137,127 @@ def requeue_dead_local_workers(db: StateDB, send: Callable[[str], None]) -> list
     return requeued
 
 
+#: Seconds without an event from a worker after which it counts as gone. Celery workers
+#: send a heartbeat every 2 s; the margin covers a busy machine.
+HEARTBEAT_EXPIRY = 15.0
+
+
+class WorkerWatch:
+    """Requeues the jobs of workers that are gone, wherever they run.
+
+    It listens to the workers' Celery events: a ``worker-offline`` event, or no event at
+    all from a worker for :data:`HEARTBEAT_EXPIRY` seconds, means the worker is gone;
+    so does a recorded pid that no longer runs on this host. Heartbeats are trusted only
+    while this watch itself receives events: if every worker falls silent at once, the
+    watch (or the broker) is the likelier culprit, and it does nothing.
+
+    Parameters
+    ----------
+    app
+        The Celery app whose broker carries the events.
+    db
+        The state database.
+    send
+        Sends a job id to the scoring queue (raises :class:`BrokerError` when it cannot).
+    expiry
+        See :data:`HEARTBEAT_EXPIRY`.
+    clock
+        Monotonic seconds (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        app: Celery,
+        db: StateDB,
+        send: Callable[[str], None],
+        *,
+        expiry: float = HEARTBEAT_EXPIRY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.app, self.db, self.send = app, db, send
+        self.expiry = expiry
+        self.clock = clock
+        self.last_seen: dict[str, float] = {}  # Celery node name -> last event
+        self.listening_since: float | None = None  # receiving events since
+        self._lock = threading.Lock()
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        """Record one Celery event (``worker-offline`` requeues that worker's jobs)."""
+        name = event.get("hostname")
+        if not isinstance(name, str):
+            return
+        with self._lock:
+            if event.get("type") == "worker-offline":
+                self.last_seen.pop(name, None)
+            else:
+                self.last_seen[name] = self.clock()
+                return
+        requeue_jobs(
+            self.db,
+            self.send,
+            host="",
+            name=name,
+            reason=f"worker {name} went offline; requeued at once",
+        )
+
+    def check(self) -> list[str]:
+        """Requeue the running jobs of workers gone silent, or gone from this host."""
+        requeued = requeue_dead_local_workers(self.db, self.send)
+        now = self.clock()
+        with self._lock:
+            since = self.listening_since
+            if since is None or now - since < self.expiry:
+                return requeued  # not listening long enough to call anyone silent
+            if not any(now - seen <= self.expiry for seen in self.last_seen.values()):
+                return requeued  # every worker silent: more likely our side
+            silent = {
+                name
+                for name in self.db.running_worker_names()
+                if now - self.last_seen.get(name, since) > self.expiry
+            }
+        for name in sorted(silent):
+            requeued += requeue_jobs(
+                self.db,
+                self.send,
+                host="",
+                name=name,
+                reason=f"no heartbeat from worker {name} for {self.expiry:.0f} s; requeued",
+            )
+        return requeued
+
+    def run(self, stop: threading.Event, interval: float = 2.0) -> None:
+        """Receive events and :meth:`check` every ``interval`` seconds until ``stop``."""
+        checker = threading.Thread(
+            target=self._check_loop, args=(stop, interval), name="worker-watch-check", daemon=True
+        )
+        checker.start()
+        while not stop.is_set():
+            try:
+                with self.app.connection_for_read() as connection:
+                    receiver = self.app.events.Receiver(connection, handlers={"*": self.on_event})
+                    self.listening_since = self.clock()
+                    for _ in receiver.itercapture(limit=None, timeout=None, wakeup=True):
+                        if stop.is_set():
+                            return
+            except Exception as exc:  # broker down: nothing is judged until it is back
+                self.listening_since = None
+                log.warning("worker watch: no events from the broker: %s", exc)
+                stop.wait(2.0)
+
+    def _check_loop(self, stop: threading.Event, interval: float) -> None:
+        while not stop.wait(interval):
+            try:
+                self.check()
+            except OnfhError as exc:
+                log.warning("worker watch: check failed: %s", exc)
+            except Exception:  # the watch must survive anything
+                log.exception("worker watch: check failed")
+
+
 __all__ = [
+    "HEARTBEAT_EXPIRY",
     "WorkerIdentity",
+    "WorkerWatch",
     "process_alive",
     "requeue_dead_local_workers",
     "requeue_jobs",

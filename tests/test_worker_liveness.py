@@ -152,3 +152,54 @@ def test_a_jobs_table_from_before_the_worker_columns_gains_them_with_old_rows_un
     worker = WorkerIdentity("h", 5, "n@h")
     claimed = db.start_job(job_id, worker=worker)
     assert claimed is not None and claimed.worker == worker
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_watch_requeues_a_silent_or_offline_worker_and_trusts_no_silence_of_everyone(
+    db: StateDB, tmp_path: Path
+) -> None:
+    from onfh_dlr.liveness import WorkerWatch
+    from onfh_dlr.queue import make_celery
+
+    clock = _Clock()
+    sent: list[str] = []
+    app = make_celery("redis://127.0.0.1:1/0")  # never connected: events are fed below
+    watch = WorkerWatch(app, db, sent.append, expiry=15.0, clock=clock)
+    quiet = WorkerIdentity("host-x", 1, "onfh-worker-1-a@host-x")
+    busy = WorkerIdentity("host-y", 2, "onfh-worker-2-b@host-y")
+    leaving = WorkerIdentity("host-z", 3, "onfh-worker-3-c@host-z")
+    jobs = {w.name: _job(db, tmp_path, f"1.2.3.{w.pid}") for w in (quiet, busy, leaving)}
+    for worker in (quiet, busy, leaving):
+        db.start_job(jobs[worker.name], worker=worker)
+    watch.listening_since = clock.now
+    for worker in (quiet, busy, leaving):
+        watch.on_event({"type": "worker-heartbeat", "hostname": worker.name})
+    clock.now += 10
+    for worker in (busy, leaving):
+        watch.on_event({"type": "worker-heartbeat", "hostname": worker.name})
+    assert watch.check() == []  # nobody silent for 15 s yet
+    clock.now += 10  # quiet: 20 s silent; the others 10 s
+    assert watch.check() == [jobs[quiet.name]]
+    job = db.job(jobs[quiet.name])
+    assert job is not None and job.state == "queued" and sent == [jobs[quiet.name]]
+    (event,) = [e for e in db.events("1.2.3.1") if e.stage == "requeued"]
+    assert "no heartbeat from worker onfh-worker-1-a@host-x" in event.detail
+    # a worker-offline event requeues at once
+    watch.on_event({"type": "worker-offline", "hostname": leaving.name})
+    assert sent == [jobs[quiet.name], jobs[leaving.name]]
+    # every worker silent (the watch lost its events, not the workers their lives): nothing
+    clock.now += 60
+    assert watch.check() == []
+    job = db.job(jobs[busy.name])
+    assert job is not None and job.state == "running"
+    # nor while the watch has not listened for a full expiry since it (re)connected
+    watch.listening_since = clock.now
+    watch.on_event({"type": "worker-heartbeat", "hostname": "another@host"})
+    assert watch.check() == []
