@@ -283,3 +283,36 @@ def test_a_scoring_worker_alone_takes_a_waiting_delivery_before_the_next_queued_
     assert {j.state for j in jobs} == {"done"}, [j.reason for j in jobs]
     summary = _assert_delivery_before_queued_scoring(service.db, batch, strict=True)
     print(json.dumps({"worker_only_delivery": summary}))
+
+
+def test_a_worker_not_under_serve_killed_mid_study_has_its_job_requeued_by_the_listener(
+    service: Service, studies: list[PhantomStudy]
+) -> None:
+    """Listener and worker run as separate services (compose, Kubernetes): nobody reaps
+    the killed worker, its heartbeats stop, and the listener's watch requeues its job long
+    before the broker's visibility timeout (900 s here)."""
+    study = studies[0]
+    service.push(study.slices)
+    service.wait_for_job(study.series_uid, {"running", *FINISHED}, timeout=240)
+    time.sleep(0.3)
+    (job,) = service.jobs_of(study.series_uid)
+    assert job.state == "running", "the kill must land while it scores"
+    main = psutil.Process(service.processes["worker"].pid)
+    killed = time.monotonic()
+    for process in [*main.children(recursive=True), main]:  # the whole worker, as an OOM
+        process.send_signal(signal.SIGKILL)  # kill of its container would
+    service.processes["worker"].wait(10)
+
+    def requeued() -> bool:
+        return any(e.stage == "requeued" for e in service.db.events(study.series_uid))
+
+    wait_until(requeued, 60, "the listener to requeue the dead worker's job")
+    detected = time.monotonic() - killed
+    service.restart_worker()  # as the orchestrator would, in its own time
+    job = service.wait_for_job(study.series_uid, FINISHED, timeout=300)
+    time.sleep(2)
+    print(json.dumps({"watch_detected_dead_worker_s": round(detected, 2)}))
+    assert job.state == "done" and job.attempts == 2, job.reason
+    assert [r.sop_instance_uid for r in service.srs_received(study.study_uid)] == [job.sr_uid]
+    (event,) = [e for e in service.db.events(study.series_uid) if e.stage == "requeued"]
+    assert "no heartbeat from worker" in event.detail or "is gone" in event.detail
