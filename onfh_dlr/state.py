@@ -34,29 +34,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from sqlalchemy import (
-    Enum,
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-    Text,
-    create_engine,
-    event,
-    func,
-    inspect,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import create_engine, event, func, inspect, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from onfh_dlr.errors import StateDBError
 from onfh_dlr.liveness import WorkerIdentity
 from onfh_dlr.logs import redacted_url
 from onfh_dlr.settings import OutputKind, Transport
+from onfh_dlr.state_tables import (
+    ADDED_COLUMNS,
+    Base,
+    DeliveryRow,
+    EventRow,
+    JobOutputRow,
+    JobRow,
+    SeriesRow,
+)
 
 JOB_STATES: Final = (
     "pending",
@@ -71,131 +66,6 @@ JOB_STATES: Final = (
 FINAL_JOB_STATES: Final = frozenset({"done", "failed", "superseded"})
 SERIES_STATES: Final = ("receiving", "admitted", "skipped")
 DELIVERY_STATES: Final = ("pending", "delivered", "dead_letter")
-
-
-def _enum_values(enum: type[Transport]) -> list[str]:
-    # Store the enum's value ("stow-rs"), not its name, so the column reads plainly.
-    return [member.value for member in enum]
-
-
-#: Columns added to a table after it first shipped, with the DDL that adds each to an
-#: existing table (``create_all`` creates missing tables, never columns).
-_ADDED_COLUMNS: Final = {
-    "series": {
-        "transport": "VARCHAR(16) NOT NULL DEFAULT 'dimse'",
-        "peer_address": "VARCHAR(64) NOT NULL DEFAULT ''",
-    },
-    "jobs": {"worker_host": "VARCHAR(255)", "worker_pid": "INTEGER", "worker_name": "VARCHAR(255)"},
-}
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class SeriesRow(Base):
-    """One received series (identified by its Series Instance UID)."""
-
-    __tablename__ = "series"
-
-    series_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
-    study_uid: Mapped[str] = mapped_column(String(64), index=True)
-    accession_number: Mapped[str] = mapped_column(String(16), default="")
-    modality: Mapped[str] = mapped_column(String(16), default="")
-    description: Mapped[str] = mapped_column(String(64), default="")
-    calling_ae: Mapped[str] = mapped_column(String(16), default="")
-    # How the series arrived and from which address (an IPv6 address is up to 45
-    # characters; C-STORE series name their peer by ``calling_ae``).
-    transport: Mapped[Transport] = mapped_column(
-        Enum(Transport, native_enum=False, length=16, values_callable=_enum_values),
-        default=Transport.DIMSE,
-        server_default=Transport.DIMSE.value,
-    )
-    peer_address: Mapped[str] = mapped_column(String(64), default="", server_default="")
-    state: Mapped[str] = mapped_column(String(16), default="receiving", index=True)
-    reason: Mapped[str] = mapped_column(Text, default="")
-    instances: Mapped[int] = mapped_column(Integer, default=0)
-    generation: Mapped[int] = mapped_column(Integer, default=0)
-    seg_path: Mapped[str | None] = mapped_column(Text, nullable=True)
-    first_received: Mapped[float] = mapped_column(Float)
-    last_received: Mapped[float] = mapped_column(Float)
-    closed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    purged_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-
-
-class JobRow(Base):
-    """One scoring job: a series generation to score and deliver."""
-
-    __tablename__ = "jobs"
-
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    series_uid: Mapped[str] = mapped_column(ForeignKey("series.series_uid"), index=True)
-    study_uid: Mapped[str] = mapped_column(String(64))
-    generation: Mapped[int] = mapped_column(Integer)
-    series_dir: Mapped[str] = mapped_column(Text)
-    seg_path: Mapped[str | None] = mapped_column(Text, nullable=True)
-    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
-    reason: Mapped[str] = mapped_column(Text, default="")
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[float] = mapped_column(Float)
-    enqueued_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    scored_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    sr_path: Mapped[str | None] = mapped_column(Text, nullable=True)
-    seg_out_path: Mapped[str | None] = mapped_column(Text, nullable=True)
-    sr_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    result_json: Mapped[str] = mapped_column(Text, default="{}")
-    supersedes: Mapped[str | None] = mapped_column(String(36), nullable=True)
-    # The worker that claimed the job last (onfh_dlr.liveness.WorkerIdentity): when it
-    # dies, its running jobs are requeued at once.
-    worker_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    worker_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    worker_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
-
-
-class DeliveryRow(Base):
-    """The delivery of one job's SR and SEG to one destination."""
-
-    __tablename__ = "deliveries"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
-    destination: Mapped[str] = mapped_column(String(128))
-    state: Mapped[str] = mapped_column(String(16), default="pending")
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    last_error: Mapped[str] = mapped_column(Text, default="")
-    updated_at: Mapped[float] = mapped_column(Float)
-
-
-class EventRow(Base):
-    """One timeline entry of a series or job (for the status page and the metrics)."""
-
-    __tablename__ = "events"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    at: Mapped[float] = mapped_column(Float, index=True)
-    series_uid: Mapped[str] = mapped_column(String(64), index=True)
-    job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
-    stage: Mapped[str] = mapped_column(String(32))
-    detail: Mapped[str] = mapped_column(Text, default="")
-
-
-class JobOutputRow(Base):
-    """One written output object of a job (SR, SEG, card).
-
-    A table of its own rather than a column per kind: ``create_schema`` only creates
-    missing tables, so a new table reaches an existing database with no migration,
-    where a new column of ``jobs`` would not. The SR and SEG paths stay on the job row
-    too (older rows have no entries here).
-    """
-
-    __tablename__ = "job_outputs"
-
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
-    path: Mapped[str] = mapped_column(Text)
-    sop_instance_uid: Mapped[str] = mapped_column(String(64), default="")
 
 
 #: The key of ``Job.result`` that marks a job whose outputs say "could not analyse".
@@ -351,7 +221,7 @@ class StateDB:
     def _add_columns(self) -> None:
         """Add the columns newer than existing tables (SQLite and PostgreSQL)."""
         inspector = inspect(self.engine)
-        for table, columns in _ADDED_COLUMNS.items():
+        for table, columns in ADDED_COLUMNS.items():
             present = {c["name"] for c in inspector.get_columns(table)}
             missing = [name for name in columns if name not in present]
             if not missing:
