@@ -95,7 +95,7 @@ def requeue_jobs(
 
     The worker is the one on ``host`` with main process ``pid``, or (``pid`` None) the
     Celery node ``name``. Each job gets a ``requeued`` timeline entry with ``reason``.
-    A job the broker cannot take now stays ``pending``: the listener's sweeper sends it.
+    A job the broker cannot take now goes ``pending``: the listener's sweeper sends it.
 
     Returns
     -------
@@ -108,14 +108,18 @@ def requeue_jobs(
 
 
 def resend(db: StateDB, send: Callable[[str], None], job_ids: Iterable[str]) -> int:
-    """Send ``pending`` jobs to the broker and mark them ``queued``; how many were sent."""
+    """Send requeued jobs to the broker; one that cannot be sent goes ``pending`` for the
+    sweeper. How many were sent."""
     sent = 0
     for job_id in job_ids:
         try:
             send(job_id)
-            db.mark_enqueued(job_id)
-        except (BrokerError, StateDBError) as exc:
+        except BrokerError as exc:
             log.warning("job %s requeued but not sent yet (the sweeper will): %s", job_id, exc)
+            try:
+                db.mark_unsent(job_id)
+            except StateDBError as again:  # still queued: re-sent after requeue_after
+                log.warning("job %s: cannot mark it unsent: %s", job_id, again)
             continue
         sent += 1
     return sent

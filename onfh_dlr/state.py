@@ -391,6 +391,16 @@ class StateDB:
                 .values(state="queued", enqueued_at=now)
             )
 
+    def mark_unsent(self, job_id: str) -> None:
+        """A queued job whose message did not reach the broker: ``pending`` again, so
+        that the sweeper sends it."""
+        with self.session() as s:
+            s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state == "queued")
+                .values(state="pending")
+            )
+
     def jobs_to_enqueue(self, *, requeue_after: float, now: float | None = None) -> list[str]:
         """Jobs the sweeper must (re-)send to the broker.
 
@@ -486,10 +496,12 @@ class StateDB:
     def requeue_jobs_of(
         self, *, host: str, pid: int | None = None, name: str | None = None, reason: str
     ) -> list[str]:
-        """Put the running jobs of a dead worker back to ``pending``, with ``reason`` on
-        their timeline; the ids. The worker is ``pid`` on ``host``, or (``pid`` None) the
-        Celery node ``name``. Compare-and-set: a job another worker claimed since is not
-        touched. The attempt stays counted (``max_attempts`` still ends a poison series).
+        """Put the running jobs of a dead worker back to ``queued``, with ``reason`` on
+        their timeline; the ids (the caller sends them, :meth:`mark_unsent` if it cannot).
+        The worker is ``pid`` on ``host``, or (``pid`` None) the Celery node ``name``.
+        Compare-and-set: a job another worker claimed since is not touched. The attempt
+        stays counted (``max_attempts`` still ends a poison series). Not ``pending``: the
+        sweeper would send those too, and two messages mean two workers on one job.
         """
         now = time.time()
         query = select(JobRow).where(JobRow.state == "running")
@@ -502,7 +514,7 @@ class StateDB:
         with self.session() as s:
             rows = list(s.scalars(query.with_for_update()))
             for row in rows:
-                row.state = "pending"
+                row.state, row.enqueued_at = "queued", now
                 s.add(
                     EventRow(
                         at=now,
