@@ -151,9 +151,10 @@ class WorkerWatch:
 
     It listens to the workers' Celery events: a ``worker-offline`` event, or no event at
     all from a worker for :data:`HEARTBEAT_EXPIRY` seconds, means the worker is gone;
-    so does a recorded pid that no longer runs on this host. Heartbeats are trusted only
-    while this watch itself receives events: if every worker falls silent at once, the
-    watch (or the broker) is the likelier culprit, and it does nothing.
+    so does a recorded pid that no longer runs on this host. Silence counts only once
+    this watch has been connected to the broker for that long without a break. A worker
+    wrongly taken for dead (cut off from the broker, not dead) costs a second run, never
+    a second result: its own result is refused, as the job is no longer its to record.
 
     Parameters
     ----------
@@ -212,8 +213,6 @@ class WorkerWatch:
             since = self.listening_since
             if since is None or now - since < self.expiry:
                 return requeued  # not listening long enough to call anyone silent
-            if not any(now - seen <= self.expiry for seen in self.last_seen.values()):
-                return requeued  # every worker silent: more likely our side
             silent = {
                 name
                 for name in self.db.running_worker_names()

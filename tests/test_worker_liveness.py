@@ -162,7 +162,7 @@ class _Clock:
         return self.now
 
 
-def test_the_watch_requeues_a_silent_or_offline_worker_and_trusts_no_silence_of_everyone(
+def test_the_watch_requeues_a_silent_or_offline_worker_once_it_has_listened_long_enough(
     db: StateDB, tmp_path: Path
 ) -> None:
     from onfh_dlr.liveness import WorkerWatch
@@ -194,12 +194,73 @@ def test_the_watch_requeues_a_silent_or_offline_worker_and_trusts_no_silence_of_
     # a worker-offline event requeues at once
     watch.on_event({"type": "worker-offline", "hostname": leaving.name})
     assert sent == [jobs[quiet.name], jobs[leaving.name]]
-    # every worker silent (the watch lost its events, not the workers their lives): nothing
+    # nothing while the watch is cut off from the broker, or has not listened for a
+    # full expiry since it reconnected
     clock.now += 60
+    watch.listening_since = None
+    assert watch.check() == []
+    watch.listening_since = clock.now - 5
     assert watch.check() == []
     job = db.job(jobs[busy.name])
     assert job is not None and job.state == "running"
-    # nor while the watch has not listened for a full expiry since it (re)connected
-    watch.listening_since = clock.now
-    watch.on_event({"type": "worker-heartbeat", "hostname": "another@host"})
-    assert watch.check() == []
+    clock.now += 10  # busy's last heartbeat is 80 s old, the watch listened for 15 s
+    assert watch.check() == [jobs[busy.name]]
+
+
+def test_the_watch_hears_a_real_worker_and_requeues_its_job_once_its_heartbeats_stop(
+    tmp_path: Path,
+) -> None:
+    """A delivery worker (no bundle: quick to start) on a real broker; its job is recorded
+    under another host, so only its Celery heartbeats can tell that it died."""
+    import threading
+
+    from onfh_dlr.broker import EmbeddedRedis
+    from onfh_dlr.liveness import WorkerWatch
+    from onfh_dlr.queue import make_celery
+
+    data = tmp_path / "data"
+    db = StateDB.for_settings(None, data)
+    with EmbeddedRedis(tmp_path / "broker", password="secret") as broker:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ONFH_")}
+        env.update(ONFH_BROKER_URL=broker.url, ONFH_DATA_DIR=str(data))
+        log = (tmp_path / "worker.log").open("wb")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "onfh_dlr", "worker", "--delivery-only"],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+        stop = threading.Event()
+        sent: list[str] = []
+        watch = WorkerWatch(make_celery(broker.url), db, sent.append, expiry=5.0)
+        thread = threading.Thread(target=watch.run, args=(stop, 0.5), daemon=True)
+        thread.start()
+        try:
+            prefix = f"onfh-delivery-{worker.pid}-"
+            deadline = time.monotonic() + 90
+            while not any(n.startswith(prefix) for n in watch.last_seen):
+                assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
+                assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+                time.sleep(0.2)
+            (name,) = [n for n in watch.last_seen if n.startswith(prefix)]
+            job_id = _job(db, tmp_path, "1.2.3.1")
+            db.start_job(job_id, worker=WorkerIdentity("a-host-elsewhere", worker.pid, name))
+            time.sleep(6)  # past the expiry: the worker is alive, its heartbeats keep coming
+            job = db.job(job_id)
+            assert job is not None and job.state == "running" and sent == []
+            worker.kill()
+            worker.wait(10)
+            killed = time.monotonic()
+            while not sent:
+                assert time.monotonic() - killed < 30, "the watch did not requeue the job"
+                time.sleep(0.2)
+            assert sent == [job_id]
+            (event,) = [e for e in db.events("1.2.3.1") if e.stage == "requeued"]
+            assert f"no heartbeat from worker {name}" in event.detail
+        finally:
+            stop.set()
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait(10)
+            log.close()
+    db.dispose()
