@@ -41,7 +41,7 @@ class WorkerIdentity:
     Attributes
     ----------
     host
-        ``socket.gethostname()`` of the worker's machine (or container).
+        The worker's machine (or container) as :func:`this_host` names it.
     pid
         The worker's main process (the Celery parent of the pool processes): the unit
         that lives or dies; a dead pool process alone is requeued by Celery itself.
@@ -56,14 +56,21 @@ class WorkerIdentity:
 
     @classmethod
     def of_this_process(cls, role: str) -> WorkerIdentity:
-        """This process, named ``onfh-<role>-<pid>-<random>@<host>``."""
-        host, pid = socket.gethostname(), os.getpid()
-        return cls(host, pid, f"onfh-{role}-{pid}-{secrets.token_hex(3)}@{host}")
+        """This process, named ``onfh-<role>-<pid>-<random>@<host name>``."""
+        pid = os.getpid()
+        name = f"onfh-{role}-{pid}-{secrets.token_hex(3)}@{socket.gethostname()}"
+        return cls(this_host(), pid, name)
 
 
 def this_host() -> str:
-    """The host name workers on this machine record (see :class:`WorkerIdentity`)."""
-    return socket.gethostname()
+    """Where a pid means one process: the host name, and the pid namespace when there is
+    one (two containers may share a host name, never a pid namespace)."""
+    name = socket.gethostname()
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")  # e.g. "pid:[4026531836]"
+    except OSError:  # no procfs (not Linux)
+        return name
+    return f"{name}/{namespace}"
 
 
 def process_alive(pid: int) -> bool:

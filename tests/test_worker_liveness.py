@@ -4,6 +4,7 @@ processes for the liveness checks)."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -107,13 +108,18 @@ def test_jobs_of_a_local_worker_whose_process_is_gone_are_requeued_and_a_live_on
     gone, here = _dead_pid(), os.getpid()
     lost = _job(db, tmp_path, "1.2.3.1")
     kept = _job(db, tmp_path, "1.2.3.2")
+    # same host name, another container (pid namespace): its pids mean nothing here
+    other = _job(db, tmp_path, "1.2.3.3")
     db.start_job(lost, worker=WorkerIdentity(host, gone, f"w-{gone}@{host}"))
     db.start_job(kept, worker=WorkerIdentity(host, here, f"w-{here}@{host}"))
+    container = f"{socket.gethostname()}/pid:[1]"
+    db.start_job(other, worker=WorkerIdentity(container, gone, f"w-{gone}@c"))
     sent: list[str] = []
     assert requeue_dead_local_workers(db, sent.append) == [lost]
     assert sent == [lost]
-    job = db.job(kept)
-    assert job is not None and job.state == "running"
+    for job_id in (kept, other):
+        job = db.job(job_id)
+        assert job is not None and job.state == "running"
 
 
 def test_a_zombie_process_counts_as_dead_and_a_running_one_as_alive() -> None:
