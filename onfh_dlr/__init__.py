@@ -1,7 +1,7 @@
 """The shared kernel of onfh-dlr: what every other package may build on.
 
 What lives here: the error tree (``errors``), typed settings (``settings``), logging
-(``logs``), the state DB (``state``; its tables in ``state_tables``), the task queue's
+(``logs``), the state DB (``state``; its rows in ``state_rows``), the task queue's
 names and Celery app (``queue``), who holds a running job and whether that worker still
 lives (``liveness``), Prometheus metrics (``metrics``), the small HTTP server (``web``),
 the embedded Redis (``broker``) and process pools (``pools``). The kernel imports no

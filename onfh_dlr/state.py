@@ -30,7 +30,6 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -43,11 +42,14 @@ from onfh_dlr.errors import StateDBError
 from onfh_dlr.liveness import WorkerIdentity
 from onfh_dlr.logs import redacted_url
 from onfh_dlr.settings import OutputKind, Transport
-from onfh_dlr.state_tables import (
+from onfh_dlr.state_rows import (
     ADDED_COLUMNS,
+    NOT_ANALYSED_KEY,
     Base,
+    Delivery,
     DeliveryRow,
     EventRow,
+    Job,
     JobOutputRow,
     JobRow,
     SeriesRow,
@@ -66,80 +68,6 @@ JOB_STATES: Final = (
 FINAL_JOB_STATES: Final = frozenset({"done", "failed", "superseded"})
 SERIES_STATES: Final = ("receiving", "admitted", "skipped")
 DELIVERY_STATES: Final = ("pending", "delivered", "dead_letter")
-
-
-#: The key of ``Job.result`` that marks a job whose outputs say "could not analyse".
-NOT_ANALYSED_KEY: Final = "not_analysed"
-
-
-@dataclass(frozen=True)
-class Job:
-    """A job as read from the database (detached from any session)."""
-
-    id: str
-    series_uid: str
-    study_uid: str
-    generation: int
-    series_dir: Path
-    seg_path: Path | None
-    state: str
-    reason: str
-    attempts: int
-    created_at: float  # when the series closed and the job was written
-    started_at: float | None
-    scored_at: float | None
-    finished_at: float | None
-    sr_path: Path | None
-    seg_out_path: Path | None
-    sr_uid: str | None
-    result: dict[str, Any]
-    supersedes: str | None
-    worker: WorkerIdentity | None = None  # who claimed it last
-
-    @classmethod
-    def from_row(cls, row: JobRow) -> Job:
-        return cls(
-            id=row.id,
-            series_uid=row.series_uid,
-            study_uid=row.study_uid,
-            generation=row.generation,
-            series_dir=Path(row.series_dir),
-            seg_path=Path(row.seg_path) if row.seg_path else None,
-            state=row.state,
-            reason=row.reason,
-            attempts=row.attempts,
-            created_at=row.created_at,
-            started_at=row.started_at,
-            scored_at=row.scored_at,
-            finished_at=row.finished_at,
-            sr_path=Path(row.sr_path) if row.sr_path else None,
-            seg_out_path=Path(row.seg_out_path) if row.seg_out_path else None,
-            sr_uid=row.sr_uid,
-            result=json.loads(row.result_json or "{}"),
-            supersedes=row.supersedes,
-            worker=(
-                WorkerIdentity(row.worker_host, row.worker_pid, row.worker_name or "")
-                if row.worker_host is not None and row.worker_pid is not None
-                else None
-            ),
-        )
-
-    @property
-    def not_analysed(self) -> str | None:
-        """The reason, when this job's outputs say "could not analyse"."""
-        reason = self.result.get(NOT_ANALYSED_KEY)
-        return str(reason) if reason else None
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One destination's delivery state for a job."""
-
-    job_id: str
-    destination: str
-    state: str
-    attempts: int
-    last_error: str
 
 
 def default_database_url(data_dir: Path) -> str:
