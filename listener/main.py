@@ -96,7 +96,7 @@ def build_listener(settings: Settings, broker_url: str) -> ListenerProcess:
             checks=checks,
             routes=page.routes,
         )
-    watch = WorkerWatch(app, db, lambda job_id: send(app, SCORE_TASK, job_id))
+    watch = WorkerWatch(app, db, lambda task, job_id: send(app, task, job_id))
     return ListenerProcess(listener, tracker, http, db, dicomweb, watch)
 
 

@@ -1,11 +1,12 @@
 """Who holds a running job, and whether it is still alive.
 
 A worker claims a job under a :class:`WorkerIdentity` (host, pid of the worker process,
-Celery node name), recorded on the job row. When that worker is gone — its supervisor
-reaped it, its pid no longer runs on this host, or its Celery heartbeats stopped — the
-jobs it held go back to the queue at once (:func:`requeue_jobs`), instead of waiting for
-the broker's visibility timeout or ``ONFH_REQUEUE_AFTER``. Scoring is idempotent, so the
-rare duplicate costs time, never a second result.
+Celery node name), recorded on the job row when it starts scoring it and when it starts
+delivering it. When that worker is gone — its supervisor reaped it, its pid no longer
+runs on this host, or its Celery heartbeats stopped — the jobs it held go back to the
+queue at once (:func:`requeue_jobs`: scored again, or delivered again), instead of
+waiting for the broker's visibility timeout or ``ONFH_REQUEUE_AFTER``. Tasks are
+idempotent, so the rare duplicate costs time, never a second result.
 
 Kernel module: imported by ``worker`` (to name itself), ``listener`` and
 ``onfh_dlr.cli`` (to requeue); it imports only the kernel.
@@ -19,12 +20,13 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onfh_dlr.errors import BrokerError, OnfhError, StateDBError
+from onfh_dlr.queue import DELIVER_TASK, SCORE_TASK
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -89,54 +91,64 @@ def process_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
+#: Sends a task (by name) for a job id to the broker; raises BrokerError when it cannot.
+Sender = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class Requeued:
+    """What was taken back from a dead worker."""
+
+    scoring: tuple[str, ...] = ()  # running jobs, sent to be scored again
+    delivery: tuple[str, ...] = ()  # scored jobs, their delivery sent again
+
+    def __add__(self, other: Requeued) -> Requeued:
+        return Requeued(self.scoring + other.scoring, self.delivery + other.delivery)
+
+    def __bool__(self) -> bool:
+        return bool(self.scoring or self.delivery)
+
+
 def requeue_jobs(
     db: StateDB,
-    send: Callable[[str], None],
+    send: Sender,
     *,
     host: str,
     pid: int | None = None,
     name: str | None = None,
     reason: str,
-) -> list[str]:
-    """Put the running jobs of a dead worker back to the queue and send them at once.
+) -> Requeued:
+    """Take back the jobs of a dead worker and send them again at once.
 
     The worker is the one on ``host`` with main process ``pid``, or (``pid`` None) the
-    Celery node ``name``. Each job gets a ``requeued`` timeline entry with ``reason``.
-    A job the broker cannot take now goes ``pending``: the listener's sweeper sends it.
-
-    Returns
-    -------
-    list of str
-        The ids of the jobs put back.
+    Celery node ``name``. Its running jobs are scored again, its scored jobs delivered
+    again (:meth:`StateDB.requeue_jobs_of`), each with a timeline entry giving
+    ``reason``. A job the broker cannot take now goes ``pending``: the listener's
+    sweeper sends it.
     """
-    job_ids = db.requeue_jobs_of(host=host, pid=pid, name=name, reason=reason)
-    resend(db, send, job_ids)
-    return job_ids
-
-
-def resend(db: StateDB, send: Callable[[str], None], job_ids: Iterable[str]) -> int:
-    """Send requeued jobs to the broker; one that cannot be sent goes ``pending`` for the
-    sweeper. How many were sent."""
-    sent = 0
-    for job_id in job_ids:
+    score, deliver = db.requeue_jobs_of(host=host, pid=pid, name=name, reason=reason)
+    for job_id in score:
         try:
-            send(job_id)
+            send(SCORE_TASK, job_id)
         except BrokerError as exc:
             log.warning("job %s requeued but not sent yet (the sweeper will): %s", job_id, exc)
             try:
                 db.mark_unsent(job_id)
             except StateDBError as again:  # still queued: re-sent after requeue_after
                 log.warning("job %s: cannot mark it unsent: %s", job_id, again)
-            continue
-        sent += 1
-    return sent
+    for job_id in deliver:
+        try:
+            send(DELIVER_TASK, job_id)
+        except BrokerError as exc:  # the broker's own redelivery, or `onfh-dlr retry`
+            log.warning("job %s: delivery not sent again: %s", job_id, exc)
+    return Requeued(tuple(score), tuple(deliver))
 
 
-def requeue_dead_local_workers(db: StateDB, send: Callable[[str], None]) -> list[str]:
-    """Requeue the running jobs of workers on this host whose process no longer runs."""
+def requeue_dead_local_workers(db: StateDB, send: Sender) -> Requeued:
+    """Take back the jobs of workers on this host whose process no longer runs."""
     host = this_host()
-    requeued: list[str] = []
-    for pid in db.running_worker_pids(host):
+    requeued = Requeued()
+    for pid in db.holding_worker_pids(host):
         if not process_alive(pid):
             requeued += requeue_jobs(
                 db,
@@ -170,7 +182,7 @@ class WorkerWatch:
     db
         The state database.
     send
-        Sends a job id to the scoring queue (raises :class:`BrokerError` when it cannot).
+        Sends a task for a job id (see :data:`Sender`).
     expiry
         See :data:`HEARTBEAT_EXPIRY`.
     clock
@@ -181,7 +193,7 @@ class WorkerWatch:
         self,
         app: Celery,
         db: StateDB,
-        send: Callable[[str], None],
+        send: Sender,
         *,
         expiry: float = HEARTBEAT_EXPIRY,
         clock: Callable[[], float] = time.monotonic,
@@ -212,8 +224,8 @@ class WorkerWatch:
             reason=f"worker {name} went offline; requeued at once",
         )
 
-    def check(self) -> list[str]:
-        """Requeue the running jobs of workers gone silent, or gone from this host."""
+    def check(self) -> Requeued:
+        """Take back the jobs of workers gone silent, or gone from this host."""
         requeued = requeue_dead_local_workers(self.db, self.send)
         now = self.clock()
         with self._lock:
@@ -222,7 +234,7 @@ class WorkerWatch:
                 return requeued  # not listening long enough to call anyone silent
             silent = {
                 name
-                for name in self.db.running_worker_names()
+                for name in self.db.holding_worker_names()
                 if now - self.last_seen.get(name, since) > self.expiry
             }
         for name in sorted(silent):
@@ -266,11 +278,12 @@ class WorkerWatch:
 
 __all__ = [
     "HEARTBEAT_EXPIRY",
+    "Requeued",
+    "Sender",
     "WorkerIdentity",
     "WorkerWatch",
     "process_alive",
     "requeue_dead_local_workers",
     "requeue_jobs",
-    "resend",
     "this_host",
 ]

@@ -37,6 +37,7 @@ from sqlalchemy import create_engine, event, func, inspect, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 
 from onfh_dlr.errors import StateDBError
 from onfh_dlr.liveness import WorkerIdentity
@@ -399,60 +400,87 @@ class StateDB:
                 )
             return Job.from_row(row)
 
-    def running_worker_pids(self, host: str) -> set[int]:
-        """The main pids of the workers on ``host`` that hold running jobs."""
+    #: A worker holds a job while it scores it (``running``), and a ``scored`` job with a
+    #: delivery still pending that it scored or is delivering (see hold_for_delivery).
+    _HELD = (JobRow.state == "running") | (
+        (JobRow.state == "scored")
+        & JobRow.id.in_(select(DeliveryRow.job_id).where(DeliveryRow.state == "pending"))
+    )
+
+    def holding_worker_pids(self, host: str) -> set[int]:
+        """The main pids of the workers on ``host`` that hold jobs."""
         with self.session() as s:
             pids = s.scalars(
                 select(JobRow.worker_pid).where(
-                    JobRow.state == "running",
-                    JobRow.worker_host == host,
-                    JobRow.worker_pid.is_not(None),
+                    self._HELD, JobRow.worker_host == host, JobRow.worker_pid.is_not(None)
                 )
             )
             return {int(pid) for pid in pids if pid is not None}
 
-    def running_worker_names(self) -> set[str]:
-        """The Celery node names of the workers that hold running jobs."""
+    def holding_worker_names(self) -> set[str]:
+        """The Celery node names of the workers that hold jobs."""
         with self.session() as s:
             names = s.scalars(
-                select(JobRow.worker_name).where(
-                    JobRow.state == "running", JobRow.worker_name.is_not(None)
-                )
+                select(JobRow.worker_name).where(self._HELD, JobRow.worker_name.is_not(None))
             )
             return {str(name) for name in names if name}
 
+    def hold_for_delivery(self, job_id: str) -> None:
+        """Record :attr:`claimant` as the worker delivering a scored job now."""
+        if self.claimant is None:
+            return
+        worker = self.claimant
+        with self.session() as s:
+            s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state == "scored")
+                .values(worker_host=worker.host, worker_pid=worker.pid, worker_name=worker.name)
+            )
+
     def requeue_jobs_of(
         self, *, host: str, pid: int | None = None, name: str | None = None, reason: str
-    ) -> list[str]:
-        """Put the running jobs of a dead worker back to ``queued``, with ``reason`` on
-        their timeline; the ids (the caller sends them, :meth:`mark_unsent` if it cannot).
+    ) -> tuple[list[str], list[str]]:
+        """Take back the jobs a dead worker held, with ``reason`` on their timeline.
+
         The worker is ``pid`` on ``host``, or (``pid`` None) the Celery node ``name``.
-        Compare-and-set: a job another worker claimed since is not touched. The attempt
-        stays counted (``max_attempts`` still ends a poison series). Not ``pending``: the
-        sweeper would send those too, and two messages mean two workers on one job.
+        Its ``running`` jobs go back to ``queued`` (``requeued``): compare-and-set, so a
+        job another worker claimed since is not touched; the attempt stays counted
+        (``max_attempts`` still ends a poison series); not ``pending``, which the sweeper
+        would send too (two messages, two workers on one job). Its ``scored`` jobs with
+        a delivery pending (``redelivered``) need their delivery task again: it died with
+        the worker, or was never sent. If it was under way elsewhere after all, the same
+        objects (same UIDs) go twice, never a second result.
+
+        Returns
+        -------
+        tuple of list of str
+            The ids to score again (the caller sends them, :meth:`mark_unsent` if it
+            cannot) and the ids to deliver again.
         """
         now = time.time()
-        query = select(JobRow).where(JobRow.state == "running")
+        mine: ColumnElement[bool]
         if pid is not None:
-            query = query.where(JobRow.worker_host == host, JobRow.worker_pid == pid)
+            mine = (JobRow.worker_host == host) & (JobRow.worker_pid == pid)
         elif name is not None:
-            query = query.where(JobRow.worker_name == name)
+            mine = JobRow.worker_name == name
         else:
             raise ValueError("requeue_jobs_of needs the worker's pid or name")
         with self.session() as s:
-            rows = list(s.scalars(query.with_for_update()))
+            rows = list(s.scalars(select(JobRow).where(self._HELD, mine).with_for_update()))
+            score, deliver = [], []
             for row in rows:
-                row.state, row.enqueued_at = "queued", now
+                if row.state == "running":
+                    row.state, row.enqueued_at = "queued", now
+                    score.append(row.id)
+                else:
+                    deliver.append(row.id)
+                stage = "requeued" if row.state == "queued" else "redelivered"
                 s.add(
                     EventRow(
-                        at=now,
-                        series_uid=row.series_uid,
-                        job_id=row.id,
-                        stage="requeued",
-                        detail=reason,
+                        at=now, series_uid=row.series_uid, job_id=row.id, stage=stage, detail=reason
                     )
                 )
-            return [row.id for row in rows]
+            return score, deliver
 
     def job_scored(
         self,

@@ -14,13 +14,25 @@ import pytest
 import sqlalchemy
 
 from onfh_dlr.liveness import (
+    Requeued,
     WorkerIdentity,
     process_alive,
     requeue_dead_local_workers,
     requeue_jobs,
     this_host,
 )
+from onfh_dlr.queue import DELIVER_TASK, SCORE_TASK
 from onfh_dlr.state import StateDB, default_database_url
+
+
+class _Sent(list[tuple[str, str]]):
+    """The tasks handed to the broker, in order (the listener's and serve's sender)."""
+
+    def __call__(self, task: str, job_id: str) -> None:
+        self.append((task, job_id))
+
+    def of(self, task: str) -> list[str]:
+        return [job_id for name, job_id in self if name == task]
 
 
 @pytest.fixture
@@ -69,19 +81,60 @@ def test_the_running_jobs_of_a_dead_worker_go_back_to_the_queue_with_the_reason(
     db.start_job(held, worker=dead)
     db.start_job(other, worker=alive)
     db.start_job(remote, worker=elsewhere)
-    sent: list[str] = []
-    requeued = requeue_jobs(db, sent.append, host="host-a", pid=100, reason="worker killed")
-    assert requeued == [held] and sent == [held]
+    sent = _Sent()
+    requeued = requeue_jobs(db, sent, host="host-a", pid=100, reason="worker killed")
+    assert requeued == Requeued(scoring=(held,)) and sent == [(SCORE_TASK, held)]
     job = db.job(held)
     assert job is not None and job.state == "queued" and job.attempts == 1
     assert [(e.stage, e.detail) for e in db.events("1.2.3.1")][-1] == ("requeued", "worker killed")
     assert {j.state for j in (db.job(other), db.job(remote)) if j is not None} == {"running"}
     # nothing left to requeue for that worker; by Celery node name instead of pid
-    assert requeue_jobs(db, sent.append, host="host-a", pid=100, reason="again") == []
-    assert requeue_jobs(db, sent.append, host="", name=elsewhere.name, reason="offline") == [remote]
+    assert not requeue_jobs(db, sent, host="host-a", pid=100, reason="again")
+    offline = requeue_jobs(db, sent, host="", name=elsewhere.name, reason="offline")
+    assert offline.scoring == (remote,)
     # the requeued job is claimed again by the next worker, its attempt counted
     again = db.start_job(held, worker=alive, max_attempts=3)
     assert again is not None and again.state == "running" and again.attempts == 2
+
+
+def test_a_dead_workers_scored_jobs_with_a_delivery_pending_are_delivered_again(
+    db: StateDB, tmp_path: Path
+) -> None:
+    scorer = WorkerIdentity("host-a", 100, "onfh-worker-100-a@host-a")
+    deliverer = WorkerIdentity("host-a", 300, "onfh-delivery-300-d@host-a")
+
+    def scored(series: str) -> str:
+        job_id = _job(db, tmp_path, series)
+        db.start_job(job_id, worker=scorer)
+        assert db.job_scored(
+            job_id,
+            sr_path=tmp_path / "sr.dcm",
+            seg_path=None,
+            sr_uid=f"{series}.9",
+            result={},
+            destinations=["PACS@h:104"],
+        )
+        return job_id
+
+    undelivered = scored("1.2.3.1")  # the scorer died before its delivery task was sent
+    delivering = scored("1.2.3.2")  # the delivery worker died while it sent
+    delivered = scored("1.2.3.3")  # nothing left to do
+    db.delivery_attempted(delivered, "PACS@h:104", ok=True)
+    db.settle_job(delivered)
+    db.claimant = deliverer
+    db.hold_for_delivery(delivering)
+    assert db.holding_worker_pids("host-a") == {100, 300}
+    sent = _Sent()
+    gone = requeue_jobs(db, sent, host="host-a", pid=100, reason="scorer killed")
+    assert gone == Requeued(delivery=(undelivered,)) and sent == [(DELIVER_TASK, undelivered)]
+    gone = requeue_jobs(db, sent, host="host-a", pid=300, reason="deliverer killed")
+    assert gone == Requeued(delivery=(delivering,))
+    for job_id, reason in ((undelivered, "scorer killed"), (delivering, "deliverer killed")):
+        job = db.job(job_id)
+        assert job is not None and job.state == "scored"
+        (event,) = [e for e in db.events(job.series_uid) if e.stage == "redelivered"]
+        assert event.detail == reason
+    assert db.holding_worker_pids("host-a") == {100, 300}  # until the deliveries are made
 
 
 def test_a_job_the_broker_cannot_take_stays_pending_for_the_sweeper(
@@ -92,10 +145,10 @@ def test_a_job_the_broker_cannot_take_stays_pending_for_the_sweeper(
     job_id = _job(db, tmp_path, "1.2.3.1")
     db.start_job(job_id, worker=WorkerIdentity("h", 1, "n@h"))
 
-    def broker_down(_job_id: str) -> None:
+    def broker_down(_task: str, _job_id: str) -> None:
         raise BrokerError("connection refused")
 
-    assert requeue_jobs(db, broker_down, host="h", pid=1, reason="gone") == [job_id]
+    assert requeue_jobs(db, broker_down, host="h", pid=1, reason="gone").scoring == (job_id,)
     job = db.job(job_id)
     assert job is not None and job.state == "pending"
     assert db.jobs_to_enqueue(requeue_after=900) == [job_id]
@@ -114,9 +167,9 @@ def test_jobs_of_a_local_worker_whose_process_is_gone_are_requeued_and_a_live_on
     db.start_job(kept, worker=WorkerIdentity(host, here, f"w-{here}@{host}"))
     container = f"{socket.gethostname()}/pid:[1]"
     db.start_job(other, worker=WorkerIdentity(container, gone, f"w-{gone}@c"))
-    sent: list[str] = []
-    assert requeue_dead_local_workers(db, sent.append) == [lost]
-    assert sent == [lost]
+    sent = _Sent()
+    assert requeue_dead_local_workers(db, sent) == Requeued(scoring=(lost,))
+    assert sent == [(SCORE_TASK, lost)]
     for job_id in (kept, other):
         job = db.job(job_id)
         assert job is not None and job.state == "running"
@@ -175,9 +228,9 @@ def test_the_watch_requeues_a_silent_or_offline_worker_once_it_has_listened_long
     from onfh_dlr.queue import make_celery
 
     clock = _Clock()
-    sent: list[str] = []
+    sent = _Sent()
     app = make_celery("redis://127.0.0.1:1/0")  # never connected: events are fed below
-    watch = WorkerWatch(app, db, sent.append, expiry=15.0, clock=clock)
+    watch = WorkerWatch(app, db, sent, expiry=15.0, clock=clock)
     quiet = WorkerIdentity("host-x", 1, "onfh-worker-1-a@host-x")
     busy = WorkerIdentity("host-y", 2, "onfh-worker-2-b@host-y")
     leaving = WorkerIdentity("host-z", 3, "onfh-worker-3-c@host-z")
@@ -190,27 +243,28 @@ def test_the_watch_requeues_a_silent_or_offline_worker_once_it_has_listened_long
     clock.now += 10
     for worker in (busy, leaving):
         watch.on_event({"type": "worker-heartbeat", "hostname": worker.name})
-    assert watch.check() == []  # nobody silent for 15 s yet
+    assert not watch.check()  # nobody silent for 15 s yet
     clock.now += 10  # quiet: 20 s silent; the others 10 s
-    assert watch.check() == [jobs[quiet.name]]
+    assert watch.check().scoring == (jobs[quiet.name],)
     job = db.job(jobs[quiet.name])
-    assert job is not None and job.state == "queued" and sent == [jobs[quiet.name]]
+    assert job is not None and job.state == "queued"
+    assert sent.of(SCORE_TASK) == [jobs[quiet.name]]
     (event,) = [e for e in db.events("1.2.3.1") if e.stage == "requeued"]
     assert "no heartbeat from worker onfh-worker-1-a@host-x" in event.detail
     # a worker-offline event requeues at once
     watch.on_event({"type": "worker-offline", "hostname": leaving.name})
-    assert sent == [jobs[quiet.name], jobs[leaving.name]]
+    assert sent.of(SCORE_TASK) == [jobs[quiet.name], jobs[leaving.name]]
     # nothing while the watch is cut off from the broker, or has not listened for a
     # full expiry since it reconnected
     clock.now += 60
     watch.listening_since = None
-    assert watch.check() == []
+    assert not watch.check()
     watch.listening_since = clock.now - 5
-    assert watch.check() == []
+    assert not watch.check()
     job = db.job(jobs[busy.name])
     assert job is not None and job.state == "running"
     clock.now += 10  # busy's last heartbeat is 80 s old, the watch listened for 15 s
-    assert watch.check() == [jobs[busy.name]]
+    assert watch.check().scoring == (jobs[busy.name],)
 
 
 def test_the_watch_hears_a_real_worker_and_requeues_its_job_once_its_heartbeats_stop(
@@ -237,8 +291,8 @@ def test_the_watch_hears_a_real_worker_and_requeues_its_job_once_its_heartbeats_
             stderr=log,
         )
         stop = threading.Event()
-        sent: list[str] = []
-        watch = WorkerWatch(make_celery(broker.url), db, sent.append, expiry=5.0)
+        sent = _Sent()
+        watch = WorkerWatch(make_celery(broker.url), db, sent, expiry=5.0)
         thread = threading.Thread(target=watch.run, args=(stop, 0.5), daemon=True)
         thread.start()
         try:
@@ -260,7 +314,7 @@ def test_the_watch_hears_a_real_worker_and_requeues_its_job_once_its_heartbeats_
             while not sent:
                 assert time.monotonic() - killed < 30, "the watch did not requeue the job"
                 time.sleep(0.2)
-            assert sent == [job_id]
+            assert sent == [(SCORE_TASK, job_id)]
             (event,) = [e for e in db.events("1.2.3.1") if e.stage == "requeued"]
             assert f"no heartbeat from worker {name}" in event.detail
         finally:

@@ -34,7 +34,7 @@ from celery import Celery
 from onfh_dlr.broker import EmbeddedRedis
 from onfh_dlr.errors import OnfhError
 from onfh_dlr.liveness import requeue_dead_local_workers, requeue_jobs, this_host
-from onfh_dlr.queue import SCORE_TASK, make_celery, send
+from onfh_dlr.queue import make_celery, send
 from onfh_dlr.settings import Settings
 from onfh_dlr.state import StateDB
 
@@ -129,9 +129,9 @@ class Supervisor:
         self.children[role] = _Child(role, process, restarts=restarts)
         log.info("started %s (pid %d)", role, process.pid)
 
-    def _send_job(self, job_id: str) -> None:
+    def _send_job(self, task: str, job_id: str) -> None:
         assert self._app is not None
-        send(self._app, SCORE_TASK, job_id)
+        send(self._app, task, job_id)
 
     def _requeue_dead_local(self) -> None:
         """Requeue the jobs of workers on this host whose process is gone."""
@@ -152,7 +152,7 @@ class Supervisor:
             return
         how = f"killed by signal {-code}" if code < 0 else f"exited with {code}"
         try:
-            job_ids = requeue_jobs(
+            requeued = requeue_jobs(
                 self.db,
                 self._send_job,
                 host=this_host(),
@@ -162,8 +162,8 @@ class Supervisor:
         except OnfhError as exc:
             log.warning("cannot requeue the jobs of %s (pid %d): %s", child.role, pid, exc)
             return
-        if job_ids:
-            log.warning("%s (pid %d) %s: requeued %s", child.role, pid, how, ", ".join(job_ids))
+        if requeued:
+            log.warning("%s (pid %d) %s: took back %s", child.role, pid, how, requeued)
 
     def supervise(self, poll: float = 0.5) -> None:
         """Restart children that exit until :meth:`stop` (or a signal) is called."""

@@ -48,7 +48,7 @@ def test_a_postgres_jobs_table_without_the_worker_columns_gains_them_keeping_its
     worker = WorkerIdentity("host-a", 41, "onfh-worker-41-abc@host-a")
     claimed = first.start_job(job_id, worker=worker)
     assert claimed is not None and claimed.worker == worker
-    assert first.running_worker_pids("host-a") == {41}
-    assert first.requeue_jobs_of(host="host-a", pid=41, reason="gone") == [job_id]
+    assert first.holding_worker_pids("host-a") == {41}
+    assert first.requeue_jobs_of(host="host-a", pid=41, reason="gone") == ([job_id], [])
     first.dispose()
     second.dispose()
