@@ -9,9 +9,11 @@ finished study's results go out before the studies still waiting are scored.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,7 +51,7 @@ class Served:
     log_path: Path
     data_dir: Path
     port: int
-    pacs: Receiver
+    pacs: Receiver | None  # the receiving PACS, once it runs
     db: StateDB
 
     def log(self) -> str:
@@ -87,10 +89,9 @@ class Served:
         return jobs[0] if jobs else None
 
     def srs(self, study_uid: str) -> list[str]:
+        received = self.pacs.received if self.pacs is not None else []
         return [
-            r.sop_instance_uid
-            for r in self.pacs.received
-            if r.modality == "SR" and r.study_uid == study_uid
+            r.sop_instance_uid for r in received if r.modality == "SR" and r.study_uid == study_uid
         ]
 
 
@@ -99,10 +100,10 @@ def studies(phantom_cohort: CohortMaker) -> list[PhantomStudy]:
     return phantom_cohort(5, 1600).studies
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    root = tmp_path_factory.mktemp("serve")
-    port, pacs_port = free_port(), free_port()
+@contextlib.contextmanager
+def _serve(root: Path, pacs_port: int) -> Iterator[Served]:
+    """``onfh-dlr serve`` sending to ``pacs_port``, once both its workers are ready."""
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONFH_")}
     env.update(
         ONFH_DATA_DIR=str(root / "data"),
@@ -113,13 +114,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         ONFH_SERIES_TIMEOUT="4",
     )
     log_path = root / "serve.log"
-    with Receiver(root / "pacs", pacs_port, ae_title=PACS_AE) as pacs, log_path.open("ab") as log:
+    db = StateDB.for_settings(None, root / "data")
+    with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "onfh_dlr", "serve"], env=env, stdout=log, stderr=log
         )
         try:
-            db = StateDB.for_settings(None, root / "data")
-            svc = Served(process, log_path, root / "data", port, pacs, db)
+            svc = Served(process, log_path, root / "data", port, None, db)
             assert wait_for_echo("127.0.0.1", port, SERVICE_AE, 60, calling_ae=MODALITY_AE)
             wait_until(
                 lambda: svc.log().count(" ready.") >= 2, 180, "both workers to be ready", poll=0.5
@@ -132,7 +133,19 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        db.dispose()
+            db.dispose()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    root = tmp_path_factory.mktemp("serve")
+    pacs_port = free_port()
+    with (
+        Receiver(root / "pacs", pacs_port, ae_title=PACS_AE) as pacs,
+        _serve(root, pacs_port) as svc,
+    ):
+        svc.pacs = pacs
+        yield svc
 
 
 def test_a_worker_killed_mid_study_is_back_and_the_sr_arrives_within_a_minute_exactly_once(
@@ -342,3 +355,55 @@ def test_a_worker_not_under_serve_killed_mid_study_has_its_job_requeued_by_the_l
     assert [r.sop_instance_uid for r in service.srs_received(study.study_uid)] == [job.sr_uid]
     (event,) = [e for e in service.db.events(study.series_uid) if e.stage == "requeued"]
     assert "no heartbeat from worker" in event.detail or "is gone" in event.detail
+
+
+def test_a_worker_killed_while_it_delivers_has_the_delivery_sent_again_at_once(
+    studies: list[PhantomStudy], tmp_path: Path
+) -> None:
+    """The destination accepts the connection and then says nothing, so the delivery is
+    under way when its worker is killed; the PACS then comes up on that port."""
+    study = studies[1]
+    pacs_port = free_port()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", pacs_port))
+    silent.listen(8)  # connections complete in the backlog; no association is answered
+    try:
+        with _serve(tmp_path, pacs_port) as served:
+            served.push(study)
+
+            def scored() -> bool:
+                job = served.job(study.series_uid)
+                return job is not None and job.state != "running" and job.started_at is not None
+
+            wait_until(scored, 240, "the study to be scored", poll=0.05)
+            # A worker took the delivery at once (both are idle) and named itself on the
+            # job; its association request now waits on the silent destination.
+            time.sleep(1.0)
+            job = served.job(study.series_uid)
+            assert job is not None and job.state == "scored" and job.worker is not None
+            holder = job.worker.pid
+            killed = time.monotonic()
+            os.kill(holder, signal.SIGKILL)
+            silent.close()
+            with Receiver(tmp_path / "pacs", pacs_port, ae_title=PACS_AE) as pacs:
+                served.pacs = pacs
+                arrived: list[float] = []
+
+                def sr_arrived() -> bool:
+                    if served.srs(study.study_uid):
+                        arrived.append(time.monotonic())
+                        return True
+                    return False
+
+                wait_until(sr_arrived, RESULT_AFTER_RESTART_S, "the SR at the PACS", poll=0.1)
+                done = wait_until_finished(served, study.series_uid)
+                time.sleep(2)
+                assert served.srs(study.study_uid) == [done.sr_uid]
+            print(json.dumps({"delivering_worker_killed_to_sr_s": round(arrived[0] - killed, 2)}))
+            assert done.state == "done", done.reason
+            (event,) = [e for e in served.db.events(study.series_uid) if e.stage == "redelivered"]
+            assert f"(pid {holder}) killed by signal 9" in event.detail or (
+                f"worker process {holder} on " in event.detail
+            ), event.detail
+    finally:
+        silent.close()
