@@ -21,6 +21,11 @@ like a result, and once delivered it ends ``failed`` with the reason, not ``done
 (broker was down) and queued jobs that never started (message lost). ``scored``: SR and
 SEG are on disk and deliveries are under way. ``superseded``: a newer job of the same
 series (re-opened by late instances) replaced this one before it finished.
+
+The worker that scores a job, and then the one that delivers it, is recorded on its row
+(:class:`~onfh_dlr.liveness.WorkerIdentity`). When that worker dies, a ``running`` job
+goes back to ``queued`` and a ``scored`` one has its delivery sent again, at once
+(:meth:`StateDB.requeue_jobs_of`, :mod:`onfh_dlr.liveness`).
 """
 
 from __future__ import annotations
