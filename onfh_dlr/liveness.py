@@ -262,8 +262,9 @@ class WorkerWatch:
                         if stop.is_set():
                             return
             except Exception as exc:  # broker down: nothing is judged until it is back
+                if self.listening_since is not None:  # once per outage, not every retry
+                    log.warning("worker watch: no events from the broker: %s", exc)
                 self.listening_since = None
-                log.warning("worker watch: no events from the broker: %s", exc)
                 stop.wait(2.0)
 
     def _check_loop(self, stop: threading.Event, interval: float) -> None:
