@@ -24,6 +24,7 @@ from listener.status_page import StatusPage, status_auth
 from listener.telemetry import StateCollector, check_writable
 from listener.tracker import SeriesTracker
 from onfh_dlr.errors import StateDBError
+from onfh_dlr.liveness import WorkerWatch
 from onfh_dlr.queue import DELIVER_TASK, SCORE_TASK, make_celery, send
 from onfh_dlr.settings import Settings
 from onfh_dlr.state import StateDB
@@ -43,6 +44,7 @@ class ListenerProcess:
     http: HttpServer | None
     db: StateDB
     dicomweb: DicomWebServer | None = None  # STOW-RS, when dicomweb_token is set
+    watch: WorkerWatch | None = None  # requeues the jobs of dead workers at once
 
 
 def build_listener(settings: Settings, broker_url: str) -> ListenerProcess:
@@ -108,7 +110,8 @@ def build_listener(settings: Settings, broker_url: str) -> ListenerProcess:
             auth=auth,
             ssl_context=tls,
         )
-    return ListenerProcess(listener, tracker, http, db, dicomweb)
+    watch = WorkerWatch(app, db, lambda task, job_id: send(app, task, job_id))
+    return ListenerProcess(listener, tracker, http, db, dicomweb, watch)
 
 
 def _retention_loop(stop: threading.Event, settings: Settings, db: StateDB) -> None:
@@ -141,6 +144,10 @@ def run_listener(settings: Settings, broker_url: str) -> None:
             args=(stop, settings, process.db),
             name="retention",
             daemon=True,
+        ).start()
+    if process.watch is not None:
+        threading.Thread(
+            target=process.watch.run, args=(stop,), name="worker-watch", daemon=True
         ).start()
     if process.http is not None:
         process.http.start()

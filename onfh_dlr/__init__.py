@@ -1,12 +1,14 @@
 """The shared kernel of onfh-dlr: what every other package may build on.
 
 What lives here: the error tree (``errors``), typed settings (``settings``), logging
-(``logs``), the state DB (``state``, ``refusals``), the queue's names and Celery app (``queue``),
-Prometheus metrics (``metrics``), the small HTTP server (``web``), the embedded Redis
-(``broker``) and process pools (``pools``). The kernel imports no other package of the
-project. Who may import it: everyone — ``model_bundle`` only ``onfh_dlr.errors`` and
-``onfh_dlr.pools``. The one exception is the subpackage :mod:`onfh_dlr.cli` (the command
-line and process supervision), the top of the layering, which nothing imports.
+(``logs``), the state DB (``state``; its rows in ``state_rows``; ``refusals``), the task queue's
+names and Celery app (``queue``), who holds a running job and whether that worker still
+lives (``liveness``), Prometheus metrics (``metrics``), the small HTTP server (``web``),
+the embedded Redis (``broker``) and process pools (``pools``). The kernel imports no
+other package of the project. Who may import it: everyone — ``model_bundle`` only
+``onfh_dlr.errors`` and ``onfh_dlr.pools``. The one exception is the subpackage
+:mod:`onfh_dlr.cli` (the command line and process supervision), the top of the
+layering, which nothing imports.
 
 Layering, imports pointing one way (``tests/test_layering.py`` checks it)::
 

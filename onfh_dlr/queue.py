@@ -3,6 +3,11 @@
 The listener only sends task *names* with JSON arguments (a job id), so it never imports
 the worker's code, torch or the bundle; the worker registers the tasks under the same
 names (:mod:`worker.tasks`).
+
+Two queues: scoring (:data:`QUEUE`) and delivery (:data:`DELIVERY_QUEUE`). A worker
+consumes delivery first (:data:`WORKER_QUEUES`, in priority order), so a finished study's
+results never wait behind studies still to be scored; ``onfh-dlr serve`` also runs a
+small delivery-only worker, so delivery does not even wait for a scoring slot.
 """
 
 from __future__ import annotations
@@ -17,9 +22,14 @@ from onfh_dlr.logs import redacted_url
 
 log = logging.getLogger(__name__)
 
-QUEUE: Final = "onfh"
+QUEUE: Final = "onfh"  # scoring; its depth is what autoscaling watches
+DELIVERY_QUEUE: Final = "onfh.deliver"
 SCORE_TASK: Final = "onfh.score_job"
 DELIVER_TASK: Final = "onfh.deliver_job"
+#: The queue of each task.
+TASK_QUEUES: Final = {SCORE_TASK: QUEUE, DELIVER_TASK: DELIVERY_QUEUE}
+#: What a scoring worker consumes, highest priority first.
+WORKER_QUEUES: Final = (DELIVERY_QUEUE, QUEUE)
 
 
 def make_celery(broker_url: str, *, visibility_timeout: float = 900.0) -> Celery:
@@ -46,8 +56,14 @@ def make_celery(broker_url: str, *, visibility_timeout: float = 900.0) -> Celery
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue=QUEUE,
+        task_routes={task: {"queue": queue} for task, queue in TASK_QUEUES.items()},
         task_ignore_result=True,
-        broker_transport_options={"visibility_timeout": visibility_timeout},
+        broker_transport_options={
+            "visibility_timeout": visibility_timeout,
+            # Poll the consumed queues in the order given (WORKER_QUEUES: delivery
+            # first), not round-robin: a free slot takes a waiting delivery first.
+            "queue_order_strategy": "priority",
+        },
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         worker_hijack_root_logger=False,
@@ -69,7 +85,7 @@ def make_celery(broker_url: str, *, visibility_timeout: float = 900.0) -> Celery
 def send(app: Celery, task: str, *args: Any, countdown: float | None = None) -> None:
     """Send a task by name; raises :class:`BrokerError` when the broker is unreachable."""
     try:
-        app.send_task(task, args=list(args), queue=QUEUE, countdown=countdown)
+        app.send_task(task, args=list(args), queue=TASK_QUEUES[task], countdown=countdown)
     except Exception as exc:  # kombu/redis raise many types; all mean "not sent"
         raise BrokerError(f"cannot send {task} to the broker: {exc}") from exc
 
@@ -87,4 +103,14 @@ def queue_depth(broker_url: str) -> int:
         ) from exc
 
 
-__all__ = ["DELIVER_TASK", "QUEUE", "SCORE_TASK", "make_celery", "queue_depth", "send"]
+__all__ = [
+    "DELIVERY_QUEUE",
+    "DELIVER_TASK",
+    "QUEUE",
+    "SCORE_TASK",
+    "TASK_QUEUES",
+    "WORKER_QUEUES",
+    "make_celery",
+    "queue_depth",
+    "send",
+]

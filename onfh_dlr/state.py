@@ -21,6 +21,11 @@ like a result, and once delivered it ends ``failed`` with the reason, not ``done
 (broker was down) and queued jobs that never started (message lost). ``scored``: SR and
 SEG are on disk and deliveries are under way. ``superseded``: a newer job of the same
 series (re-opened by late instances) replaced this one before it finished.
+
+The worker that scores a job, and then the one that delivers it, is recorded on its row
+(:class:`~onfh_dlr.liveness.WorkerIdentity`). When that worker dies, a ``running`` job
+goes back to ``queued`` and a ``scored`` one has its delivery sent again, at once
+(:meth:`StateDB.requeue_jobs_of`, :mod:`onfh_dlr.liveness`).
 """
 
 from __future__ import annotations
@@ -36,7 +41,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from sqlalchemy import (
-    Enum,
     Float,
     ForeignKey,
     Integer,
@@ -54,11 +58,25 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 
 from onfh_dlr.errors import StateDBError
+from onfh_dlr.liveness import WorkerIdentity
 from onfh_dlr.logs import redacted_url
 from onfh_dlr.settings import OutputKind, Transport
+from onfh_dlr.state_rows import (
+    ADDED_COLUMNS,
+    NOT_ANALYSED_KEY,
+    Base,
+    Delivery,
+    DeliveryRow,
+    EventRow,
+    Job,
+    JobOutputRow,
+    JobRow,
+    SeriesRow,
+)
 
 JOB_STATES: Final = (
     "pending",
@@ -73,191 +91,6 @@ JOB_STATES: Final = (
 FINAL_JOB_STATES: Final = frozenset({"done", "failed", "superseded"})
 SERIES_STATES: Final = ("receiving", "admitted", "skipped")
 DELIVERY_STATES: Final = ("pending", "delivered", "dead_letter")
-
-
-def _enum_values(enum: type[Transport]) -> list[str]:
-    # Store the enum's value ("stow-rs"), not its name, so the column reads plainly.
-    return [member.value for member in enum]
-
-
-#: Columns added to the ``series`` table after it first shipped, with the DDL that adds
-#: each to an existing table (``create_all`` creates missing tables, never columns).
-_ADDED_SERIES_COLUMNS: Final = {
-    "transport": "VARCHAR(16) NOT NULL DEFAULT 'dimse'",
-    "peer_address": "VARCHAR(64) NOT NULL DEFAULT ''",
-}
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class SeriesRow(Base):
-    """One received series (identified by its Series Instance UID)."""
-
-    __tablename__ = "series"
-
-    series_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
-    study_uid: Mapped[str] = mapped_column(String(64), index=True)
-    accession_number: Mapped[str] = mapped_column(String(16), default="")
-    modality: Mapped[str] = mapped_column(String(16), default="")
-    description: Mapped[str] = mapped_column(String(64), default="")
-    calling_ae: Mapped[str] = mapped_column(String(16), default="")
-    # How the series arrived and from which address (an IPv6 address is up to 45
-    # characters; C-STORE series name their peer by ``calling_ae``).
-    transport: Mapped[Transport] = mapped_column(
-        Enum(Transport, native_enum=False, length=16, values_callable=_enum_values),
-        default=Transport.DIMSE,
-        server_default=Transport.DIMSE.value,
-    )
-    peer_address: Mapped[str] = mapped_column(String(64), default="", server_default="")
-    state: Mapped[str] = mapped_column(String(16), default="receiving", index=True)
-    reason: Mapped[str] = mapped_column(Text, default="")
-    instances: Mapped[int] = mapped_column(Integer, default=0)
-    generation: Mapped[int] = mapped_column(Integer, default=0)
-    seg_path: Mapped[str | None] = mapped_column(Text, nullable=True)
-    first_received: Mapped[float] = mapped_column(Float)
-    last_received: Mapped[float] = mapped_column(Float)
-    closed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    purged_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-
-
-class JobRow(Base):
-    """One scoring job: a series generation to score and deliver."""
-
-    __tablename__ = "jobs"
-
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    series_uid: Mapped[str] = mapped_column(ForeignKey("series.series_uid"), index=True)
-    study_uid: Mapped[str] = mapped_column(String(64))
-    generation: Mapped[int] = mapped_column(Integer)
-    series_dir: Mapped[str] = mapped_column(Text)
-    seg_path: Mapped[str | None] = mapped_column(Text, nullable=True)
-    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
-    reason: Mapped[str] = mapped_column(Text, default="")
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[float] = mapped_column(Float)
-    enqueued_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    scored_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    sr_path: Mapped[str | None] = mapped_column(Text, nullable=True)
-    seg_out_path: Mapped[str | None] = mapped_column(Text, nullable=True)
-    sr_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    result_json: Mapped[str] = mapped_column(Text, default="{}")
-    supersedes: Mapped[str | None] = mapped_column(String(36), nullable=True)
-
-
-class DeliveryRow(Base):
-    """The delivery of one job's SR and SEG to one destination."""
-
-    __tablename__ = "deliveries"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
-    destination: Mapped[str] = mapped_column(String(128))
-    state: Mapped[str] = mapped_column(String(16), default="pending")
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    last_error: Mapped[str] = mapped_column(Text, default="")
-    updated_at: Mapped[float] = mapped_column(Float)
-
-
-class EventRow(Base):
-    """One timeline entry of a series or job (for the status page and the metrics)."""
-
-    __tablename__ = "events"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    at: Mapped[float] = mapped_column(Float, index=True)
-    series_uid: Mapped[str] = mapped_column(String(64), index=True)
-    job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
-    stage: Mapped[str] = mapped_column(String(32))
-    detail: Mapped[str] = mapped_column(Text, default="")
-
-
-class JobOutputRow(Base):
-    """One written output object of a job (SR, SEG, card).
-
-    A table of its own rather than a column per kind: ``create_schema`` only creates
-    missing tables, so a new table reaches an existing database with no migration,
-    where a new column of ``jobs`` would not. The SR and SEG paths stay on the job row
-    too (older rows have no entries here).
-    """
-
-    __tablename__ = "job_outputs"
-
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
-    path: Mapped[str] = mapped_column(Text)
-    sop_instance_uid: Mapped[str] = mapped_column(String(64), default="")
-
-
-#: The key of ``Job.result`` that marks a job whose outputs say "could not analyse".
-NOT_ANALYSED_KEY: Final = "not_analysed"
-
-
-@dataclass(frozen=True)
-class Job:
-    """A job as read from the database (detached from any session)."""
-
-    id: str
-    series_uid: str
-    study_uid: str
-    generation: int
-    series_dir: Path
-    seg_path: Path | None
-    state: str
-    reason: str
-    attempts: int
-    created_at: float  # when the series closed and the job was written
-    started_at: float | None
-    scored_at: float | None
-    finished_at: float | None
-    sr_path: Path | None
-    seg_out_path: Path | None
-    sr_uid: str | None
-    result: dict[str, Any]
-    supersedes: str | None
-
-    @classmethod
-    def from_row(cls, row: JobRow) -> Job:
-        return cls(
-            id=row.id,
-            series_uid=row.series_uid,
-            study_uid=row.study_uid,
-            generation=row.generation,
-            series_dir=Path(row.series_dir),
-            seg_path=Path(row.seg_path) if row.seg_path else None,
-            state=row.state,
-            reason=row.reason,
-            attempts=row.attempts,
-            created_at=row.created_at,
-            started_at=row.started_at,
-            scored_at=row.scored_at,
-            finished_at=row.finished_at,
-            sr_path=Path(row.sr_path) if row.sr_path else None,
-            seg_out_path=Path(row.seg_out_path) if row.seg_out_path else None,
-            sr_uid=row.sr_uid,
-            result=json.loads(row.result_json or "{}"),
-            supersedes=row.supersedes,
-        )
-
-    @property
-    def not_analysed(self) -> str | None:
-        """The reason, when this job's outputs say "could not analyse"."""
-        reason = self.result.get(NOT_ANALYSED_KEY)
-        return str(reason) if reason else None
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One destination's delivery state for a job."""
-
-    job_id: str
-    destination: str
-    state: str
-    attempts: int
-    last_error: str
 
 
 def default_database_url(data_dir: Path) -> str:
@@ -421,10 +254,17 @@ class StateDB:
     ----------
     url
         SQLAlchemy URL (``sqlite:///...``, ``postgresql+psycopg://...``).
+
+    Attributes
+    ----------
+    claimant
+        The worker this process claims jobs as (:meth:`start_job` records it); set by
+        the worker process, ``None`` elsewhere.
     """
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.claimant: WorkerIdentity | None = None
         try:
             self.engine: Engine = create_engine(url, pool_pre_ping=True, future=True)
         except (SQLAlchemyError, ImportError) as exc:
@@ -451,7 +291,7 @@ class StateDB:
         for attempt in range(3):
             try:
                 Base.metadata.create_all(self.engine)
-                self._add_series_columns()
+                self._add_columns()
                 return
             except SQLAlchemyError as exc:
                 # Another process created a table between our check and our CREATE:
@@ -462,19 +302,22 @@ class StateDB:
                     ) from exc
                 time.sleep(0.2)
 
-    def _add_series_columns(self) -> None:
-        """Add the columns newer than an existing ``series`` table (SQLite and PostgreSQL)."""
-        present = {c["name"] for c in inspect(self.engine).get_columns("series")}
-        missing = [name for name in _ADDED_SERIES_COLUMNS if name not in present]
-        if not missing:
-            return
-        with self.engine.begin() as connection:
-            for name in missing:
-                # Names and DDL are the constants above, never input. A process starting
-                # at the same time may win the race: create_schema's retry sees the column.
-                connection.execute(
-                    text(f"ALTER TABLE series ADD COLUMN {name} {_ADDED_SERIES_COLUMNS[name]}")
-                )
+    def _add_columns(self) -> None:
+        """Add the columns newer than existing tables (SQLite and PostgreSQL)."""
+        inspector = inspect(self.engine)
+        for table, columns in ADDED_COLUMNS.items():
+            present = {c["name"] for c in inspector.get_columns(table)}
+            missing = [name for name in columns if name not in present]
+            if not missing:
+                continue
+            with self.engine.begin() as connection:
+                for name in missing:
+                    # Names and DDL are the constants above, never input. A process
+                    # starting at the same time may win the race: create_schema's retry
+                    # sees the column.
+                    connection.execute(
+                        text(f"ALTER TABLE {table} ADD COLUMN {name} {columns[name]}")
+                    )
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -632,6 +475,16 @@ class StateDB:
                 .values(state="queued", enqueued_at=now)
             )
 
+    def mark_unsent(self, job_id: str) -> None:
+        """A queued job whose message did not reach the broker: ``pending`` again, so
+        that the sweeper sends it."""
+        with self.session() as s:
+            s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state == "queued")
+                .values(state="pending")
+            )
+
     def jobs_to_enqueue(self, *, requeue_after: float, now: float | None = None) -> list[str]:
         """Jobs the sweeper must (re-)send to the broker.
 
@@ -653,8 +506,15 @@ class StateDB:
             )
             return list(rows)
 
-    def start_job(self, job_id: str, *, max_attempts: int | None = None) -> Job | None:
-        """Claim a job for a worker; ``None`` when there is nothing to do.
+    def start_job(
+        self,
+        job_id: str,
+        *,
+        max_attempts: int | None = None,
+        worker: WorkerIdentity | None = None,
+    ) -> Job | None:
+        """Claim a job for a worker (``worker``, else :attr:`claimant`, is recorded on
+        it); ``None`` when there is nothing to do.
 
         A job already done, failed or superseded is not run again (a redelivered message).
         A ``running`` job is claimed again: its worker died (the broker redelivered it).
@@ -679,8 +539,103 @@ class StateDB:
                 row.state = "running"
                 row.started_at = now
                 row.attempts += 1
-                s.add(EventRow(at=now, series_uid=row.series_uid, job_id=job_id, stage="started"))
+                claimant = worker or self.claimant
+                if claimant is not None:
+                    row.worker_host, row.worker_pid = claimant.host, claimant.pid
+                    row.worker_name = claimant.name
+                detail = claimant.name if claimant is not None else ""
+                s.add(
+                    EventRow(
+                        at=now,
+                        series_uid=row.series_uid,
+                        job_id=job_id,
+                        stage="started",
+                        detail=detail,
+                    )
+                )
             return Job.from_row(row)
+
+    #: A worker holds a job while it scores it (``running``), and a ``scored`` job with a
+    #: delivery still pending that it scored or is delivering (see hold_for_delivery).
+    _HELD = (JobRow.state == "running") | (
+        (JobRow.state == "scored")
+        & JobRow.id.in_(select(DeliveryRow.job_id).where(DeliveryRow.state == "pending"))
+    )
+
+    def holding_worker_pids(self, host: str) -> set[int]:
+        """The main pids of the workers on ``host`` that hold jobs."""
+        with self.session() as s:
+            pids = s.scalars(
+                select(JobRow.worker_pid).where(
+                    self._HELD, JobRow.worker_host == host, JobRow.worker_pid.is_not(None)
+                )
+            )
+            return {int(pid) for pid in pids if pid is not None}
+
+    def holding_worker_names(self) -> set[str]:
+        """The Celery node names of the workers that hold jobs."""
+        with self.session() as s:
+            names = s.scalars(
+                select(JobRow.worker_name).where(self._HELD, JobRow.worker_name.is_not(None))
+            )
+            return {str(name) for name in names if name}
+
+    def hold_for_delivery(self, job_id: str) -> None:
+        """Record :attr:`claimant` as the worker delivering a scored job now."""
+        if self.claimant is None:
+            return
+        worker = self.claimant
+        with self.session() as s:
+            s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state == "scored")
+                .values(worker_host=worker.host, worker_pid=worker.pid, worker_name=worker.name)
+            )
+
+    def requeue_jobs_of(
+        self, *, host: str, pid: int | None = None, name: str | None = None, reason: str
+    ) -> tuple[list[str], list[str]]:
+        """Take back the jobs a dead worker held, with ``reason`` on their timeline.
+
+        The worker is ``pid`` on ``host``, or (``pid`` None) the Celery node ``name``.
+        Its ``running`` jobs go back to ``queued`` (``requeued``): compare-and-set, so a
+        job another worker claimed since is not touched; the attempt stays counted
+        (``max_attempts`` still ends a poison series); not ``pending``, which the sweeper
+        would send too (two messages, two workers on one job). Its ``scored`` jobs with
+        a delivery pending (``redelivered``) need their delivery task again: it died with
+        the worker, or was never sent. If it was under way elsewhere after all, the same
+        objects (same UIDs) go twice, never a second result.
+
+        Returns
+        -------
+        tuple of list of str
+            The ids to score again (the caller sends them, :meth:`mark_unsent` if it
+            cannot) and the ids to deliver again.
+        """
+        now = time.time()
+        mine: ColumnElement[bool]
+        if pid is not None:
+            mine = (JobRow.worker_host == host) & (JobRow.worker_pid == pid)
+        elif name is not None:
+            mine = JobRow.worker_name == name
+        else:
+            raise ValueError("requeue_jobs_of needs the worker's pid or name")
+        with self.session() as s:
+            rows = list(s.scalars(select(JobRow).where(self._HELD, mine).with_for_update()))
+            score, deliver = [], []
+            for row in rows:
+                if row.state == "running":
+                    row.state, row.enqueued_at = "queued", now
+                    score.append(row.id)
+                else:
+                    deliver.append(row.id)
+                stage = "requeued" if row.state == "queued" else "redelivered"
+                s.add(
+                    EventRow(
+                        at=now, series_uid=row.series_uid, job_id=row.id, stage=stage, detail=reason
+                    )
+                )
+            return score, deliver
 
     def job_scored(
         self,

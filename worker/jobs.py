@@ -84,6 +84,14 @@ class WorkerContext:
             return self._model
 
 
+def warm_up(ctx: WorkerContext) -> None:
+    """Load what the first study would otherwise load: the bundle and the pipeline's
+    modules (highdicom, PyRadiomics), so that it is no slower than the next."""
+    import worker.pipeline  # noqa: F401 - the import is the warm-up
+
+    ctx.model()
+
+
 def score_job(ctx: WorkerContext, job_id: str) -> ScoreOutcome:
     """Score one job's series and record its SR, SEG and card.
 
@@ -349,4 +357,5 @@ __all__ = [
     "default_bundle_dir",
     "deliver_job",
     "score_job",
+    "warm_up",
 ]

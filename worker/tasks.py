@@ -36,6 +36,9 @@ def register_tasks(app: Celery, ctx: WorkerContext) -> None:
     @app.task(name=DELIVER_TASK, bind=True, max_retries=None)  # type: ignore[untyped-decorator]
     def deliver(self: Any, job_id: str) -> str:
         try:
+            # Named on the job while it delivers: if this worker dies, the delivery is
+            # sent again at once (onfh_dlr.liveness).
+            ctx.db.hold_for_delivery(job_id)
             result = deliver_job(ctx, job_id)
         except TransientError as exc:
             raise self.retry(exc=exc, countdown=5) from exc

@@ -104,26 +104,40 @@ def listener(config: ConfigOption = None) -> None:
 
 
 @app.command()
-def worker(config: ConfigOption = None) -> None:
+def worker(
+    config: ConfigOption = None,
+    delivery_only: Annotated[
+        bool,
+        typer.Option(
+            "--delivery-only",
+            help="Only deliver results (no bundle, a few threads); `serve` runs one.",
+        ),
+    ] = False,
+) -> None:
     """Run a Celery worker that scores jobs and delivers the SR and SEG."""
     import shutil
     import socket
 
     from onfh_dlr.logs import configure_logging
 
+    role = "delivery" if delivery_only else "worker"
     settings = load_cli_settings(config)
-    configure_logging("worker", level=settings.log_level, as_json=settings.log_json)
+    configure_logging(role, level=settings.log_level, as_json=settings.log_json)
     # The pool processes' metrics go to files that the worker's /metrics aggregates;
     # prometheus-client reads this variable when it is first imported, i.e. below.
-    metrics_dir = settings.data_dir / "metrics" / f"worker-{socket.gethostname()}-{os.getpid()}"
+    metrics_dir = settings.data_dir / "metrics" / f"{role}-{socket.gethostname()}-{os.getpid()}"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    from worker.main import run_worker
+    from worker.main import WorkerRole, run_worker
 
     try:
         run_worker(
-            settings, _broker_url(settings), loglevel=settings.log_level, metrics_dir=metrics_dir
+            settings,
+            _broker_url(settings),
+            loglevel=settings.log_level,
+            metrics_dir=metrics_dir,
+            role=WorkerRole(role),
         )
     except OnfhError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
