@@ -4,7 +4,8 @@ Recent studies with their state, per-stage timings, skip and failure reasons and
 outcomes; one series' timeline from first instance to delivered SR; the dead-letter list
 with a retry action (POST, protected by ``ONFH_ADMIN_TOKEN``); the radiologists'
 verdicts (IHE AIRA) per model version, and the assessment SRs that were not recorded
-with the reason. It shows UIDs, accession
+with the reason; per shadow bundle its agreement with the deployed one and the hips on
+which they differ (``/shadow``). It shows UIDs, accession
 numbers and series descriptions; the state DB holds no patient names or IDs at all.
 
 Accession numbers lead to a patient, so every route here needs the status token
