@@ -212,8 +212,19 @@ def rescore(
         if not targets:
             err_console.print("[red]error:[/red] no scored series matches")
             raise typer.Exit(1)
+        spooled = []
+        for job in targets:  # before loading the bundle: a purged series fails at once
+            try:
+                _check_spooled(db, job)
+                spooled.append(job)
+            except RescoreError as exc:
+                results.append(Rescored(job.series_uid, job.id, error=str(exc)))
+        if not spooled:
+            for r in results:
+                err_console.print(f"[red]error:[/red] {r.error}")
+            raise typer.Exit(1)
         model = BundleModel.load(bundle or settings.bundle or default_bundle_dir(), threads=1)
-        for job in targets:
+        for job in spooled:
             try:
                 results.append(rescore_job(settings, db, job, model, deliver=deliver))
             except (RescoreError, OnfhError) as exc:
