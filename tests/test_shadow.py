@@ -143,3 +143,17 @@ def test_rescore_of_a_purged_series_says_it_was_purged(tmp_path: Path) -> None:
         check=False,
     )
     assert both.returncode == 2 and "exactly one" in both.stderr
+
+
+def test_rescore_last_n_chooses_every_series_of_the_n_newest_studies(tmp_path: Path) -> None:
+    from onfh_dlr.cli.rescore import _targets
+
+    db = StateDB.for_settings(None, tmp_path)
+    for series_uid, study_uid in (("1.1", "9.1"), ("2.1", "9.2"), ("2.2", "9.2")):
+        db.series_received(series_uid=series_uid, study_uid=study_uid, instances=1, at=time.time())
+        db.admit_series(series_uid, tmp_path / series_uid)
+        time.sleep(0.01)  # distinct creation times
+    assert {j.series_uid for j in _targets(db, series=None, study=None, last=1)} == {"2.1", "2.2"}
+    assert len(_targets(db, series=None, study=None, last=2)) == 3
+    assert [j.series_uid for j in _targets(db, series=None, study="9.1", last=None)] == ["1.1"]
+    assert [j.series_uid for j in _targets(db, series="2.2", study=None, last=None)] == ["2.2"]

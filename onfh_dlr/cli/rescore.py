@@ -53,7 +53,8 @@ class Rescored:
 
 
 def _targets(db: StateDB, *, series: str | None, study: str | None, last: int | None) -> list[Job]:
-    """The newest job of each chosen series, newest first."""
+    """The newest job of each chosen series (``--last``: of each series of the last
+    ``last`` studies), newest first."""
     jobs = db.jobs_of_series([series]) if series else db.jobs(limit=max(1000, (last or 0) * 10))
     newest: dict[str, Job] = {}
     for job in jobs:
@@ -62,7 +63,11 @@ def _targets(db: StateDB, *, series: str | None, study: str | None, last: int | 
         if job.series_uid not in newest or job.generation > newest[job.series_uid].generation:
             newest[job.series_uid] = job
     ordered = sorted(newest.values(), key=lambda j: j.created_at, reverse=True)
-    return ordered[:last] if last is not None else ordered
+    if last is None:
+        return ordered
+    # The last N studies: every series of the N studies scored most recently.
+    studies = list(dict.fromkeys(j.study_uid for j in ordered))[:last]
+    return [j for j in ordered if j.study_uid in studies]
 
 
 def _check_spooled(db: StateDB, job: Job) -> None:
