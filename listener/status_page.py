@@ -4,7 +4,8 @@ Recent studies with their state, per-stage timings, skip and failure reasons and
 outcomes; one series' timeline from first instance to delivered SR; the dead-letter list
 with a retry action (POST, protected by ``ONFH_ADMIN_TOKEN``); the radiologists'
 verdicts (IHE AIRA) per model version, and the assessment SRs that were not recorded
-with the reason. It shows UIDs, accession
+with the reason; per shadow bundle its agreement with the deployed one and the hips on
+which they differ (``/shadow``). It shows UIDs, accession
 numbers and series descriptions; the state DB holds no patient names or IDs at all.
 
 Accession numbers lead to a patient, so every route here needs the status token
@@ -17,13 +18,22 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from html import escape
 from typing import Final
 
 from listener.verdicts import summarise
 from onfh_dlr.settings import Settings, Transport
-from onfh_dlr.state import AssessmentState, Job, SeriesRow, StateDB, Verdict
+from onfh_dlr.state import (
+    AssessmentState,
+    Job,
+    SeriesRow,
+    ShadowBundleId,
+    ShadowResult,
+    StateDB,
+    Verdict,
+)
 from onfh_dlr.web import Handler, Request, Response, TokenAuth, read_token
 
 _STYLE = """
@@ -48,7 +58,7 @@ def _page(title: str, body: str) -> Response:
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>{escape(title)} · onfh-dlr</title><style>{_STYLE}</style></head><body>"
         "<nav><a href='/'>Studies</a><a href='/dead-letters'>Dead letters</a>"
-        "<a href='/verdicts'>Verdicts</a>"
+        "<a href='/verdicts'>Verdicts</a><a href='/shadow'>Shadow bundles</a>"
         "<a href='/metrics'>Metrics</a><a href='/readyz'>Readiness</a>"
         "<form method='post' action='/sign-out'><button type='submit'>Sign out</button></form>"
         "</nav>"
@@ -126,6 +136,7 @@ class StatusPage:
             ("GET", "/series"): self.series,
             ("GET", "/dead-letters"): self.dead_letters,
             ("GET", "/verdicts"): self.verdicts,
+            ("GET", "/shadow"): self.shadow,
             ("POST", "/jobs"): self.retry,
         }
 
@@ -387,6 +398,78 @@ class StatusPage:
         self.send_retry(job_id)
         return Response.redirect(f"/dead-letters?note=job+{job_id}+queued+for+delivery")
 
+    # --- shadow bundles (issue 15 item 5) -------------------------------------------------
+
+    def shadow(self, request: Request) -> Response:
+        """Per shadow bundle: hips, agreement with the deployed calls, Cohen's kappa, mean
+        |Δp|, failures; then the hips on which the calls differ, linked to their series."""
+        if request.path.rstrip("/") != "/shadow":
+            return Response.text(404, "not found\n")
+        results = self.db.shadow_results()
+        summaries = [
+            shadow_summary(b, [r for r in results if r.bundle == b])
+            for b in sorted({r.bundle for r in results})
+        ]
+        table = _table(
+            [
+                "Bundle",
+                "Version",
+                "Device UID",
+                "Hips",
+                "Agreement",
+                "Cohen's κ",
+                "Mean |Δp|",
+                "Failed",
+            ],
+            (
+                [
+                    escape(m.bundle.name),
+                    escape(m.bundle.version),
+                    _short(m.bundle.device_uid),
+                    str(m.hips),
+                    f"{m.agree}/{m.hips} ({m.agree / m.hips:.0%})" if m.hips else "-",
+                    "-" if m.kappa is None else f"{m.kappa:.2f}",
+                    "-" if m.mean_abs_delta is None else f"{m.mean_abs_delta:.3f}",
+                    str(m.failed),
+                ]
+                for m in summaries
+            ),
+        )
+        differ = [r for r in results if r.agrees is False or r.probability is None]
+        rows = _table(
+            ["Scored", "Bundle", "Series", "Job", "Hip", "Deployed", "Shadow"],
+            (
+                [
+                    _when(r.scored_at),
+                    escape(f"{r.bundle.name} {r.bundle.version}"),
+                    f"<a href='/series/{escape(r.series_uid)}'>{_short(r.series_uid)}</a>",
+                    _short(r.job_id),
+                    escape(r.side),
+                    escape(_shadow_call(r.deployed_probability, r.deployed_call)),
+                    escape(
+                        _shadow_call(r.probability, r.call)
+                        if r.probability is not None
+                        else f"failed: {r.error}"
+                    ),
+                ]
+                for r in differ[:200]
+            ),
+        )
+        note = (
+            "<p>Shadow bundles (<code>ONFH_SHADOW_BUNDLES</code>) score every study's ROIs "
+            "beside the deployed bundle and deliver nothing. Agreement and κ count hips both "
+            "bundles scored.</p>"
+        )
+        return _page(
+            "Shadow bundles",
+            note
+            + (table if summaries else "<p>No shadow results recorded yet.</p>")
+            + "<h2>Hips on which the calls differ, or the shadow failed</h2>"
+            + (rows if differ else "<p>None.</p>"),
+        )
+
+    # --- end of shadow bundles ------------------------------------------------------------
+
     def _newest_jobs(self, series_uids: Iterable[str]) -> dict[str, Job]:
         newest: dict[str, Job] = {}
         for job in self.db.jobs_of_series(series_uids):
@@ -396,4 +479,55 @@ class StatusPage:
         return newest
 
 
-__all__ = ["StatusPage", "status_auth"]
+# --- shadow bundles (issue 15 item 5) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShadowSummary:
+    """One shadow bundle against the deployed one, over the hips both scored."""
+
+    bundle: ShadowBundleId
+    hips: int  # scored by both bundles
+    agree: int
+    failed: int  # hips the shadow could not score
+    kappa: float | None  # Cohen's kappa of the two calls; None when undefined
+    mean_abs_delta: float | None  # mean |shadow p - deployed p|
+
+
+def shadow_summary(bundle: ShadowBundleId, results: Sequence[ShadowResult]) -> ShadowSummary:
+    """Agreement, Cohen's kappa and mean |Δp| of one shadow bundle's ``results``."""
+    both = [r for r in results if r.agrees is not None]
+    n = len(both)
+    agree = sum(bool(r.agrees) for r in both)
+    kappa = None
+    deltas = [
+        abs(r.probability - r.deployed_probability)
+        for r in both
+        if r.probability is not None and r.deployed_probability is not None
+    ]
+    if n:
+        shadow_pos = sum(bool(r.call) for r in both) / n
+        deployed_pos = sum(bool(r.deployed_call) for r in both) / n
+        chance = shadow_pos * deployed_pos + (1 - shadow_pos) * (1 - deployed_pos)
+        # Every call the same for both bundles: kappa is 0/0, said as "-".
+        kappa = None if chance >= 1.0 else (agree / n - chance) / (1.0 - chance)
+    return ShadowSummary(
+        bundle=bundle,
+        hips=n,
+        agree=agree,
+        failed=sum(r.probability is None for r in results),
+        kappa=kappa,
+        mean_abs_delta=sum(deltas) / len(deltas) if deltas else None,
+    )
+
+
+def _shadow_call(probability: float | None, call: int | None) -> str:
+    if probability is None or call is None:
+        return "-"
+    return f"p={probability:.3f} {'positive' if call else 'negative'}"
+
+
+# --- end of shadow bundles --------------------------------------------------------------
+
+
+__all__ = ["ShadowSummary", "StatusPage", "shadow_summary", "status_auth"]

@@ -90,6 +90,29 @@ BUNDLE = Gauge(
     multiprocess_mode="max",
 )
 
+# --- shadow bundles (issue 15 item 5) ----------------------------------------------------
+# Labelled by bundle only (name, version, Device UID): never a study, series or patient.
+
+SHADOW_HIPS = Counter(
+    "shadow_hips",
+    "Hips a shadow bundle scored beside the deployed one, by bundle and outcome (agree: "
+    "same call; disagree: another call; failed: the shadow could not score the hip).",
+    ["name", "version", "device_uid", "outcome"],
+    namespace=NAMESPACE,
+)
+SHADOW_AGREEMENT = Gauge(
+    "shadow_agreement",
+    "Fraction of the last SHADOW_WINDOW hips both bundles scored on which a shadow "
+    "bundle's call equals the deployed bundle's, read from the state DB after each study.",
+    ["name", "version", "device_uid"],
+    namespace=NAMESPACE,
+    multiprocess_mode="mostrecent",
+)
+#: How many of a shadow bundle's newest hips its agreement gauge covers.
+SHADOW_WINDOW: Final = 50
+
+# --- end of shadow bundles ---------------------------------------------------------------
+
 
 def skip_reason_label(reason: str) -> str:
     """The rule behind an admission rule's reason text, as a bounded label value."""
@@ -118,6 +141,9 @@ __all__ = [
     "SERIES_ADMITTED",
     "SERIES_CLOSED",
     "SERIES_SKIPPED",
+    "SHADOW_AGREEMENT",
+    "SHADOW_HIPS",
+    "SHADOW_WINDOW",
     "STAGES",
     "STAGE_BUCKETS",
     "STAGE_SECONDS",

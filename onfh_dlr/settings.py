@@ -253,6 +253,11 @@ class Settings(BaseSettings):
     dicomweb_destination_token: str | None = None
     log_level: str = "INFO"
     log_json: bool = False
+    # --- shadow bundles (issue 15 item 5) ---
+    # Candidate bundles the worker also scores every study with, silently: their calls
+    # are recorded beside the deployed one's and never delivered (worker.shadow).
+    shadow_bundles: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    # --- end of shadow bundles ---
 
     @model_validator(mode="after")
     def _absolute_paths(self) -> Settings:
@@ -266,6 +271,10 @@ class Settings(BaseSettings):
                 setattr(self, name, absolute_path(value))
         if self.database_url is not None:
             self.database_url = absolute_database_url(self.database_url)
+        # A list of paths, so not in PATH_FIELDS (which holds single paths).
+        self.shadow_bundles = [
+            p if p.is_absolute() else absolute_path(p) for p in self.shadow_bundles
+        ]
         return self
 
     @field_validator("ae_title")
@@ -275,7 +284,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a valid DICOM AE title")
         return value
 
-    @field_validator("allowed_calling_aes", "allowed_hosts", mode="before")
+    @field_validator("allowed_calling_aes", "allowed_hosts", "shadow_bundles", mode="before")
     @classmethod
     def _split_aes(cls, value: Any) -> Any:
         return _split_commas(value)
@@ -349,6 +358,10 @@ def _relative_to(values: dict[str, Any], config: Path) -> dict[str, Any]:
     for name in PATH_FIELDS:
         if isinstance(resolved.get(name), str):
             resolved[name] = absolute_path(Path(resolved[name]), base)
+    if isinstance(resolved.get("shadow_bundles"), list | str):
+        resolved["shadow_bundles"] = [
+            absolute_path(Path(p), base) for p in _split_commas(resolved["shadow_bundles"])
+        ]
     if isinstance(resolved.get("database_url"), str):
         try:
             resolved["database_url"] = absolute_database_url(resolved["database_url"], base)

@@ -146,6 +146,87 @@ class JobOutputRow(Base):
     sop_instance_uid: Mapped[str] = mapped_column(String(64), default="")
 
 
+# --- shadow results (issue 15 item 5: candidate bundles scored beside the deployed one) ---
+
+
+class ShadowResultRow(Base):
+    """One hip of one job as a shadow bundle scored it, beside the deployed call.
+
+    A table of its own (``create_schema`` creates it in an existing database). A shadow
+    that failed on a hip has no probability and says why in ``error``.
+    """
+
+    __tablename__ = "shadow_results"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    device_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    side: Mapped[str] = mapped_column(String(1), primary_key=True)
+    series_uid: Mapped[str] = mapped_column(String(64), index=True)
+    bundle_name: Mapped[str] = mapped_column(String(128))
+    bundle_version: Mapped[str] = mapped_column(String(64))
+    probability: Mapped[float | None] = mapped_column(Float, nullable=True)
+    call: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    deployed_probability: Mapped[float | None] = mapped_column(Float, nullable=True)
+    deployed_call: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str] = mapped_column(Text, default="")
+    scored_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+@dataclass(frozen=True, order=True)
+class ShadowBundleId:
+    """Which shadow bundle: what the metrics label and the status page group by."""
+
+    name: str
+    version: str
+    device_uid: str
+
+
+@dataclass(frozen=True)
+class ShadowResult:
+    """One hip scored by a shadow bundle, with the deployed bundle's result beside it.
+
+    ``side`` is ``"R"`` or ``"L"``. ``probability``/``call`` are ``None`` when the shadow
+    failed on the hip (``error`` says why); ``deployed_*`` are ``None`` when the deployed
+    bundle did not score it.
+    """
+
+    job_id: str
+    series_uid: str
+    side: str
+    bundle: ShadowBundleId
+    probability: float | None
+    call: int | None
+    deployed_probability: float | None
+    deployed_call: int | None
+    error: str = ""
+    scored_at: float = 0.0
+
+    @property
+    def agrees(self) -> bool | None:
+        """Whether the shadow's call is the deployed one's (``None``: one is missing)."""
+        if self.call is None or self.deployed_call is None:
+            return None
+        return self.call == self.deployed_call
+
+    @classmethod
+    def from_row(cls, row: ShadowResultRow) -> ShadowResult:
+        return cls(
+            job_id=row.job_id,
+            series_uid=row.series_uid,
+            side=row.side,
+            bundle=ShadowBundleId(row.bundle_name, row.bundle_version, row.device_uid),
+            probability=row.probability,
+            call=row.call,
+            deployed_probability=row.deployed_probability,
+            deployed_call=row.deployed_call,
+            error=row.error,
+            scored_at=row.scored_at,
+        )
+
+
+# --- end of shadow results ---------------------------------------------------------------
+
+
 #: The key of ``Job.result`` that marks a job whose outputs say "could not analyse".
 NOT_ANALYSED_KEY: Final = "not_analysed"
 
@@ -231,4 +312,7 @@ __all__ = [
     "JobOutputRow",
     "JobRow",
     "SeriesRow",
+    "ShadowBundleId",
+    "ShadowResult",
+    "ShadowResultRow",
 ]

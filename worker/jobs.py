@@ -62,6 +62,7 @@ class WorkerContext:
     db: StateDB
     _model: BundleModel | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _shadows: list[BundleModel] | None = None  # ONFH_SHADOW_BUNDLES, see worker.shadow
 
     @property
     def outputs_dir(self) -> Path:
@@ -83,6 +84,15 @@ class WorkerContext:
                 log.info("bundle %s %s loaded", manifest.name, manifest.version)
             return self._model
 
+    def shadows(self) -> list[BundleModel]:
+        """The shadow bundles that loaded, once per process (:mod:`worker.shadow`)."""
+        from worker.shadow import load_shadow_bundles
+
+        with self._lock:
+            if self._shadows is None:
+                self._shadows = load_shadow_bundles(self.settings.shadow_bundles)
+            return self._shadows
+
 
 def warm_up(ctx: WorkerContext) -> None:
     """Load what the first study would otherwise load: the bundle and the pipeline's
@@ -90,6 +100,7 @@ def warm_up(ctx: WorkerContext) -> None:
     import worker.pipeline  # noqa: F401 - the import is the warm-up
 
     ctx.model()
+    ctx.shadows()
 
 
 def score_job(ctx: WorkerContext, job_id: str) -> ScoreOutcome:
@@ -191,7 +202,12 @@ def score_job(ctx: WorkerContext, job_id: str) -> ScoreOutcome:
         ctx.db.fail_job(job_id, f"internal error: {type(exc).__name__}: {exc}")
         JOBS_FINISHED.labels("failed").inc()
         return "failed"
-    return _record(ctx, job, scored)
+    outcome = _record(ctx, job, scored)
+    if outcome == "scored" and ctx.settings.shadow_bundles:
+        from worker.shadow import score_shadows
+
+        score_shadows(ctx.db, job, scored, ctx.shadows())  # never raises, sends nothing
+    return outcome
 
 
 def _record(

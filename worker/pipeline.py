@@ -156,6 +156,9 @@ class ScoredStudy:
         The card as Encapsulated PDF (:mod:`worker.result_pdf`), validated.
     notes
         What the SR and the card say beside the calls (e.g. a failed left/right check).
+    series, rois
+        The loaded source series and the ROIs scored (none when nothing was): shadow
+        bundles score the same ROIs (:mod:`worker.shadow`), with no second ROI search.
     """
 
     study_instance_uid: str
@@ -170,6 +173,8 @@ class ScoredStudy:
     not_analysed: Mapping[Side, str] = field(default_factory=dict)
     pdf_dataset: Dataset | None = None
     notes: tuple[str, ...] = ()
+    series: LoadedSeries | None = None
+    rois: Mapping[Side, HipROI] = field(default_factory=dict)
 
     @property
     def pdf_uid(self) -> str | None:
@@ -328,6 +333,8 @@ def score_series(
         pdf_dataset=pdf,
         not_analysed=not_analysed,
         notes=notes,
+        series=series,
+        rois=rois,
     )
 
 

@@ -4,7 +4,8 @@ What lives here: the Typer ``app`` (:mod:`onfh_dlr.cli.root`), the command modul
 (:mod:`~onfh_dlr.cli.service` — ``serve``, ``listener``, ``worker``, ``status``,
 ``retry``; :mod:`~onfh_dlr.cli.model` — ``features``, ``score``, ``train``, ``evaluate``,
 ``bundle verify``; :mod:`~onfh_dlr.cli.feedback` — ``feedback send``, ``feedback
-export``; :mod:`~onfh_dlr.cli.phantom`; :mod:`~onfh_dlr.cli.demo`), the ``serve``
+export``; :mod:`~onfh_dlr.cli.rescore` — ``rescore``; :mod:`~onfh_dlr.cli.phantom`;
+:mod:`~onfh_dlr.cli.demo`), the ``serve``
 supervisor (:mod:`~onfh_dlr.cli.supervisor`) and the demo's stand-in PACS
 (:mod:`~onfh_dlr.cli.receiver`).
 
@@ -19,7 +20,7 @@ Who may import this package: nobody but itself, ``onfh_dlr.__main__`` (``python 
 onfh_dlr``), the ``onfh-dlr`` entry point, tests and benchmarks.
 """
 
-from onfh_dlr.cli import demo, feedback, model, phantom, service  # noqa: F401  (they register commands)
+from onfh_dlr.cli import demo, feedback, model, phantom, rescore, service  # noqa: F401  (they register commands)
 from onfh_dlr.cli.root import app
 
 __all__ = ["app"]
