@@ -72,7 +72,7 @@ MIN_RESOLVED_FRACTION = 0.3  # of the rays, kept (the most in-plane) whatever th
 # Hough votes at the centre over the median vote. Only a screen for "a structure at
 # all" (pure noise scores ~5): the count depends on the acquisition (thick slices and
 # gaps blur the shells the votes come from; coverage moves the median), so healthy heads
-# of thick-slice or low-SNR series score as low as ~150, and anatomy that is no head
+# of thick-slice or low-SNR series score as low as ~165, and anatomy that is no head
 # scores up to ~250. What is a head is decided by the rim, the radius and dominance.
 MIN_SUPPORT = 60.0
 MIN_DOMINANCE = 2.5  # a head's votes over the next candidate's on its side (heads: > 4)
