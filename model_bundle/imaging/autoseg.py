@@ -139,11 +139,11 @@ class _Work:
     direction: F64  # columns: image axes in LPS
     spacing: float
     midline_x: float
-    # The acquisition's resolution, which the working copy's isotropic grid hides: the
-    # slice axis in LPS, the distance between slices and the in-plane pixel size.
-    slice_normal: F64 = field(default_factory=lambda: np.array([0.0, 0.0, 1.0]))
-    slice_spacing: float = WORK_SPACING
-    pixel_spacing: float = WORK_SPACING
+    # The acquisition's voxel, which the working copy's isotropic grid hides: the
+    # source image's axes in LPS (columns) and its spacing along each (slice spacing,
+    # gap included, along the slice axis).
+    source_direction: F64 = field(default_factory=lambda: np.eye(3))
+    source_spacing: F64 = field(default_factory=lambda: np.full(3, WORK_SPACING))
 
     def to_index(self, points: F64) -> F64:
         """LPS points (..., 3) to fractional (k, j, i) array indices."""
@@ -182,17 +182,14 @@ def _working_copy(image: sitk.Image) -> _Work:
     points = (
         origin + (np.stack([i[::step], j[::step], k[::step]], axis=1) * WORK_SPACING) @ direction.T
     )
-    source_direction = np.array(image.GetDirection(), dtype=np.float64).reshape(3, 3)
-    source_spacing = np.array(image.GetSpacing(), dtype=np.float64)
     return _Work(
         array,
         origin,
         direction,
         WORK_SPACING,
         float(np.median(points[:, 0])),
-        slice_normal=source_direction[:, 2],
-        slice_spacing=float(source_spacing[2]),
-        pixel_spacing=float(max(source_spacing[0], source_spacing[1])),
+        source_direction=np.array(image.GetDirection(), dtype=np.float64).reshape(3, 3),
+        source_spacing=np.array(image.GetSpacing(), dtype=np.float64),
     )
 
 
@@ -252,17 +249,18 @@ def _profiles(work: _Work, centre: F64, side: Side) -> tuple[F64, NDArray[np.flo
 def _resolved_rays(work: _Work, dirs: F64) -> NDArray[np.bool_]:
     """The rays along which the acquisition resolves the cartilage ring.
 
-    A voxel is ``slice_spacing`` deep and ``pixel_spacing`` wide, so a ray at angle
-    theta to the slice axis crosses about ``hypot(slice * cos, pixel * sin)`` mm per
-    voxel. With thick slices (or a gap) the few-mm ring is smeared along rays close to
-    the slice axis, and a median over all rays reports a weak rim for a healthy head.
-    At least ``MIN_RESOLVED_FRACTION`` of the rays (the most in-plane) are kept.
+    A ray crosses a source voxel over about ``sqrt(sum((spacing_a * cos_a) ** 2))`` mm,
+    ``cos_a`` its cosine to image axis ``a``: for a coronal series
+    ``hypot(slice * cos, pixel * sin)`` with theta the angle to the slice axis, whatever
+    order the array's axes are in. With thick slices (or a gap) the few-mm ring is
+    smeared along rays close to the slice axis, and a median over all rays reports a
+    weak rim for a healthy head. At least ``MIN_RESOLVED_FRACTION`` of the rays (the
+    best resolved) are kept.
     """
-    cos = np.abs(dirs @ work.slice_normal)
-    extent = np.hypot(work.slice_spacing * cos, work.pixel_spacing * np.sqrt(1.0 - cos**2))
+    extent = np.sqrt((((dirs @ work.source_direction) * work.source_spacing) ** 2).sum(axis=1))
     keep = extent <= RIM_RESOLUTION
     if keep.mean() < MIN_RESOLVED_FRACTION:
-        keep = cos <= np.quantile(cos, MIN_RESOLVED_FRACTION)
+        keep = extent <= np.quantile(extent, MIN_RESOLVED_FRACTION)
     return np.asarray(keep, dtype=np.bool_)
 
 
