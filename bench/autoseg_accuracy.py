@@ -122,6 +122,12 @@ def main() -> None:
                     )
                     fallback = fit.evidence is not Evidence.CARTILAGE_RIM
                     tally.fallback += fallback
+                    if fallback:  # named, so a weak-rim case can be reproduced in a test
+                        print(
+                            f"  weak-rim fallback: {name} case {i} {side.value} "
+                            f"(rim contrast {fit.edge_contrast:.3f}, "
+                            f"{fit.surface_points} surface points)"
+                        )
                     results.append(
                         Result(
                             name,

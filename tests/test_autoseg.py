@@ -10,6 +10,7 @@ import SimpleITK as sitk
 
 from model_bundle import LoadedSeries, auto_rois, find_femoral_heads, head_mask, load_series
 from model_bundle.imaging import Side
+from model_bundle.imaging.autoseg import _DIRECTIONS, _resolved_rays, _Work
 from onfh_dlr.errors import FemoralHeadNotFoundError
 from phantom.case import PhantomStudy
 from phantom.dicom_writer import write_series
@@ -139,3 +140,35 @@ def test_head_mask_is_the_sphere_cut_at_the_neck(
     )
     along = (points - fit.centre) @ fit.neck_direction
     assert along.max() <= fit.radius * np.sqrt(1 - 0.62**2) + 1.0
+
+
+def test_the_rim_is_read_only_along_rays_the_slices_resolve() -> None:
+    # A coronal series: columns left-right, rows down, slices antero-posterior (LPS y),
+    # 1.2 mm pixels and 6 mm between slices.
+    axes = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+    work = _Work(
+        np.zeros((2, 2, 2), dtype=np.float32),
+        np.zeros(3),
+        np.eye(3),
+        1.5,
+        0.0,
+        source_direction=axes,
+        source_spacing=np.array([1.2, 1.2, 6.0]),
+    )
+    across = np.abs(_DIRECTIONS[:, 1])
+    keep = _resolved_rays(work, _DIRECTIONS)
+    assert keep[across < 0.3].all()
+    assert not keep[across > 0.6].any()
+    # The same voxels with the array's axes in another order: the same rays.
+    order = [2, 0, 1]
+    reordered = replace(
+        work, source_direction=axes[:, order], source_spacing=work.source_spacing[order]
+    )
+    assert np.array_equal(_resolved_rays(reordered, _DIRECTIONS), keep)
+    # Isotropic 1 mm voxels resolve the ring along every ray.
+    iso = replace(work, source_spacing=np.ones(3))
+    assert _resolved_rays(iso, _DIRECTIONS).all()
+    # Very thick slices still leave the most in-plane rays to read.
+    thick = _resolved_rays(replace(work, source_spacing=np.array([1.2, 1.2, 12.0])), _DIRECTIONS)
+    assert thick.mean() >= 0.29
+    assert thick[across < 0.2].all()

@@ -19,10 +19,10 @@ from model_bundle.imaging import (
     LoadedSeries,
     PairWarningKind,
     Side,
-    find_femoral_heads,
     find_hips,
     load_series,
 )
+from model_bundle.imaging.autoseg import HeadFit, _Candidate, _fallback, _pick, neck_direction
 from model_bundle.serving import BundleModel
 from phantom.case import PhantomStudy
 from phantom.dicom_writer import write_series
@@ -50,7 +50,8 @@ def test_an_oedematous_head_with_a_weak_rim_is_found_beside_its_partner(
     site: str, tmp_path: Path
 ) -> None:
     # Seed 99 case 6: the right head (ONFH, large oedema-like lesion, subchondral cysts)
-    # has too little rim contrast on these sites; it used to drop both hips.
+    # has a weak rim over all rays on these thick-slice sites; it used to drop both hips,
+    # then needed the contralateral prior; on the rays the slices resolve it has its own.
     study = generate_study(99, 6, (True, False), site)
     search = find_hips(_load(study, tmp_path))
     assert search.failures == {}
@@ -58,24 +59,46 @@ def test_an_oedematous_head_with_a_weak_rim_is_found_beside_its_partner(
     for side in (Side.LEFT, Side.RIGHT):
         mask = sitk.GetArrayFromImage(search.rois[side].mask).astype(bool)
         assert _dice(mask, _truth(study, side)) >= 0.90, side
-    assert "contralateral" in search.rois[Side.RIGHT].description
 
 
-def test_the_weak_rim_fallback_needs_the_contralateral_head(tmp_path: Path) -> None:
-    study = generate_study(99, 6, (True, False), "siemens-1.5t")
-    series = _load(study, tmp_path)
-    full = find_femoral_heads(series.image)
-    assert full.fits[Side.RIGHT].evidence is Evidence.SPHERE_FIT_WITH_CONTRALATERAL
-    # Without the left head there is no prior: the weak right head is reported, not guessed.
-    array = sitk.GetArrayFromImage(series.image)
-    left = _truth(study, Side.LEFT)
-    spacing = np.array(series.image.GetSpacing())[::-1]
-    near_left = ndimage.distance_transform_edt(~left, sampling=spacing) < 20.0
-    image = sitk.GetImageFromArray(np.where(near_left, array.min(), array).astype(np.float32))
-    image.CopyInformation(series.image)
-    alone = find_femoral_heads(image)
-    assert alone.fits == {}
-    assert "no cartilage rim" in str(alone.failures[Side.RIGHT])
+def _weak_right_head(
+    dz: float = 0.0, radius: float = 22.0, contrast: float = 0.06, points: int = 200
+) -> _Candidate:
+    """A right-head candidate with a weak rim but a well-supported sphere fit."""
+    fit = HeadFit(
+        Side.RIGHT,
+        np.array([-90.0, -10.0, -20.0 + dz]),
+        radius,
+        neck_direction(Side.RIGHT),
+        edge_contrast=contrast,
+        support=500.0,
+        surface_points=points,
+    )
+    return _Candidate(fit, "(-90, -10, -20)", radius_ok=True)
+
+
+def test_the_weak_rim_fallback_needs_the_contralateral_head() -> None:
+    partner = HeadFit(
+        Side.LEFT,
+        np.array([92.0, -12.0, -18.0]),
+        22.5,
+        neck_direction(Side.LEFT),
+        edge_contrast=0.3,
+        support=900.0,
+        surface_points=260,
+    )
+    weak = _weak_right_head()
+    best, rejected = _pick([weak])
+    assert best is None and "no cartilage rim" in rejected[0]
+    accepted = _fallback([weak], partner)
+    assert accepted is not None
+    assert accepted.evidence is Evidence.SPHERE_FIT_WITH_CONTRALATERAL
+    # Not where the partner predicts, not its size, too little rim or too few points:
+    # the weak head is reported, not guessed.
+    assert _fallback([_weak_right_head(dz=40.0)], partner) is None
+    assert _fallback([_weak_right_head(radius=28.0)], partner) is None
+    assert _fallback([_weak_right_head(contrast=0.02)], partner) is None
+    assert _fallback([_weak_right_head(points=60)], partner) is None
 
 
 def test_an_unequal_pair_is_kept_with_a_warning(tmp_path: Path) -> None:
@@ -148,3 +171,27 @@ def test_the_worker_scores_the_found_hip_and_reports_the_other_as_not_analysed(
     assert hips[Side.RIGHT].not_analysed == reason and hips[Side.RIGHT].probability is None
     assert hips[Side.LEFT].not_analysed is None and hips[Side.LEFT].probability is not None
     assert "could not analyse" in str(scored.card_dataset.ImageComments)
+
+
+@pytest.mark.parametrize(
+    ("seed", "index", "onfh", "site"),
+    [
+        # Healthy right head, 4 mm slices, hips-only coverage, fine pixels, slim patient.
+        (2025, 30, (False, False), "philips-3t"),
+        # Healthy left head beside an ONFH head, 5 mm slices with a 20 % gap, low SNR.
+        (2025, 39, (True, False), "canon-stir-1.5t"),
+    ],
+)
+def test_healthy_heads_of_thick_slice_sites_are_found_on_their_own_rim(
+    seed: int, index: int, onfh: tuple[bool, bool], site: str, tmp_path: Path
+) -> None:
+    # Along rays that cross the thick slices the thin cartilage ring is smeared, and the
+    # head's surface casts few Hough votes: these heads used to be "no sphere-like
+    # structure" (one of them also below the rim contrast over all rays).
+    study = generate_study(seed, index, onfh, site_profile(site))
+    search = find_hips(_load(study, tmp_path))
+    assert search.failures == {}
+    for side in (Side.LEFT, Side.RIGHT):
+        mask = sitk.GetArrayFromImage(search.rois[side].mask).astype(bool)
+        assert _dice(mask, _truth(study, side)) >= 0.90, side
+        assert "contralateral" not in search.rois[side].description, side

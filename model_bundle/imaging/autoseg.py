@@ -13,11 +13,15 @@ space, the dark acetabular bone. The method uses exactly that:
    radial profile: the median over directions of the intensity at each radius, ignoring
    the directions of the neck. The head surface is the steepest rise into the cartilage
    ring; the median makes it robust to a lesion, a cyst or an effusion that occupies a
-   minority of directions.
+   minority of directions. The rim's contrast is read only on the rays along which the
+   acquisition resolves a few-mm ring: with thick slices (or a gap) rays that cross the
+   slices see it smeared, and a median over all rays called healthy heads rimless.
 3. The centre and radius are refined by a least-squares sphere fit to the surface
    points found direction by direction, with outliers rejected.
 4. Each side is judged on its own. Plausibility checks (radius, ring contrast,
-   dominance over other candidates) reject what is not a femoral head; a side with
+   dominance over other candidates) reject what is not a femoral head; the Hough votes
+   only screen out what is no structure at all, since their count depends on the
+   acquisition (slice thickness, gap, pixel size, coverage) more than on the head; a side with
    none gets a :class:`~onfh_dlr.errors.FemoralHeadNotFoundError` as its reason, never
    a guess, and the other side keeps its head. One exception to the rim check: an
    oedematous head with an effusion can lose most of its cartilage-rim contrast, so a
@@ -61,7 +65,16 @@ RADIUS_RANGE = (17.5, 31.0)  # mm, accepted head radii
 LATERAL_RANGE = (55.0, 140.0)  # mm from the body midline to a head centre
 NECK_RADIUS_RATIO = 0.62  # neck radius / head radius, for the head-neck junction plane
 MIN_EDGE_CONTRAST = 0.1  # of the image's robust maximum, see _profile_fit
-MIN_SUPPORT = 250.0  # Hough votes at the centre over the median vote (heads: > 400 on phantoms)
+# The cartilage ring and joint space are about this thick: the rim is read only along
+# rays on which the acquisition resolves that (see _resolved_rays).
+RIM_RESOLUTION = 3.0  # mm
+MIN_RESOLVED_FRACTION = 0.3  # of the rays, kept (the most in-plane) whatever the slices
+# Hough votes at the centre over the median vote. Only a screen for "a structure at
+# all" (pure noise scores ~5): the count depends on the acquisition (thick slices and
+# gaps blur the shells the votes come from; coverage moves the median), so healthy heads
+# of thick-slice or low-SNR series score as low as ~165, and anatomy that is no head
+# scores up to ~250. What is a head is decided by the rim, the radius and dominance.
+MIN_SUPPORT = 60.0
 MIN_DOMINANCE = 2.5  # a head's votes over the next candidate's on its side (heads: > 4)
 MAX_RADIUS_ASYMMETRY = 4.0  # mm between left and right heads: beyond it, a warning
 # The weak-rim fallback (see _fallback): oedema with effusion flattens the rim to a
@@ -126,6 +139,11 @@ class _Work:
     direction: F64  # columns: image axes in LPS
     spacing: float
     midline_x: float
+    # The acquisition's voxel, which the working copy's isotropic grid hides: the
+    # source image's axes in LPS (columns) and its spacing along each (slice spacing,
+    # gap included, along the slice axis).
+    source_direction: F64 = field(default_factory=lambda: np.eye(3))
+    source_spacing: F64 = field(default_factory=lambda: np.full(3, WORK_SPACING))
 
     def to_index(self, points: F64) -> F64:
         """LPS points (..., 3) to fractional (k, j, i) array indices."""
@@ -164,7 +182,15 @@ def _working_copy(image: sitk.Image) -> _Work:
     points = (
         origin + (np.stack([i[::step], j[::step], k[::step]], axis=1) * WORK_SPACING) @ direction.T
     )
-    return _Work(array, origin, direction, WORK_SPACING, float(np.median(points[:, 0])))
+    return _Work(
+        array,
+        origin,
+        direction,
+        WORK_SPACING,
+        float(np.median(points[:, 0])),
+        source_direction=np.array(image.GetDirection(), dtype=np.float64).reshape(3, 3),
+        source_spacing=np.array(image.GetSpacing(), dtype=np.float64),
+    )
 
 
 def _hough(work: _Work) -> NDArray[np.float32]:
@@ -220,6 +246,24 @@ def _profiles(work: _Work, centre: F64, side: Side) -> tuple[F64, NDArray[np.flo
     return dirs, work.sample(points)
 
 
+def _resolved_rays(work: _Work, dirs: F64) -> NDArray[np.bool_]:
+    """The rays along which the acquisition resolves the cartilage ring.
+
+    A ray crosses a source voxel over about ``sqrt(sum((spacing_a * cos_a) ** 2))`` mm,
+    ``cos_a`` its cosine to image axis ``a``: for a coronal series
+    ``hypot(slice * cos, pixel * sin)`` with theta the angle to the slice axis, whatever
+    order the array's axes are in. With thick slices (or a gap) the few-mm ring is
+    smeared along rays close to the slice axis, and a median over all rays reports a
+    weak rim for a healthy head. At least ``MIN_RESOLVED_FRACTION`` of the rays (the
+    best resolved) are kept.
+    """
+    extent = np.sqrt((((dirs @ work.source_direction) * work.source_spacing) ** 2).sum(axis=1))
+    keep = extent <= RIM_RESOLUTION
+    if keep.mean() < MIN_RESOLVED_FRACTION:
+        keep = extent <= np.quantile(extent, MIN_RESOLVED_FRACTION)
+    return np.asarray(keep, dtype=np.bool_)
+
+
 def _profile_fit(work: _Work, centre: F64, side: Side) -> tuple[float, float]:
     """Radius of the head surface from the median radial profile, and the edge contrast.
 
@@ -227,8 +271,11 @@ def _profile_fit(work: _Work, centre: F64, side: Side) -> tuple[float, float]:
     ring. That ring is only a few mm thick, so after blurring (thick slices) its half
     maximum lies outside the surface; the foot of the rise, 40 % of the way from the
     level inside to the ring's peak, marks the surface better.
+
+    The contrast is read on the rays the acquisition resolves (:func:`_resolved_rays`),
+    the radius on all of them (the foot of the rise already allows for the blur).
     """
-    _, prof = _profiles(work, centre, side)
+    dirs, prof = _profiles(work, centre, side)
     r = _PROFILE_RADII
     median = ndimage.gaussian_filter1d(np.median(prof, axis=0).astype(np.float64), 1.0)
     slope = np.gradient(median, r)
@@ -249,7 +296,9 @@ def _profile_fit(work: _Work, centre: F64, side: Side) -> tuple[float, float]:
     # Contrast around the surface, whatever its polarity: fatty marrow rises into the
     # cartilage ring, oedematous marrow falls into the cortex first.
     near = (r >= radius - 4.0) & (r <= radius + 4.0)
-    return radius, float(np.ptp(median[near]))
+    resolved = prof[_resolved_rays(work, dirs)]
+    sharp = ndimage.gaussian_filter1d(np.median(resolved, axis=0).astype(np.float64), 1.0)
+    return radius, float(np.ptp(sharp[near]))
 
 
 def _refine(work: _Work, centre: F64, radius: float, side: Side) -> tuple[F64, float, int]:
