@@ -1,7 +1,8 @@
 """The drift check's records in the state DB, and the Prometheus gauges read from them.
 
 The worker records each hip it scores (:func:`record_scored_hips`: the deployed model's
-inputs, probability, call, the bundle's Device UID, the time), reads back the rolling
+inputs, its series' acquisition parameters, probability, call, the bundle's Device UID,
+the time), reads back the rolling
 window (:func:`recent_hips`), and records the window's drift after each job
 (:func:`record_snapshot`; the numbers are :mod:`model_bundle.monitoring`'s). The
 listener's ``/metrics`` exports the latest snapshot at scrape time
@@ -59,11 +60,14 @@ class ScoredHip:
     probability: float
     call: int
     inputs: Mapping[str, float]
+    # The series' numeric acquisition parameters (AcquisitionField values as names).
+    acquisition: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class InputStats:
-    """One input's drift statistics in a snapshot."""
+    """One input's drift statistics in a snapshot (a model input or an acquisition
+    parameter; ``shifted`` as :class:`model_bundle.monitoring.InputDrift` defines it)."""
 
     psi: float
     ks: float
@@ -116,6 +120,7 @@ def record_scored_hips(db: StateDB, hips: Sequence[ScoredHip]) -> None:
                     probability=hip.probability,
                     call=hip.call,
                     inputs_json=json.dumps(_finite(hip.inputs), sort_keys=True),
+                    acquisition_json=json.dumps(_finite(hip.acquisition), sort_keys=True),
                 )
             )
 
@@ -138,6 +143,7 @@ def recent_hips(db: StateDB, device_uid: str, limit: int) -> list[ScoredHip]:
                 r.probability,
                 r.call,
                 json.loads(r.inputs_json or "{}"),
+                json.loads(r.acquisition_json or "{}"),
             )
             for r in rows
         ]

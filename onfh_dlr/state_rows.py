@@ -155,8 +155,9 @@ class JobOutputRow(Base):
 class ScoredHipRow(Base):
     """One hip a bundle scored: what the drift window needs, and nothing that identifies.
 
-    ``inputs_json`` holds the deployed model's selected inputs by feature name (the values
-    the bundle's reference statistics describe); no UID or name of the patient.
+    ``inputs_json`` holds the deployed model's selected inputs by feature name and
+    ``acquisition_json`` its series' numeric acquisition parameters (the values the
+    bundle's reference statistics describe); no UID or name of the patient.
     """
 
     __tablename__ = "scored_hips"
@@ -170,6 +171,8 @@ class ScoredHipRow(Base):
     probability: Mapped[float] = mapped_column(Float)
     call: Mapped[int] = mapped_column(Integer)
     inputs_json: Mapped[str] = mapped_column(Text, default="{}")
+    # The series' numeric acquisition parameters (field strength, TE, TR, ...), by name.
+    acquisition_json: Mapped[str] = mapped_column(Text, default="{}")
 
 
 class DriftSnapshotRow(Base):

@@ -233,7 +233,9 @@ def _record(
     # --- drift (issue 15): the scored hips and the rolling window's drift ---
     if recorded and scored.predictions and not_analysed is None and refused is None:
         try:
-            record_drift(ctx.settings, ctx.db, ctx.model(), job.id, dict(scored.predictions))
+            record_drift(
+                ctx.settings, ctx.db, ctx.model(), job.id, job.series_dir, dict(scored.predictions)
+            )
         except Exception:  # monitoring never fails a job whose results are written
             log.exception("job %s: drift not recorded", job.id)
     # --- end of drift ---
