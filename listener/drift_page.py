@@ -110,10 +110,13 @@ def drift_body(history: Sequence[DriftSnapshot]) -> str:
         + ".</p>"
     )
     explain = (
-        "<p>Score = max(share of the model's inputs shifted — PSI &gt; 0.25 and a "
-        "Kolmogorov-Smirnov p below 0.05 / inputs —, min(1, -log10(binomial p) / 6)). "
-        f"Below {WATCH_AT} no drift, from {WATCH_AT} watch, from {DRIFT_AT} drift (the "
-        "OnfhInputDrift alert). Fewer hips than ONFH_DRIFT_MIN_HIPS: not enough data.</p>"
+        "<p>Score = max(share of the model's inputs shifted, share of the acquisition "
+        "parameters shifted, min(1, -log10(binomial p of the positive calls) / 6)). An input "
+        "is shifted when, at 0.05 / inputs of its group, its PSI &gt; 0.25 with a significant "
+        "Kolmogorov-Smirnov test, or more of its values fall outside the training range "
+        f"than chance allows. Below {WATCH_AT} no drift, from {WATCH_AT} watch, from "
+        f"{DRIFT_AT} drift (the OnfhInputDrift alert). Fewer hips than ONFH_DRIFT_MIN_HIPS: "
+        "not enough data.</p>"
     )
     score_plot = svg_plot(
         f"Drift score, last {len(history)} scored jobs",

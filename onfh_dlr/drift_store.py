@@ -258,7 +258,8 @@ class DriftCollector(Collector):
             )
         per_input = GaugeMetricFamily(
             DRIFT_INPUT_PSI,
-            "Population stability index of each model input in the window.",
+            "Population stability index of each model input and acquisition parameter "
+            "in the window.",
             labels=["input"],
         )
         for name, stats in sorted(snap.inputs.items()):
