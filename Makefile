@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest reliability system-deps ohif venv phantom loso bundle evaluate-demo clean
+.PHONY: demo test lint typecheck pytest reliability drift system-deps ohif venv phantom loso bundle evaluate-demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,12 @@ test: lint typecheck pytest
 # and a 5 min destination outage); `make test` runs it reduced.
 reliability: $(STAMP) system-deps
 	RELIABILITY_SCALE=full $(BIN)/pytest tests/reliability -s -p no:cacheprovider
+
+# Drift with real processes at full size (issue 15): 30 studies from the training site raise
+# no alarm, 30 from another scanner raise OnfhInputDrift (50-hip window); prints the drift
+# score over time of both runs. `make test` runs it with 6 + 6 studies.
+drift: $(STAMP) system-deps
+	RELIABILITY_SCALE=full $(BIN)/pytest tests/test_drift_service.py -s -p no:cacheprovider
 
 # The multi-site phantom the demo bundle is trained on: four scanner profiles (40 patients
 # each; see `onfh-dlr phantom --list-sites`) and 40 patients of the original phantom.

@@ -23,6 +23,7 @@ from listener.spool import Spool
 from listener.status_page import StatusPage, status_auth
 from listener.telemetry import StateCollector, check_writable
 from listener.tracker import SeriesTracker
+from onfh_dlr.drift_store import DriftCollector
 from onfh_dlr.errors import StateDBError
 from onfh_dlr.liveness import WorkerWatch
 from onfh_dlr.queue import DELIVER_TASK, SCORE_TASK, make_celery, send
@@ -72,6 +73,7 @@ def build_listener(settings: Settings, broker_url: str) -> ListenerProcess:
     http = None
     if settings.metrics_port is not None:
         REGISTRY.register(StateCollector(db, broker_url))
+        REGISTRY.register(DriftCollector(db))  # issue 15: the latest drift window
         page = StatusPage(db, settings.admin_token, lambda job_id: send(app, DELIVER_TASK, job_id))
 
         def dicom_port() -> None:

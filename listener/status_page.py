@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from html import escape
 from typing import Final
 
+from listener.drift_page import drift_body
 from listener.verdicts import summarise
+from onfh_dlr.drift_store import snapshots
 from onfh_dlr.settings import Settings, Transport
 from onfh_dlr.state import (
     AssessmentState,
@@ -59,6 +61,7 @@ def _page(title: str, body: str) -> Response:
         f"<title>{escape(title)} · onfh-dlr</title><style>{_STYLE}</style></head><body>"
         "<nav><a href='/'>Studies</a><a href='/dead-letters'>Dead letters</a>"
         "<a href='/verdicts'>Verdicts</a><a href='/shadow'>Shadow bundles</a>"
+        "<a href='/drift'>Drift</a>"
         "<a href='/metrics'>Metrics</a><a href='/readyz'>Readiness</a>"
         "<form method='post' action='/sign-out'><button type='submit'>Sign out</button></form>"
         "</nav>"
@@ -137,6 +140,7 @@ class StatusPage:
             ("GET", "/dead-letters"): self.dead_letters,
             ("GET", "/verdicts"): self.verdicts,
             ("GET", "/shadow"): self.shadow,
+            ("GET", "/drift"): self.drift,
             ("POST", "/jobs"): self.retry,
         }
 
@@ -382,6 +386,12 @@ class StatusPage:
             + "<h2>Assessment SRs received</h2>"
             + received,
         )
+
+    def drift(self, request: Request) -> Response:
+        """The drift window's score and positive-call rate over time (issue 15)."""
+        if request.path.rstrip("/") != "/drift":
+            return Response.text(404, "not found\n")
+        return _page("Drift", drift_body(snapshots(self.db, limit=200)))
 
     def retry(self, request: Request) -> Response:
         parts = request.path.strip("/").split("/")

@@ -113,6 +113,18 @@ SHADOW_WINDOW: Final = 50
 
 # --- end of shadow bundles ---------------------------------------------------------------
 
+# --- drift (issue 15): gauges the listener reads from the state DB at scrape time ---------
+# (onfh_dlr.drift_store.DriftCollector). Labels are feature names only, never identifiers.
+
+DRIFT_SCORE: Final = "onfh_drift_score"  # combined score, 0-1; absent without enough hips
+DRIFT_INPUT_PSI: Final = "onfh_drift_input_psi"  # PSI per model input, label ``input``
+DRIFT_WINDOW_HIPS: Final = "onfh_drift_window_hips"  # hips in the rolling window
+POSITIVE_RATE_WINDOW: Final = "onfh_positive_rate_window"  # share of positive calls
+POSITIVE_RATE_EXPECTED: Final = "onfh_positive_rate_expected"  # the reference's rate
+POSITIVE_RATE_PVALUE: Final = "onfh_positive_rate_pvalue"  # binomial test of the two
+
+# --- end of drift ------------------------------------------------------------------------
+
 
 def skip_reason_label(reason: str) -> str:
     """The rule behind an admission rule's reason text, as a bounded label value."""
@@ -133,10 +145,16 @@ __all__ = [
     "ASSOCIATIONS",
     "BUNDLE",
     "DELIVERIES",
+    "DRIFT_INPUT_PSI",
+    "DRIFT_SCORE",
+    "DRIFT_WINDOW_HIPS",
     "INSTANCES",
     "JOBS",
     "JOBS_FINISHED",
     "NAMESPACE",
+    "POSITIVE_RATE_EXPECTED",
+    "POSITIVE_RATE_PVALUE",
+    "POSITIVE_RATE_WINDOW",
     "QUEUE_DEPTH",
     "SERIES_ADMITTED",
     "SERIES_CLOSED",

@@ -251,6 +251,10 @@ class Settings(BaseSettings):
     dicomweb_token: str | None = None
     dicomweb_max_request: int = Field(default=512 * 1024 * 1024, ge=1024)  # bytes per request
     dicomweb_destination_token: str | None = None
+    # --- drift (issue 15): the rolling window of scored hips the drift score reads ---
+    drift_window: int = Field(default=50, ge=2)  # the last N hips of the deployed bundle
+    drift_min_hips: int = Field(default=20, ge=2)  # fewer: "not enough data", no score
+    # --- end of drift ---
     log_level: str = "INFO"
     log_json: bool = False
     # --- shadow bundles (issue 15 item 5) ---

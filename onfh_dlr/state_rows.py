@@ -4,7 +4,8 @@ them since they first shipped (:data:`ADDED_COLUMNS`, which
 detached records read from them (:class:`Job`, :class:`Delivery`).
 
 Kernel module: :mod:`onfh_dlr.state` is its user and re-exports all of it; other code
-imports from there.
+imports from there, except the drift tables (``ScoredHipRow``, ``DriftSnapshotRow``),
+whose one user is :mod:`onfh_dlr.drift_store`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from sqlalchemy import Enum, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from onfh_dlr.liveness import WorkerIdentity
@@ -225,6 +226,53 @@ class ShadowResult:
 
 
 # --- end of shadow results ---------------------------------------------------------------
+# --- drift (issue 15: what the rolling-window drift check reads and writes) -------------
+# Tables of their own, so ``create_schema`` adds them to an existing database. Queries:
+# :mod:`onfh_dlr.drift_store`.
+
+
+class ScoredHipRow(Base):
+    """One hip a bundle scored: what the drift window needs, and nothing that identifies.
+
+    ``inputs_json`` holds the deployed model's selected inputs by feature name and
+    ``acquisition_json`` its series' numeric acquisition parameters (the values the
+    bundle's reference statistics describe); no UID or name of the patient.
+    """
+
+    __tablename__ = "scored_hips"
+    __table_args__ = (UniqueConstraint("job_id", "side", "device_uid"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(36), index=True)
+    side: Mapped[str] = mapped_column(String(8))
+    device_uid: Mapped[str] = mapped_column(String(64), index=True)
+    scored_at: Mapped[float] = mapped_column(Float, index=True)
+    probability: Mapped[float] = mapped_column(Float)
+    call: Mapped[int] = mapped_column(Integer)
+    inputs_json: Mapped[str] = mapped_column(Text, default="{}")
+    # The series' numeric acquisition parameters (field strength, TE, TR, ...), by name.
+    acquisition_json: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class DriftSnapshotRow(Base):
+    """The drift of the rolling window after one scored job (a point of the plots)."""
+
+    __tablename__ = "drift_snapshots"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    device_uid: Mapped[str] = mapped_column(String(64), index=True)
+    hips: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    positive_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    expected_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rate_pvalue: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Per input: {"psi": ..., "ks": ..., "ks_p": ..., "shifted": ...}.
+    inputs_json: Mapped[str] = mapped_column(Text, default="{}")
+
+
+# --- end of drift (rows) ----------------------------------------------------------------
 
 
 #: The key of ``Job.result`` that marks a job whose outputs say "could not analyse".
@@ -307,10 +355,12 @@ __all__ = [
     "Base",
     "Delivery",
     "DeliveryRow",
+    "DriftSnapshotRow",
     "EventRow",
     "Job",
     "JobOutputRow",
     "JobRow",
+    "ScoredHipRow",
     "SeriesRow",
     "ShadowBundleId",
     "ShadowResult",

@@ -110,11 +110,18 @@ def exported_series() -> dict[str, frozenset[str]]:
     Derived from the prometheus_client objects in ``onfh_dlr.metrics`` as the exposition
     format names them (a Counter ``x`` is ``x_total``, a Histogram ``x_bucket/_sum/_count``
     with ``le`` on buckets, an Info ``x_info``), plus the two gauges the listener computes
-    at scrape time.
+    at scrape time (the jobs, the queue, and the drift window's).
     """
     series: dict[str, frozenset[str]] = {
         metrics.JOBS: frozenset({"state"}),
         metrics.QUEUE_DEPTH: frozenset(),
+        # The drift window's gauges, read from the state DB at scrape time (issue 15).
+        metrics.DRIFT_SCORE: frozenset(),
+        metrics.DRIFT_INPUT_PSI: frozenset({"input"}),
+        metrics.DRIFT_WINDOW_HIPS: frozenset(),
+        metrics.POSITIVE_RATE_WINDOW: frozenset(),
+        metrics.POSITIVE_RATE_EXPECTED: frozenset(),
+        metrics.POSITIVE_RATE_PVALUE: frozenset(),
     }
     for obj in vars(metrics).values():
         if not isinstance(obj, MetricWrapperBase):

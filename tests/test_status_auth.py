@@ -34,7 +34,7 @@ STUDY_UID = "1.2.826.0.1.3680043.10.1174.42.1"
 SERIES_UID = "1.2.826.0.1.3680043.10.1174.42.1.7"
 ACCESSION = "ACC7734021"
 IDENTIFIERS = (STUDY_UID, SERIES_UID, ACCESSION, SERIES_UID[-12:])
-PAGES = ("/", f"/series/{SERIES_UID}", "/dead-letters", "/verdicts")
+PAGES = ("/", f"/series/{SERIES_UID}", "/dead-letters", "/verdicts", "/drift")
 
 
 @dataclass

@@ -37,6 +37,7 @@ from onfh_dlr.refusals import REFUSED_KEY, refused_reason
 from onfh_dlr.settings import OutputKind, Settings
 from onfh_dlr.state import Job, StateDB
 from worker.delivery import backoff_delay, send_files
+from worker.drift import record_drift
 
 if TYPE_CHECKING:
     from model_bundle.serving import BundleModel
@@ -245,6 +246,15 @@ def _record(
     )
     if recorded and job.started_at is not None:
         STAGE_SECONDS.labels("score").observe(max(0.0, time.time() - job.started_at))
+    # --- drift (issue 15): the scored hips and the rolling window's drift ---
+    if recorded and scored.predictions and not_analysed is None and refused is None:
+        try:
+            record_drift(
+                ctx.settings, ctx.db, ctx.model(), job.id, job.series_dir, dict(scored.predictions)
+            )
+        except Exception:  # monitoring never fails a job whose results are written
+            log.exception("job %s: drift not recorded", job.id)
+    # --- end of drift ---
     return "scored" if recorded else "superseded"
 
 

@@ -7,7 +7,9 @@ series' acquisition and a hip's features against them (``checks``: :func:`check_
 :class:`OutOfRange`, :class:`FeatureRule`, :class:`ReferenceStatus`, and
 :func:`outside_text`, the one line reports print); and the
 two-sample drift statistics a rolling window of scored hips is compared with (``drift``:
-:func:`psi`, :func:`ks_against_reference`, :func:`positive_rate_test`). Pure computation:
+:func:`psi`, :func:`ks_against_reference`, :func:`positive_rate_test`) and their
+combination over a rolling window into one drift score (``window``: :func:`window_drift`,
+:class:`WindowDrift`, :class:`DriftState`). Pure computation:
 no I/O, no service state; the typed statistics themselves live in
 :mod:`model_bundle.bundle` (:class:`~model_bundle.bundle.ReferenceStatistics`), which
 reads them from a bundle without NumPy.
@@ -47,18 +49,32 @@ from model_bundle.monitoring.reference import (
     distribution_of,
     output_reference,
 )
+from model_bundle.monitoring.window import (
+    DRIFT_AT,
+    WATCH_AT,
+    DriftState,
+    InputDrift,
+    WindowDrift,
+    drift_state,
+    window_drift,
+)
 
 __all__ = [
     "ACQUISITION_TOLERANCE",
+    "DRIFT_AT",
     "OUTSIDE_PREFIX",
     "PSI_FLOOR",
+    "WATCH_AT",
     "BinomialResult",
+    "DriftState",
     "FeatureRule",
+    "InputDrift",
     "InputKind",
     "KSResult",
     "OutOfRange",
     "OutOfRangeReason",
     "ReferenceStatus",
+    "WindowDrift",
     "acquisition_reference",
     "bin_fractions",
     "categories_of",
@@ -66,10 +82,12 @@ __all__ = [
     "check_features",
     "check_inputs",
     "distribution_of",
+    "drift_state",
     "ks_against_reference",
     "output_reference",
     "outside_text",
     "positive_rate_test",
     "psi",
     "reference_cdf",
+    "window_drift",
 ]
