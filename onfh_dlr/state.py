@@ -35,20 +35,11 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from sqlalchemy import (
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
     create_engine,
-    delete,
     event,
     func,
     inspect,
@@ -58,7 +49,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from onfh_dlr.errors import StateDBError
@@ -67,7 +58,11 @@ from onfh_dlr.logs import redacted_url
 from onfh_dlr.settings import OutputKind, Transport
 from onfh_dlr.state_rows import (
     ADDED_COLUMNS,
+    DELIVERY_STATES,
+    FINAL_JOB_STATES,
+    JOB_STATES,
     NOT_ANALYSED_KEY,
+    SERIES_STATES,
     Base,
     Delivery,
     DeliveryRow,
@@ -78,22 +73,17 @@ from onfh_dlr.state_rows import (
     SeriesRow,
     ShadowBundleId,
     ShadowResult,
-    ShadowResultRow,
 )
-
-JOB_STATES: Final = (
-    "pending",
-    "queued",
-    "running",
-    "scored",
-    "done",
-    "failed",
-    "dead_letter",
-    "superseded",
+from onfh_dlr.state_shadow import ShadowQueries
+from onfh_dlr.state_verdicts import (
+    Assessment,
+    AssessmentState,
+    HipVerdict,
+    ModelIdentity,
+    RecordedVerdict,
+    Verdict,
+    VerdictQueries,
 )
-FINAL_JOB_STATES: Final = frozenset({"done", "failed", "superseded"})
-SERIES_STATES: Final = ("receiving", "admitted", "skipped")
-DELIVERY_STATES: Final = ("pending", "delivered", "dead_letter")
 
 
 def default_database_url(data_dir: Path) -> str:
@@ -117,140 +107,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-# --- verdicts (issue 15: radiologists' assessments of our results, IHE AIRA) -----------
-# Two tables of their own (``create_schema`` creates them in an existing database): one
-# row per assessment SR received, recorded or not and why; one row per hip it judged.
-
-
-class Verdict(StrEnum):
-    """A radiologist's assessment of one AI result (IHE AIRA: accept, reject, modify)."""
-
-    ACCEPT = "accept"
-    REJECT = "reject"
-    MODIFY = "modify"
-
-
-class AssessmentState(StrEnum):
-    """Whether an assessment SR's verdicts were recorded."""
-
-    RECORDED = "recorded"
-    NOT_RECORDED = "not_recorded"
-
-
-class AssessmentRow(Base):
-    """One assessment SR received (kept in the spool whether or not it was recorded)."""
-
-    __tablename__ = "assessments"
-
-    sop_instance_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
-    study_uid: Mapped[str] = mapped_column(String(64), default="")
-    path: Mapped[str] = mapped_column(Text, default="")
-    calling_ae: Mapped[str] = mapped_column(String(16), default="")
-    referenced_sr_uid: Mapped[str] = mapped_column(String(64), default="")
-    job_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
-    state: Mapped[str] = mapped_column(String(16))
-    reason: Mapped[str] = mapped_column(Text, default="")
-    observer: Mapped[str] = mapped_column(String(64), default="")
-    received_at: Mapped[float] = mapped_column(Float, index=True)
-
-
-class VerdictRow(Base):
-    """One hip's verdict in an assessment, with the model's call and identity it judged."""
-
-    __tablename__ = "verdicts"
-    __table_args__ = (UniqueConstraint("assessment_uid", "side"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    assessment_uid: Mapped[str] = mapped_column(
-        ForeignKey("assessments.sop_instance_uid"), index=True
-    )
-    job_id: Mapped[str] = mapped_column(String(36), index=True)
-    sr_uid: Mapped[str] = mapped_column(String(64))
-    side: Mapped[str] = mapped_column(String(1))  # "L" | "R", as Job.result["hips"]
-    verdict: Mapped[str] = mapped_column(String(8))
-    radiologist_call: Mapped[int] = mapped_column(Integer)  # 1: ONFH present
-    model_call: Mapped[int] = mapped_column(Integer)
-    model_name: Mapped[str] = mapped_column(String(64), default="")
-    model_version: Mapped[str] = mapped_column(String(64), default="")
-    device_uid: Mapped[str] = mapped_column(String(64), default="")
-    assessed_at: Mapped[float] = mapped_column(Float)
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    """The bundle that produced a result: name, version and Device UID."""
-
-    name: str
-    version: str
-    device_uid: str
-
-
-@dataclass(frozen=True)
-class HipVerdict:
-    """A radiologist's verdict on one hip's result, with what the model had said.
-
-    ``radiologist_call`` is the radiologist's call (True: early ONFH present), explicit
-    or implied by the verdict (accept: the model's call; reject: its opposite).
-    """
-
-    side: str  # "L" | "R"
-    verdict: Verdict
-    radiologist_call: bool
-    model_call: bool
-
-    @property
-    def agrees(self) -> bool:
-        return self.radiologist_call == self.model_call
-
-
-@dataclass(frozen=True)
-class RecordedVerdict:
-    """A stored verdict, as read back (for the status page and ``feedback export``)."""
-
-    assessment_uid: str
-    job_id: str
-    sr_uid: str
-    hip: HipVerdict
-    model: ModelIdentity
-    observer: str
-    assessed_at: float
-
-
-@dataclass(frozen=True)
-class Assessment:
-    """A received assessment SR as recorded: its state and, when not recorded, why."""
-
-    sop_instance_uid: str
-    study_uid: str
-    path: Path
-    calling_ae: str
-    referenced_sr_uid: str
-    job_id: str | None
-    state: AssessmentState
-    reason: str
-    observer: str
-    received_at: float
-
-
-def _assessment(row: AssessmentRow) -> Assessment:
-    return Assessment(
-        sop_instance_uid=row.sop_instance_uid,
-        study_uid=row.study_uid,
-        path=Path(row.path),
-        calling_ae=row.calling_ae,
-        referenced_sr_uid=row.referenced_sr_uid,
-        job_id=row.job_id,
-        state=AssessmentState(row.state),
-        reason=row.reason,
-        observer=row.observer,
-        received_at=row.received_at,
-    )
-
-
-# --- end of verdicts (rows) -------------------------------------------------------------
-
-
-class StateDB:
+class StateDB(VerdictQueries, ShadowQueries):
     """The state database of one process.
 
     Parameters
@@ -921,244 +778,6 @@ class StateDB:
                     select(EventRow).where(EventRow.series_uid == series_uid).order_by(EventRow.id)
                 )
             )
-
-    # --- verdicts (issue 15: radiologists' assessments, IHE AIRA) ---------------------
-
-    def job_for_sr(self, sr_uid: str) -> Job | None:
-        """The job whose SR has SOP Instance UID ``sr_uid`` (ours), or None."""
-        with self.session() as s:
-            row = s.scalars(select(JobRow).where(JobRow.sr_uid == sr_uid).limit(1)).first()
-            return Job.from_row(row) if row is not None else None
-
-    def assessment(self, sop_instance_uid: str) -> Assessment | None:
-        with self.session() as s:
-            row = s.get(AssessmentRow, sop_instance_uid)
-            return _assessment(row) if row is not None else None
-
-    def record_assessment(
-        self,
-        assessment: Assessment,
-        verdicts: Sequence[HipVerdict] = (),
-        *,
-        model: ModelIdentity | None = None,
-        sr_uid: str = "",
-        assessed_at: float | None = None,
-    ) -> None:
-        """Store an assessment SR and its hips' verdicts (replacing a re-sent one's).
-
-        Verdicts never change a job's state: they are recorded beside it, and an event on
-        the job's series timeline says so.
-        """
-        if verdicts and (assessment.job_id is None or model is None):
-            raise StateDBError("verdicts need the job and the model they judge")
-        with self.session() as s:
-            s.execute(
-                delete(VerdictRow).where(VerdictRow.assessment_uid == assessment.sop_instance_uid)
-            )
-            row = s.get(AssessmentRow, assessment.sop_instance_uid)
-            if row is None:
-                row = AssessmentRow(sop_instance_uid=assessment.sop_instance_uid)
-                s.add(row)
-            row.study_uid = assessment.study_uid
-            row.path = str(assessment.path)
-            row.calling_ae = assessment.calling_ae
-            row.referenced_sr_uid = assessment.referenced_sr_uid
-            row.job_id = assessment.job_id
-            row.state = assessment.state.value
-            row.reason = assessment.reason
-            row.observer = assessment.observer
-            row.received_at = assessment.received_at
-            s.flush()
-            for v in verdicts:
-                assert assessment.job_id is not None and model is not None
-                s.add(
-                    VerdictRow(
-                        assessment_uid=assessment.sop_instance_uid,
-                        job_id=assessment.job_id,
-                        sr_uid=sr_uid,
-                        side=v.side,
-                        verdict=v.verdict.value,
-                        radiologist_call=int(v.radiologist_call),
-                        model_call=int(v.model_call),
-                        model_name=model.name,
-                        model_version=model.version,
-                        device_uid=model.device_uid,
-                        assessed_at=assessment.received_at if assessed_at is None else assessed_at,
-                    )
-                )
-            job = s.get(JobRow, assessment.job_id) if assessment.job_id else None
-            if job is not None:
-                detail = ", ".join(f"{v.side}: {v.verdict.value}" for v in verdicts)
-                s.add(
-                    EventRow(
-                        at=assessment.received_at,
-                        series_uid=job.series_uid,
-                        job_id=job.id,
-                        stage="verdict" if verdicts else "verdict_not_recorded",
-                        detail=detail or assessment.reason,
-                    )
-                )
-
-    def assessments(self, *, limit: int = 50) -> list[Assessment]:
-        """The newest assessment SRs received, recorded or not."""
-        with self.session() as s:
-            rows = s.scalars(
-                select(AssessmentRow).order_by(AssessmentRow.received_at.desc()).limit(limit)
-            )
-            return [_assessment(r) for r in rows]
-
-    def verdicts(self) -> list[RecordedVerdict]:
-        """Every recorded verdict, oldest first."""
-        with self.session() as s:
-            rows = s.execute(
-                select(VerdictRow, AssessmentRow.observer)
-                .join(AssessmentRow, AssessmentRow.sop_instance_uid == VerdictRow.assessment_uid)
-                .order_by(VerdictRow.assessed_at, VerdictRow.id)
-            )
-            return [
-                RecordedVerdict(
-                    assessment_uid=v.assessment_uid,
-                    job_id=v.job_id,
-                    sr_uid=v.sr_uid,
-                    hip=HipVerdict(
-                        side=v.side,
-                        verdict=Verdict(v.verdict),
-                        radiologist_call=bool(v.radiologist_call),
-                        model_call=bool(v.model_call),
-                    ),
-                    model=ModelIdentity(v.model_name, v.model_version, v.device_uid),
-                    observer=observer,
-                    assessed_at=v.assessed_at,
-                )
-                for v, observer in rows
-            ]
-
-    # --- end of verdicts ----------------------------------------------------------------
-
-    # --- shadow bundles and re-scoring (issue 15 item 5) --------------------------------
-
-    def record_shadow(self, results: Sequence[ShadowResult], *, event: str = "") -> None:
-        """Store shadow results (replacing a re-run's rows of the same job, bundle and hip),
-        with ``event`` on the job's timeline when given. Never changes the job's state."""
-        with self.session() as s:
-            for r in results:
-                row = s.get(ShadowResultRow, (r.job_id, r.bundle.device_uid, r.side))
-                if row is None:
-                    row = ShadowResultRow(
-                        job_id=r.job_id, device_uid=r.bundle.device_uid, side=r.side
-                    )
-                    s.add(row)
-                row.series_uid = r.series_uid
-                row.bundle_name, row.bundle_version = r.bundle.name, r.bundle.version
-                row.probability, row.call = r.probability, r.call
-                row.deployed_probability, row.deployed_call = (
-                    r.deployed_probability,
-                    r.deployed_call,
-                )
-                row.error, row.scored_at = r.error, r.scored_at
-            if event and results:
-                first = results[0]
-                s.add(
-                    EventRow(
-                        at=first.scored_at,
-                        series_uid=first.series_uid,
-                        job_id=first.job_id,
-                        stage="shadow",
-                        detail=event,
-                    )
-                )
-
-    def shadow_results(
-        self, *, device_uid: str | None = None, limit: int | None = None
-    ) -> list[ShadowResult]:
-        """Shadow results, newest first; of one bundle when ``device_uid`` is given."""
-        with self.session() as s:
-            query = select(ShadowResultRow).order_by(
-                ShadowResultRow.scored_at.desc(), ShadowResultRow.side
-            )
-            if device_uid is not None:
-                query = query.where(ShadowResultRow.device_uid == device_uid)
-            if limit is not None:
-                query = query.limit(limit)
-            return [ShadowResult.from_row(r) for r in s.scalars(query)]
-
-    def shadow_bundles(self) -> list[ShadowBundleId]:
-        """Every shadow bundle with results, by name and version."""
-        with self.session() as s:
-            rows = s.execute(
-                select(
-                    ShadowResultRow.bundle_name,
-                    ShadowResultRow.bundle_version,
-                    ShadowResultRow.device_uid,
-                ).distinct()
-            )
-            return sorted(ShadowBundleId(*r) for r in rows)
-
-    def add_event(self, job: Job, stage: str, detail: str = "") -> None:
-        """One entry on a job's timeline (e.g. a re-scoring that delivered nothing)."""
-        with self.session() as s:
-            s.add(
-                EventRow(
-                    at=time.time(),
-                    series_uid=job.series_uid,
-                    job_id=job.id,
-                    stage=stage,
-                    detail=detail,
-                )
-            )
-
-    def rescore_job(self, series_uid: str, detail: str) -> Job:
-        """A new generation's job of an admitted series, claimed (``running``) by the
-        caller, which scores it with another bundle and delivers it: its SR supersedes the
-        previous generation's (:meth:`previous_sr`). The timeline says ``rescored``.
-
-        Raises
-        ------
-        StateDBError
-            No such series, or it was not admitted.
-        """
-        now = time.time()
-        with self.session() as s:
-            series = s.get(SeriesRow, series_uid, with_for_update=True)
-            if series is None or series.state != "admitted":
-                raise StateDBError(f"no admitted series {series_uid}")
-            previous = s.scalars(
-                select(JobRow)
-                .where(JobRow.series_uid == series_uid)
-                .order_by(JobRow.generation.desc())
-                .limit(1)
-            ).first()
-            if previous is None:
-                raise StateDBError(f"series {series_uid} has no job to re-score")
-            series.generation += 1
-            job_id = str(uuid.uuid4())
-            if previous.state not in FINAL_JOB_STATES:
-                previous.state = "superseded"
-                previous.reason = f"superseded by job {job_id} (re-scored)"
-                previous.finished_at = now
-            row = JobRow(
-                id=job_id,
-                series_uid=series_uid,
-                study_uid=series.study_uid,
-                generation=series.generation,
-                series_dir=previous.series_dir,
-                seg_path=previous.seg_path,
-                state="running",
-                attempts=0,
-                created_at=now,
-                started_at=now,
-                supersedes=previous.id,
-            )
-            s.add(row)
-            s.add(
-                EventRow(
-                    at=now, series_uid=series_uid, job_id=job_id, stage="rescored", detail=detail
-                )
-            )
-            s.flush()
-            return Job.from_row(row)
-
-    # --- end of shadow bundles and re-scoring ------------------------------------------
 
 
 __all__ = [

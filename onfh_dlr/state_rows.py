@@ -11,12 +11,13 @@ whose one user is :mod:`onfh_dlr.drift_store`.
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from sqlalchemy import Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from onfh_dlr.liveness import WorkerIdentity
 from onfh_dlr.settings import Transport
@@ -36,6 +37,21 @@ ADDED_COLUMNS: Final = {
     },
     "jobs": {"worker_host": "VARCHAR(255)", "worker_pid": "INTEGER", "worker_name": "VARCHAR(255)"},
 }
+
+
+JOB_STATES: Final = (
+    "pending",
+    "queued",
+    "running",
+    "scored",
+    "done",
+    "failed",
+    "dead_letter",
+    "superseded",
+)
+FINAL_JOB_STATES: Final = frozenset({"done", "failed", "superseded"})
+SERIES_STATES: Final = ("receiving", "admitted", "skipped")
+DELIVERY_STATES: Final = ("pending", "delivered", "dead_letter")
 
 
 class Base(DeclarativeBase):
@@ -349,9 +365,24 @@ class Delivery:
     last_error: str
 
 
+class QueryMixin:
+    """What the query mixins (verdicts, shadow results) need of
+    :class:`~onfh_dlr.state.StateDB`, which provides it."""
+
+    def session(self) -> AbstractContextManager[Session]:
+        raise NotImplementedError
+
+    def job(self, job_id: str) -> Job | None:
+        raise NotImplementedError
+
+
 __all__ = [
     "ADDED_COLUMNS",
+    "DELIVERY_STATES",
+    "FINAL_JOB_STATES",
+    "JOB_STATES",
     "NOT_ANALYSED_KEY",
+    "SERIES_STATES",
     "Base",
     "Delivery",
     "DeliveryRow",
@@ -360,6 +391,7 @@ __all__ = [
     "Job",
     "JobOutputRow",
     "JobRow",
+    "QueryMixin",
     "ScoredHipRow",
     "SeriesRow",
     "ShadowBundleId",
