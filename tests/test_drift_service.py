@@ -5,8 +5,9 @@ reference statistics.
 K studies from the training site raise no alarm: the drift score stays below the alert's
 threshold and is exported. Then K studies from a shifted site (Philips 3 T): the score
 crosses the threshold, ``/metrics`` shows it, Prometheus (the deploy config, scraping
-every second) evaluates the ``OnfhInputDrift`` rule's condition as true and the alert fires (its
-``for`` cut to 1 s here; the 10 minutes are the promtool unit test's), and each of those studies' jobs and SRs
+every second) evaluates the ``OnfhInputDrift`` rule's condition as true and the alert
+fires (its ``for`` cut to 1 s here; the 10 minutes are the promtool unit test's), and each
+of those studies' jobs and SRs
 say "outside the model's training range".
 
 Reduced in CI: K = 6, a 12-hip window. Full size (K = 30, the default 50-hip window): ``make
