@@ -89,6 +89,7 @@ from pynetdicom.events import EventHandlerType
 from pynetdicom.fsm import StateMachine
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from listener import transport
 from listener.spool import Spool, StoredInstance
 from listener.uids import is_valid_uid
 from listener.verdicts import SR_SOP_CLASSES
@@ -609,6 +610,7 @@ def build_ae(settings: Settings) -> AE:
         Verification, [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian]
     )
     ae.require_calling_aet = list(settings.allowed_calling_aes)
+    ae.maximum_pdu_size = transport.MAXIMUM_PDU_SIZE
     return ae
 
 
@@ -753,7 +755,8 @@ _LOGGING_EVENTS = (evt.EVT_DIMSE_RECV, evt.EVT_DIMSE_SENT, evt.EVT_PDU_RECV, evt
 
 
 class _RequestHandler(RequestHandler):
-    """Creates associations with the guarded state machine and ACSE, without
+    """Creates associations with event-driven reactors and a tuned socket
+    (``listener.transport``), the guarded state machine and ACSE, and without
     pynetdicom's logging handlers.
 
     Those format every PDU and DIMSE message for DEBUG logs (which the service does not
@@ -763,7 +766,8 @@ class _RequestHandler(RequestHandler):
     """
 
     def _create_association(self) -> Association:
-        assoc = super()._create_association()
+        # First: it replaces the DUL that the lines below patch.
+        assoc = transport.install(super()._create_association())
         for event in _LOGGING_EVENTS:
             bound = cast(list[tuple[Callable[..., Any], Any]], assoc.get_handlers(event))
             for handler, _ in list(bound):
