@@ -47,7 +47,7 @@ from pynetdicom.transport import AssociationSocket
 log = logging.getLogger(__name__)
 
 #: pynetdicom versions whose reactors the copies below were made from.
-PYNETDICOM_RANGE = ((3, 0, 0), (3, 1, 0))  # >= 3.0.0, < 3.1.0
+PYNETDICOM_RANGE = ((3, 0, 4), (3, 1, 0))  # >= 3.0.4, < 3.1 (as pyproject.toml)
 #: sha256 of ``inspect.getsource`` of the pynetdicom functions copied here (3.0.4).
 COPIED_SOURCES = {
     "pynetdicom.dul.DULServiceProvider.run_reactor": (
