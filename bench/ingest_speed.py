@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onfh_dlr.broker import free_port
+from onfh_dlr.errors import OnfhError
 from worker.scu import STORED_STATUSES, store_files, wait_for_echo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -77,6 +78,7 @@ class Results:
     """Pushes per (sender, SCP)."""
 
     runs: dict[tuple[str, str], list[Push]] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
 
     def add(self, sender: str, scp: str, push: Push) -> None:
         self.runs.setdefault((sender, scp), []).append(push)
@@ -370,8 +372,12 @@ def report(
     """Print medians, instances/s and ratios per sender."""
     for sender in sender_names:
         runs = {scp: results.runs.get((sender, scp), []) for scp in scps}
-        med = {scp: statistics.median(p.seconds for p in runs[scp]) for scp in scps}
         print(f"\nsender: {sender}")
+        if not all(runs.values()):
+            missing = ", ".join(scp for scp in scps if not runs[scp])
+            print(f"  no successful push to {missing}: no ratios")
+            continue
+        med = {scp: statistics.median(p.seconds for p in runs[scp]) for scp in scps}
         for scp in scps:
             each = ", ".join(f"{p.seconds:.2f}" for p in runs[scp])
             print(
@@ -434,7 +440,14 @@ def main() -> None:
             for sender, send in push_with.items():
                 for scp in order:
                     n += 1
-                    push = run_once(files, runs_dir / f"{n:03d}-{scp}", send, scp)
+                    try:
+                        push = run_once(files, runs_dir / f"{n:03d}-{scp}", send, scp)
+                    except (RuntimeError, OnfhError) as exc:
+                        # Counted and shown, not a median: e.g. pynetdicom's SCU stalls now
+                        # and then on storescp until its 30 s DIMSE timeout.
+                        results.failed.append(f"{sender} -> {scp}: {exc}")
+                        print(f"  run {n:2d}: {sender:22} -> {scp:16} FAILED: {exc}", flush=True)
+                        continue
                     results.add(sender, scp, push)
                     print(
                         f"  run {n:2d}: {sender:22} -> {scp:16} {push.seconds:6.2f} s", flush=True
@@ -454,6 +467,8 @@ def main() -> None:
             " pynetdicom sender set it on their sockets."
         )
         report(results, list(push_with), scps, len(files), megabytes)
+        for failure in results.failed:
+            print(f"failed push (not in the medians): {failure}")
 
 
 if __name__ == "__main__":
