@@ -89,7 +89,8 @@ from pynetdicom.events import EventHandlerType
 from pynetdicom.fsm import StateMachine
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
-from listener.spool import Spool, StoredInstance
+from listener import transport
+from listener.spool import PendingWrite, Spool, StoredInstance, StoreResult
 from listener.uids import is_valid_uid
 from listener.verdicts import SR_SOP_CLASSES
 from onfh_dlr.errors import ConfigurationError, SpoolError, SpoolFullError
@@ -388,6 +389,19 @@ class StoreHandler:
             log.warning("%s: transfer syntax %s is not accepted", where, received.transfer_syntax)
             return Acceptance(TRANSFER_SYNTAX_NOT_SUPPORTED, affected_instance, affected_class)
 
+        # The bytes go to disk (and fsync) in a writer thread while the checks below run;
+        # they become an instance (rename, directory fsync) only in _store_durably.
+        write = _Write(self.spool, received)
+        try:
+            return self._check_and_store(received, where, write)
+        finally:
+            write.discard_unless_committed()
+
+    def _check_and_store(self, received: Received, where: str, write: _Write) -> Acceptance:
+        source = received.source
+        verb = _VERB[received.transport]
+        affected_instance = received.declared_instance
+        affected_class = received.declared_class
         try:
             dataset = received.decode()
             has_pixels = any(k in dataset for k in _PIXEL_KEYWORDS)
@@ -450,7 +464,7 @@ class StoreHandler:
             return refuse(CANNOT_UNDERSTAND)
 
         try:
-            result = self.spool.store(study, series, sop_instance, received.encode())
+            result = write.commit(study, series, sop_instance)
         except SpoolFullError as exc:
             log.error("%s: refused, out of resources: %s", where, exc)
             return refuse(OUT_OF_RESOURCES)
@@ -491,6 +505,36 @@ class StoreHandler:
             # refusing now would only make the peer send it again.
             log.exception("%s: intake failed (instance is stored)", where)
         return Acceptance(SUCCESS, sop_instance, sop_class, study)
+
+
+class _Write:
+    """One instance's write to the spool, begun before its checks (``Spool.begin``).
+
+    Committed once the checks accept the instance, else discarded. When the bytes cannot
+    be encoded up front, :meth:`commit` encodes and stores them as before (the same error).
+    """
+
+    def __init__(self, spool: Spool, received: Received) -> None:
+        self.spool = spool
+        self.received = received
+        self.committed = False
+        self.pending: PendingWrite | None
+        try:
+            self.pending = spool.begin(received.encode())
+        except Exception:
+            self.pending = None
+
+    def commit(self, study: str, series: str, sop_instance: str) -> StoreResult:
+        """Make the instance durable (raises as ``Spool.store``)."""
+        self.committed = True
+        if self.pending is None:
+            return self.spool.store(study, series, sop_instance, self.received.encode())
+        return self.spool.commit(self.pending, study, series, sop_instance)
+
+    def discard_unless_committed(self) -> None:
+        """Remove the temporary file of a refused instance."""
+        if self.pending is not None and not self.committed:
+            self.spool.discard(self.pending)
 
 
 def _calling_ae(event: Any) -> str:
@@ -609,6 +653,7 @@ def build_ae(settings: Settings) -> AE:
         Verification, [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian]
     )
     ae.require_calling_aet = list(settings.allowed_calling_aes)
+    ae.maximum_pdu_size = transport.MAXIMUM_PDU_SIZE
     return ae
 
 
@@ -753,7 +798,8 @@ _LOGGING_EVENTS = (evt.EVT_DIMSE_RECV, evt.EVT_DIMSE_SENT, evt.EVT_PDU_RECV, evt
 
 
 class _RequestHandler(RequestHandler):
-    """Creates associations with the guarded state machine and ACSE, without
+    """Creates associations with event-driven reactors and a tuned socket
+    (``listener.transport``), the guarded state machine and ACSE, and without
     pynetdicom's logging handlers.
 
     Those format every PDU and DIMSE message for DEBUG logs (which the service does not
@@ -763,7 +809,8 @@ class _RequestHandler(RequestHandler):
     """
 
     def _create_association(self) -> Association:
-        assoc = super()._create_association()
+        # First: it replaces the DUL that the lines below patch.
+        assoc = transport.install(super()._create_association())
         for event in _LOGGING_EVENTS:
             bound = cast(list[tuple[Callable[..., Any], Any]], assoc.get_handlers(event))
             for handler, _ in list(bound):

@@ -6,6 +6,11 @@ renamed into place and its directory ``fsync``-ed; only then is it an instance. 
 leaves either the whole file or none, and only ``*.dcm`` files outside ``.tmp`` are ever
 read as instances. Temporary files left by a crash are removed when a :class:`Spool` is
 opened.
+
+The SCP overlaps the slow half with its checks: :meth:`Spool.begin` writes and fsyncs the
+temporary file in a writer thread while the handler decodes and checks the dataset, and
+:meth:`Spool.commit` waits for that fsync, renames and fsyncs the directory; the C-STORE is
+answered only after ``commit`` returns. A refused instance's temporary file is discarded.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,6 +116,17 @@ class StoredInstance:
         )
 
 
+@dataclass(frozen=True)
+class PendingWrite:
+    """An instance's bytes on their way to a fsynced temporary file (:meth:`Spool.begin`).
+
+    ``size`` and ``parts`` let :meth:`Spool.commit` compare with a stored duplicate.
+    """
+
+    future: Future[str] = field(repr=False)
+    parts: Sequence[bytes] = field(repr=False)
+
+
 def _fsync_dir(path: Path) -> None:
     # A rename or a new entry is durable only once its directory is synced.
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -146,8 +163,13 @@ class Spool:
         If the spool directory cannot be created.
     """
 
-    def __init__(self, root: Path, *, stale_temp_age: float = 600.0) -> None:
+    def __init__(
+        self, root: Path, *, stale_temp_age: float = 600.0, writer_threads: int = 4
+    ) -> None:
         self.root = Path(root)
+        # fsync releases the GIL: writes of concurrent associations overlap each other
+        # and the handlers' parsing.
+        self._writers = ThreadPoolExecutor(writer_threads, thread_name_prefix="spool-write")
         self.tmp_dir = self.root / TMP_DIR
         try:
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -169,6 +191,80 @@ class Spool:
         series = check_uid(series_uid, "SeriesInstanceUID")
         sop = check_uid(sop_instance_uid, "SOPInstanceUID")
         return self.root / study / series / f"{sop}.dcm"
+
+    def begin(self, parts: Sequence[bytes]) -> PendingWrite:
+        """Start writing ``parts`` to a temporary file and fsyncing it, in a writer thread.
+
+        Follow with :meth:`commit` (the instance is accepted) or :meth:`discard`.
+        """
+        return PendingWrite(self._writers.submit(self._write_temp, parts), parts)
+
+    def commit(
+        self, pending: PendingWrite, study_uid: str, series_uid: str, sop_instance_uid: str
+    ) -> StoreResult:
+        """Finish a :meth:`begin`: as :meth:`store`, with the bytes given to ``begin``.
+
+        Returns only once the instance is on stable storage (its fsynced file renamed into
+        place and the directory fsynced). Raises as :meth:`store`; the temporary file is
+        removed on any failure and when the instance is an identical duplicate.
+        """
+        try:
+            target = self.path_for(study_uid, series_uid, sop_instance_uid)
+        except Exception:
+            self.discard(pending)
+            raise
+        duplicate = target.exists()
+        if duplicate and _same_content(target, pending.parts):
+            self.discard(pending)
+            return StoreResult(target, duplicate=True, replaced=False)
+        try:
+            tmp_path = pending.future.result()
+        except OSError as exc:
+            raise self._error(target, exc) from exc
+        self._finish(tmp_path, target)
+        return StoreResult(target, duplicate=duplicate, replaced=duplicate)
+
+    def discard(self, pending: PendingWrite) -> None:
+        """Drop a :meth:`begin` whose instance is refused: its temporary file is removed."""
+
+        def remove(future: Future[str]) -> None:
+            if future.exception() is None:
+                with contextlib.suppress(OSError):
+                    os.unlink(future.result())
+
+        pending.future.add_done_callback(remove)
+
+    def _write_temp(self, parts: Sequence[bytes]) -> str:
+        """Write ``parts`` to a new temporary file and fsync it; its path. Removed on failure."""
+        fd, tmp_path = tempfile.mkstemp(dir=self.tmp_dir, prefix="instance.", suffix=_TMP_SUFFIX)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                for part in parts:
+                    fh.write(part)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_path)
+            raise
+        return tmp_path
+
+    def _finish(self, tmp_path: str, target: Path) -> None:
+        """Rename a fsynced temporary file to ``target`` and fsync its directory."""
+        try:
+            self._make_dirs(target.parent)
+            # os.replace is an atomic rename that also replaces an existing (older) copy.
+            os.replace(tmp_path, target)
+            _fsync_dir(target.parent)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_path)
+            raise self._error(target, exc) from exc
+
+    def _error(self, target: Path, exc: OSError) -> SpoolError:
+        if exc.errno in _FULL_ERRNOS:
+            return SpoolFullError(f"spool {self.root} is full: {exc.strerror}")
+        return SpoolError(f"cannot write {target.name} to spool {self.root}: {exc}")
 
     def store(
         self, study_uid: str, series_uid: str, sop_instance_uid: str, parts: Sequence[bytes]
@@ -201,28 +297,11 @@ class Spool:
         duplicate = target.exists()
         if duplicate and _same_content(target, parts):
             return StoreResult(target, duplicate=True, replaced=False)
-        tmp_path: str | None = None
         try:
-            fd, tmp_path = tempfile.mkstemp(
-                dir=self.tmp_dir, prefix=target.stem[:40] + ".", suffix=_TMP_SUFFIX
-            )
-            with os.fdopen(fd, "wb") as fh:
-                for part in parts:
-                    fh.write(part)
-                fh.flush()
-                os.fsync(fh.fileno())
-            self._make_dirs(target.parent)
-            # os.replace is an atomic rename that also replaces an existing (older) copy.
-            os.replace(tmp_path, target)
-            tmp_path = None
-            _fsync_dir(target.parent)
+            tmp_path = self._write_temp(parts)
         except OSError as exc:
-            if tmp_path is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp_path)
-            if exc.errno in _FULL_ERRNOS:
-                raise SpoolFullError(f"spool {self.root} is full: {exc.strerror}") from exc
-            raise SpoolError(f"cannot write {target.name} to spool {self.root}: {exc}") from exc
+            raise self._error(target, exc) from exc
+        self._finish(tmp_path, target)
         return StoreResult(target, duplicate=duplicate, replaced=duplicate)
 
     def _make_dirs(self, directory: Path) -> None:
@@ -283,4 +362,4 @@ class Spool:
         return StoredInstance.from_header(path, header, received_at=received_at)
 
 
-__all__ = ["TMP_DIR", "Spool", "StoreResult", "StoredInstance"]
+__all__ = ["TMP_DIR", "PendingWrite", "Spool", "StoreResult", "StoredInstance"]

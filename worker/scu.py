@@ -6,7 +6,9 @@ wait for a service with it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pynetdicom import AE
+from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from onfh_dlr.errors import DeliveryError, PermanentError
@@ -66,6 +69,7 @@ def store_files(
     assoc = ae.associate(host, port, ae_title=called_ae)
     if not assoc.is_established:
         raise DeliveryError(f"{where}: association not established (peer down or refused)")
+    tune_socket(assoc)
     statuses: list[int] = []
     try:
         for ds, path in zip(datasets, paths, strict=True):
@@ -80,6 +84,33 @@ def store_files(
         if assoc.is_established:
             assoc.release()
     return statuses
+
+
+#: Send and receive buffers (bytes) of the SCU's connection: room for a few instances.
+SOCKET_BUFFER = 4 * 1024 * 1024
+
+
+def tune_socket(assoc: Association) -> None:
+    """TCP_NODELAY and large buffers on an established association's socket.
+
+    pynetdicom leaves Nagle's algorithm on: the last segment of each C-STORE then waits
+    for the peer's delayed ACK (~40 ms on loopback, 5-16 s for 400 instances). Set after
+    the association is up (pynetdicom has no hook before connect); the A-ASSOCIATE
+    exchange does not need it. Options the platform refuses are skipped.
+    """
+    sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    if not isinstance(sock, socket.socket) or sock.family not in (
+        socket.AF_INET,
+        socket.AF_INET6,
+    ):
+        return
+    for level, option, value in (
+        (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+        (socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER),
+        (socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER),
+    ):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(level, option, value)
 
 
 def wait_for_echo(host: str, port: int, ae_title: str, timeout: float, *, calling_ae: str) -> bool:
@@ -99,4 +130,4 @@ def wait_for_echo(host: str, port: int, ae_title: str, timeout: float, *, callin
     return False
 
 
-__all__ = ["STORED_STATUSES", "store_files", "wait_for_echo"]
+__all__ = ["STORED_STATUSES", "store_files", "tune_socket", "wait_for_echo"]
