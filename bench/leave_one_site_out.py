@@ -30,12 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import SimpleITK as sitk
 
 from model_bundle.bundle import load_bundle
 from model_bundle.evaluation import cohort_metrics, score_cohort
-from model_bundle.features import NormalisationProfile, SeriesJob, read_cohort, run_cohort
-from model_bundle.features.hip import series_rois
+from model_bundle.features import (
+    NormalisationProfile,
+    SeriesJob,
+    read_cohort,
+    run_cohort,
+    series_rois,
+)
 from model_bundle.imaging import Side, load_series
 from model_bundle.training import (
     PREDICTION_COLUMNS,
@@ -124,17 +129,11 @@ def _dice_job(job: SeriesJob) -> tuple[dict[str, float], dict[str, str]]:
     for side, roi in auto.rois.items():
         if side not in truth:
             continue
-        a = np.asarray(_array(roi.mask), dtype=bool)
-        t = np.asarray(_array(truth[side].mask), dtype=bool)
+        a = sitk.GetArrayViewFromImage(roi.mask).astype(bool)
+        t = sitk.GetArrayViewFromImage(truth[side].mask).astype(bool)
         dice[side.value] = float(2 * (a & t).sum() / max(1, a.sum() + t.sum()))
     failed = {side.value: str(exc) for side, exc in auto.failures.items()}
     return dice, failed
-
-
-def _array(image: Any) -> Any:
-    import SimpleITK as sitk
-
-    return sitk.GetArrayViewFromImage(image)
 
 
 def _site_of(job: SeriesJob) -> str:
