@@ -120,14 +120,15 @@ def observed(
         server.stop()
 
 
-# The drift window's gauges (issue 15) exist only for a bundle with reference statistics;
-# this service serves the demo bundle, which has none. tests/test_drift_service.py checks
-# them, and their alert rules, on a live service with such a bundle.
-_DRIFT_METRICS = re.compile(r"\bonfh_(drift|positive_rate)_[a-z_]+")
+# The drift window's gauges (issue 15) exist only for a bundle with reference statistics,
+# and the shadow metrics only with ONFH_SHADOW_BUNDLES; this service serves the demo
+# bundle alone. tests/test_drift_service.py checks the drift gauges and their alert rules,
+# tests/test_shadow_service.py the shadow metrics, each on a live service that has them.
+_DRIFT_METRICS = re.compile(r"\bonfh_(drift|positive_rate|shadow)_[a-z_]+")
 
 
 def _drift_only(expr: str) -> bool:
-    """Whether every metric ``expr`` reads is a drift gauge."""
+    """Whether every metric ``expr`` reads is a drift gauge or a shadow metric."""
     names = set(re.findall(r"\bonfh_[a-z_]+", expr))
     return bool(names) and all(_DRIFT_METRICS.fullmatch(n) for n in names)
 
