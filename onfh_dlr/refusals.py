@@ -18,14 +18,10 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from pathlib import Path
 from typing import Final
 
-from sqlalchemy import select
-
-from onfh_dlr.errors import StateDBError
-from onfh_dlr.state import FINAL_JOB_STATES, EventRow, Job, JobRow, SeriesRow, StateDB
+from onfh_dlr.state import EventRow, Job, StateDB, close_series
 
 #: The key of ``Job.result`` that marks a job written for a refused series; its value is
 #: the admission rules' reason. The worker keeps it in the result it records.
@@ -49,39 +45,10 @@ def refuse_series(
     """
     now = time.time()
     with db.session() as s:
-        row = s.get(SeriesRow, series_uid)
-        if row is None:
-            raise StateDBError(f"no series {series_uid}")
-        row.generation += 1
-        row.state, row.reason, row.closed_at = "skipped", reason, now
-        if instances is not None:
-            row.instances = instances
-        previous = s.scalars(
-            select(JobRow)
-            .where(JobRow.series_uid == series_uid)
-            .order_by(JobRow.generation.desc())
-            .limit(1)
-        ).first()
-        job_id = str(uuid.uuid4())
-        if previous is not None and previous.state not in FINAL_JOB_STATES:
-            previous.state = "superseded"
-            previous.reason = f"superseded by job {job_id} (series re-opened)"
-            previous.finished_at = now
-        s.add(
-            JobRow(
-                id=job_id,
-                series_uid=series_uid,
-                study_uid=row.study_uid,
-                generation=row.generation,
-                series_dir=str(series_dir),
-                seg_path=row.seg_path,
-                state="pending",
-                reason=reason,
-                result_json=json.dumps({REFUSED_KEY: reason}),
-                created_at=now,
-                supersedes=previous.id if previous is not None else None,
-            )
-        )
+        job = close_series(s, series_uid, series_dir, "skipped", reason, now, instances)
+        job.reason = reason
+        job.result_json = json.dumps({REFUSED_KEY: reason})
+        job_id = job.id
         s.add(EventRow(at=now, series_uid=series_uid, stage="skipped", detail=reason))
         s.add(
             EventRow(

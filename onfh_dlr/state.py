@@ -107,6 +107,58 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def close_series(
+    s: Session,
+    series_uid: str,
+    series_dir: Path,
+    state: str,
+    reason: str,
+    now: float,
+    instances: int | None = None,
+) -> JobRow:
+    """Close a series into a new generation with its ``pending`` job, in session ``s``.
+
+    The series takes ``state`` and ``reason``; an unfinished job of an earlier generation
+    is superseded by the new one, which is returned (added to ``s``, not yet committed).
+
+    Raises
+    ------
+    StateDBError
+        If the series is unknown.
+    """
+    row = s.get(SeriesRow, series_uid)
+    if row is None:
+        raise StateDBError(f"no series {series_uid}")
+    row.generation += 1
+    row.state, row.reason, row.closed_at = state, reason, now
+    if instances is not None:
+        row.instances = instances
+    previous = s.scalars(
+        select(JobRow)
+        .where(JobRow.series_uid == series_uid)
+        .order_by(JobRow.generation.desc())
+        .limit(1)
+    ).first()
+    job_id = str(uuid.uuid4())
+    if previous is not None and previous.state not in FINAL_JOB_STATES:
+        previous.state = "superseded"
+        previous.reason = f"superseded by job {job_id} (series re-opened)"
+        previous.finished_at = now
+    job = JobRow(
+        id=job_id,
+        series_uid=series_uid,
+        study_uid=row.study_uid,
+        generation=row.generation,
+        series_dir=str(series_dir),
+        seg_path=row.seg_path,
+        state="pending",
+        created_at=now,
+        supersedes=previous.id if previous is not None else None,
+    )
+    s.add(job)
+    return job
+
+
 class StateDB(VerdictQueries, ShadowQueries):
     """The state database of one process.
 
@@ -285,39 +337,9 @@ class StateDB(VerdictQueries, ShadowQueries):
         """
         now = time.time()
         with self.session() as s:
-            row = s.get(SeriesRow, series_uid)
-            if row is None:
-                raise StateDBError(f"no series {series_uid}")
-            row.generation += 1
-            row.state, row.reason, row.closed_at = "admitted", note, now
-            if instances is not None:
-                row.instances = instances
-            previous = s.scalars(
-                select(JobRow)
-                .where(JobRow.series_uid == series_uid)
-                .order_by(JobRow.generation.desc())
-                .limit(1)
-            ).first()
-            job_id = str(uuid.uuid4())
-            if previous is not None and previous.state not in FINAL_JOB_STATES:
-                previous.state = "superseded"
-                previous.reason = f"superseded by job {job_id} (series re-opened)"
-                previous.finished_at = now
-            s.add(
-                JobRow(
-                    id=job_id,
-                    series_uid=series_uid,
-                    study_uid=row.study_uid,
-                    generation=row.generation,
-                    series_dir=str(series_dir),
-                    seg_path=row.seg_path,
-                    state="pending",
-                    created_at=now,
-                    supersedes=previous.id if previous is not None else None,
-                )
-            )
-            s.add(EventRow(at=now, series_uid=series_uid, job_id=job_id, stage="closed"))
-            return job_id
+            job = close_series(s, series_uid, series_dir, "admitted", note, now, instances)
+            s.add(EventRow(at=now, series_uid=series_uid, job_id=job.id, stage="closed"))
+            return job.id
 
     # --- jobs -------------------------------------------------------------------
 
@@ -801,5 +823,6 @@ __all__ = [
     "ShadowResult",
     "StateDB",
     "Verdict",
+    "close_series",
     "default_database_url",
 ]
