@@ -40,6 +40,10 @@ OHIF_DIST = REPO / ".cache" / "ohif" / OHIF_VERSION / "package" / "dist"
 _DICOMWEB_PLUGIN_DIRS = (Path("/usr/share/orthanc/plugins"), Path("/usr/lib/orthanc"))
 
 
+class PageError(RuntimeError):
+    """A page expression threw in the browser."""
+
+
 def _wait(predicate: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -382,7 +386,7 @@ class Chromium:
             timeout=timeout,
         )
         if "exceptionDetails" in result:
-            raise RuntimeError(f"page error: {result['exceptionDetails']}")
+            raise PageError(f"page error: {result['exceptionDetails']}")
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float, what: str) -> Any:
@@ -390,7 +394,12 @@ class Chromium:
         found: list[Any] = []
 
         def ready() -> bool:
-            value = self.evaluate(expression)
+            # Between a navigation and the new document's first parse the page has no
+            # body yet, so an expression can throw; that is "not yet", not a failure.
+            try:
+                value = self.evaluate(expression)
+            except PageError:
+                return False
             if value:
                 found.append(value)
             return bool(value)
