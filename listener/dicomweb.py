@@ -54,16 +54,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from listener.scp import (
-    CANNOT_UNDERSTAND,
-    SUCCESS,
-    Acceptance,
-    Received,
-    StoreHandler,
-    build_ssl_context,
-    host_allowed,
-    parse_allowed_hosts,
-)
+from listener.peers import build_ssl_context, host_allowed, parse_allowed_hosts
+from listener.scp import CANNOT_UNDERSTAND, SUCCESS, Acceptance, Received, StoreHandler
 from listener.uids import is_valid_uid
 from onfh_dlr.errors import ConfigurationError
 from onfh_dlr.metrics import ASSOCIATIONS, INSTANCES

@@ -1,5 +1,12 @@
 """The DICOM Application Entity of the listener: C-ECHO and C-STORE SCP.
 
+What it holds: what is accepted (SOP classes, transfer syntaxes: :func:`build_ae`), what
+is refused and why (:class:`StoreHandler`'s checks and their statuses, below), the durable
+write to the spool before Success, and the :class:`Listener` that serves it all. How
+pynetdicom is made to carry it (socket options, reactors, the guards against malformed
+PDUs, the association server) is in ``listener.transport``; the peer-address allow-list
+and the TLS context, shared with STOW-RS, are in ``listener.peers``.
+
 Accepts MR Image, Enhanced MR Image, Segmentation and the SR Storage SOP classes (and
 Verification) in the common transfer syntaxes; every other SOP class is refused at
 association negotiation. SRs are radiologists' assessments of our results (IHE AIRA,
@@ -30,7 +37,7 @@ C-STORE statuses (PS3.4 Table B.2-1, PS3.7 Annex C):
 
 The handler never raises: whatever a peer sends, the listener answers with a status and
 keeps running. Below the handler, malformed PDUs and DIMSE messages that make pynetdicom
-raise end in an A-ABORT or A-ASSOCIATE-RJ (see ``_RequestHandler``), never in a dead
+raise end in an A-ABORT or A-ASSOCIATE-RJ (see ``listener.transport``), never in a dead
 thread and a peer left waiting. Failures are logged with UIDs and the calling AE only
 (no patient data).
 
@@ -45,13 +52,7 @@ certificates are required and verified against it.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
-import queue
-import socket
-import socketserver
-import ssl
-import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -82,18 +83,14 @@ from pydicom.uid import (
     SegmentationStorage,
 )
 from pynetdicom import AE, evt
-from pynetdicom.acse import ACSE
-from pynetdicom.association import Association
-from pynetdicom.dul import DULServiceProvider
 from pynetdicom.events import EventHandlerType
-from pynetdicom.fsm import StateMachine
-from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from listener import transport
+from listener.peers import build_ssl_context, parse_allowed_hosts
 from listener.spool import PendingWrite, Spool, StoredInstance, StoreResult
 from listener.uids import is_valid_uid
 from listener.verdicts import SR_SOP_CLASSES
-from onfh_dlr.errors import ConfigurationError, SpoolError, SpoolFullError
+from onfh_dlr.errors import SpoolError, SpoolFullError
 from onfh_dlr.metrics import ASSOCIATIONS, INSTANCES
 from onfh_dlr.settings import Settings, Transport
 
@@ -577,71 +574,9 @@ def _encode_meta(meta: FileMetaDataset) -> bytes:
     return buffer.getvalue()
 
 
-# --- network --------------------------------------------------------------------------
+# --- the Application Entity and its server ------------------------------------------
 
-_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _POLL_INTERVAL = 0.2  # s; how soon stop() is noticed by the accepting loop
-_READ_TIMEOUT = 60.0  # s; longest silence inside a PDU when the AE has no network timeout
-
-
-def parse_allowed_hosts(hosts: Sequence[str]) -> tuple[_Network, ...]:
-    """IP networks from ``allowed_hosts`` entries (addresses or CIDR networks).
-
-    Raises
-    ------
-    ConfigurationError
-        If an entry is neither an IP address nor a network.
-    """
-    networks = []
-    for entry in hosts:
-        try:
-            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
-        except ValueError as exc:
-            raise ConfigurationError(
-                f"allowed_hosts entry {entry!r} is not an IP address or network"
-            ) from exc
-    return tuple(networks)
-
-
-def host_allowed(address: str, networks: Sequence[_Network]) -> bool:
-    """Whether a peer address lies in one of ``networks`` (empty = any address)."""
-    if not networks:
-        return True
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in net for net in networks)
-
-
-def build_ssl_context(settings: Settings) -> ssl.SSLContext | None:
-    """The server TLS context the settings ask for, or None for plain TCP.
-
-    Raises
-    ------
-    ConfigurationError
-        If only one of certificate and key is given, a CA without them, or a file cannot
-        be loaded.
-    """
-    cert, key, ca = settings.tls_cert, settings.tls_key, settings.tls_ca
-    if cert is None and key is None:
-        if ca is not None:
-            raise ConfigurationError("tls_ca is set but tls_cert and tls_key are not")
-        return None
-    if cert is None or key is None:
-        raise ConfigurationError("TLS needs both tls_cert and tls_key")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(certfile=cert, keyfile=key)
-        if ca is not None:
-            context.verify_mode = ssl.CERT_REQUIRED
-            context.load_verify_locations(cafile=ca)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigurationError(f"cannot load TLS certificate, key or CA: {exc}") from exc
-    return context
 
 
 def build_ae(settings: Settings) -> AE:
@@ -655,208 +590,6 @@ def build_ae(settings: Settings) -> AE:
     ae.require_calling_aet = list(settings.allowed_calling_aes)
     ae.maximum_pdu_size = transport.MAXIMUM_PDU_SIZE
     return ae
-
-
-#: State machine events raised by a primitive from this side (PS3.8 9.2): the primitive
-#: waits in ``to_provider_queue`` until an action takes it.
-_LOCAL_EVENTS = frozenset({"Evt1", "Evt7", "Evt8", "Evt9", "Evt11", "Evt14", "Evt15"})
-
-
-class _GuardedStateMachine(StateMachine):
-    """pynetdicom's upper-layer state machine, except that an action that raises is
-    treated as an invalid PDU (Evt19: A-ABORT) instead of killing the DUL thread.
-
-    Actions raise on some malformed input, e.g. an A-ASSOCIATE-RQ with an even
-    presentation context ID or a command set without a Command Field, and an event the
-    current state has no transition for raises too (e.g. the A-RELEASE response of a
-    release the peer asked for just before sending garbage); the reader thread then
-    died with a traceback and the connection was left open until a timer.
-    """
-
-    def do_action(self, event: str) -> None:
-        killed = self.dul._kill_thread
-        try:
-            super().do_action(event)
-        except Exception as exc:
-            if event == "Evt19":
-                raise  # aborting itself failed: let pynetdicom's own handling run
-            self.dul._kill_thread = killed  # a failed action sets it; the abort needs the DUL
-            if event in _LOCAL_EVENTS:
-                # A primitive of ours that cannot be sent now: drop it, or it comes back
-                # on every turn of the reactor loop.
-                with contextlib.suppress(queue.Empty):
-                    self.dul.to_provider_queue.get_nowait()
-            if self.current_state == "Sta13":
-                return  # aborted already, waiting for the connection to close
-            log.warning(
-                "invalid data from %s (%s in %s): aborting the association",
-                self.dul.assoc.requestor.address,
-                type(exc).__name__,
-                self.current_state,
-            )
-            super().do_action("Evt19")
-
-
-class _GuardedACSE(ACSE):
-    """pynetdicom's ACSE, except that an A-ASSOCIATE-RQ whose negotiation raises (e.g.
-    a presentation context without a transfer syntax) is rejected: otherwise the
-    association thread dies and the peer waits for an answer that never comes."""
-
-    def negotiate_association(self) -> None:
-        try:
-            super().negotiate_association()
-        except Exception as exc:
-            log.warning(
-                "A-ASSOCIATE-RQ from %s cannot be negotiated (%s): rejected",
-                self.assoc.requestor.address,
-                type(exc).__name__,
-            )
-            with contextlib.suppress(Exception):
-                # rejected-permanent, by the service user, no reason given
-                self.send_reject(0x01, 0x01, 0x01)
-            self.assoc.is_rejected = True
-            self.assoc.kill()
-
-
-#: The largest PDU the listener reads (its 6-byte header not counted). pynetdicom reads
-#: whatever length a header claims, up to 4 GiB, into memory; a peer that streams such a
-#: PDU (before association, too) could exhaust the listener's memory. Ours advertise
-#: ``maximum_pdu_size`` for P-DATA-TF; an A-ASSOCIATE-RQ with every storage context is
-#: tens of KB. Larger PDUs are a protocol violation and get an A-ABORT.
-MIN_PDU_LIMIT = 1024 * 1024
-
-
-def pdu_limit(maximum_pdu_size: int) -> int:
-    """The largest PDU length accepted by an AE that advertises ``maximum_pdu_size``.
-
-    Four times the advertised size (at least 1 MiB) leaves room for peers that round
-    up; an AE that advertises no limit (0) accepts what the header says.
-    """
-    if maximum_pdu_size <= 0:
-        return 0xFFFFFFFF
-    return max(MIN_PDU_LIMIT, 4 * maximum_pdu_size)
-
-
-def _bounded_pdu_reader(dul: DULServiceProvider, limit: int) -> Callable[[], None]:
-    """A replacement for ``dul._read_pdu_data`` that refuses PDUs longer than ``limit``.
-
-    Otherwise it does what pynetdicom's does: read one PDU, queue its event (Evt17 when
-    the connection closes mid-PDU, Evt19 for an unknown type or undecodable PDU) and
-    the decoded PDU. Malformed PDUs are logged as one warning, not as an ERROR with a
-    traceback for each.
-    """
-
-    def read() -> None:
-        sock = cast(AssociationSocket, dul.socket)
-        try:
-            header = sock.recv(6)
-        except OSError:  # includes TimeoutError
-            dul.event_queue.put("Evt17")
-            return
-        if len(header) < 6:
-            dul.event_queue.put("Evt17")
-            return
-        pdu_type, _, length = struct.unpack(">BBL", header)
-        address = dul.assoc.requestor.address
-        if pdu_type not in _PDU_TYPES:
-            log.warning("invalid data from %s: unknown PDU type 0x%02X", address, pdu_type)
-            dul.event_queue.put("Evt19")
-            return
-        if length > limit:
-            log.warning(
-                "invalid data from %s: a PDU of %d bytes (at most %d accepted)",
-                address,
-                length,
-                limit,
-            )
-            dul.event_queue.put("Evt19")
-            return
-        try:
-            body = sock.recv(length)
-        except OSError:
-            dul.event_queue.put("Evt17")
-            return
-        if len(body) != length:  # the connection closed mid-PDU
-            dul.event_queue.put("Evt17")
-            return
-        try:
-            pdu, event = dul._decode_pdu(bytearray(header) + body)
-        except Exception as exc:  # any malformed PDU; pynetdicom raises many kinds
-            log.warning("invalid data from %s: undecodable PDU (%s)", address, exc)
-            dul.event_queue.put("Evt19")
-            return
-        dul.event_queue.put(event)
-        dul._recv_pdu.put(pdu)
-
-    return read
-
-
-_PDU_TYPES = frozenset(range(0x01, 0x08))
-
-#: Events to which pynetdicom binds its own logging handlers (``LOG_HANDLER_LEVEL``).
-_LOGGING_EVENTS = (evt.EVT_DIMSE_RECV, evt.EVT_DIMSE_SENT, evt.EVT_PDU_RECV, evt.EVT_PDU_SENT)
-
-
-class _RequestHandler(RequestHandler):
-    """Creates associations with event-driven reactors and a tuned socket
-    (``listener.transport``), the guarded state machine and ACSE, and without
-    pynetdicom's logging handlers.
-
-    Those format every PDU and DIMSE message for DEBUG logs (which the service does not
-    write) and raise on malformed values (an empty or non-UID SOP Class UID): the
-    exception stops the remaining handlers of the event, so the listener's own check
-    of the request never ran and the peer got no answer.
-    """
-
-    def _create_association(self) -> Association:
-        # First: it replaces the DUL that the lines below patch.
-        assoc = transport.install(super()._create_association())
-        for event in _LOGGING_EVENTS:
-            bound = cast(list[tuple[Callable[..., Any], Any]], assoc.get_handlers(event))
-            for handler, _ in list(bound):
-                if getattr(handler, "__module__", "") == "pynetdicom._handlers":
-                    assoc.unbind(event, handler)
-        limit = pdu_limit(self.ae.maximum_pdu_size)
-        assoc.dul._read_pdu_data = _bounded_pdu_reader(assoc.dul, limit)  # type: ignore[method-assign]
-        machine = _GuardedStateMachine(assoc.dul)
-        machine.current_state = assoc.dul.state_machine.current_state
-        assoc.dul.state_machine = machine
-        assoc.acse = _GuardedACSE(assoc)
-        return assoc
-
-
-class _AssociationServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server with a peer-address check and a deferred TLS handshake."""
-
-    allowed_networks: tuple[_Network, ...] = ()
-
-    def verify_request(self, request: Any, client_address: Any) -> bool:
-        address = str(client_address[0]) if isinstance(client_address, tuple) else ""
-        if host_allowed(address, self.allowed_networks):
-            return True
-        ASSOCIATIONS.labels(Transport.DIMSE.value, "rejected").inc()
-        log.warning("refused connection from %s: not in allowed_hosts", address)
-        return False
-
-    def shutdown(self) -> None:
-        # pynetdicom's shutdown() also drops the server from its AE's list and raises if
-        # it is no longer there; Listener._close does that part, once.
-        socketserver.BaseServer.shutdown(self)
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        # pynetdicom wraps with the handshake inside accept(), on the single accepting
-        # thread: one silent client would block every other. Deferring the handshake to
-        # the first read moves it onto that association's own thread.
-        client, address = cast(socket.socket, self.socket).accept()
-        # Accepted sockets block without a timeout: a peer that sends part of a PDU and
-        # then nothing would hold its thread and socket forever (pynetdicom reads a whole
-        # PDU in one blocking call, where neither ARTIM nor the idle timer can fire).
-        client.settimeout(self.ae.network_timeout or _READ_TIMEOUT)
-        if self.ssl_context:
-            client = self.ssl_context.wrap_socket(
-                client, server_side=True, do_handshake_on_connect=False
-            )
-        return client, address
 
 
 class Listener:
@@ -887,7 +620,7 @@ class Listener:
         self.networks = parse_allowed_hosts(settings.allowed_hosts)
         self.ssl_context = build_ssl_context(settings)
         self.ae = build_ae(settings)
-        self._server: _AssociationServer | None = None
+        self._server: transport.GuardedAssociationServer | None = None
         self._thread: threading.Thread | None = None
         self._state_lock = threading.Lock()
 
@@ -903,17 +636,17 @@ class Listener:
             return self.settings.port
         return int(self._server.server_address[1])
 
-    def _make_server(self) -> _AssociationServer:
+    def _make_server(self) -> transport.GuardedAssociationServer:
         if self._server is not None:
             raise RuntimeError("the listener is already running")
         server = cast(
-            _AssociationServer,
+            transport.GuardedAssociationServer,
             self.ae.make_server(
                 (self.settings.host, self.settings.port),
                 ssl_context=self.ssl_context,
                 evt_handlers=self.handler.handlers,
-                server_class=_AssociationServer,
-                request_handler=_RequestHandler,
+                server_class=transport.GuardedAssociationServer,
+                request_handler=transport.GuardedRequestHandler,
             ),
         )
         server.allowed_networks = self.networks
@@ -1034,7 +767,4 @@ __all__ = [
     "Received",
     "StoreHandler",
     "build_ae",
-    "build_ssl_context",
-    "host_allowed",
-    "parse_allowed_hosts",
 ]

@@ -1,7 +1,22 @@
-"""The listener's changes to pynetdicom's transport, in one place: socket options, the
-PDU size we advertise and event-driven reactors instead of 1 ms polling.
+"""The listener's one seam into pynetdicom's internals: its subclasses of, and patches to,
+pynetdicom's transport, upper layer (DUL, state machine) and ACSE, so that
+``listener.scp`` holds the DICOM-level logic (what is accepted, what is refused and why,
+the spool) and the :class:`~listener.scp.Listener` that runs it.
 
-pynetdicom 3.0 runs two polling loops per association: the DUL reactor (reads PDUs,
+What it holds:
+
+- socket options, the PDU size we advertise and event-driven reactors instead of 1 ms
+  polling (:func:`tune_socket`, :data:`MAXIMUM_PDU_SIZE`, :func:`install`);
+- guards that turn malformed input into an A-ABORT or A-ASSOCIATE-RJ instead of a dead
+  thread and a peer left waiting: a PDU reader that refuses PDUs longer than
+  :func:`pdu_limit`, a state machine whose failing actions abort, an ACSE whose failing
+  negotiation rejects;
+- :class:`GuardedRequestHandler`, which builds each association with all of the above
+  and without pynetdicom's logging handlers, and :class:`GuardedAssociationServer`, which
+  checks the peer's address (``listener.peers``) right after ``accept()`` and defers the
+  TLS handshake to the association's own thread.
+
+The reactors. pynetdicom 3.0 runs two polling loops per association: the DUL reactor (reads PDUs,
 sends primitives) sleeps 1 ms whenever a turn found nothing to do, and the acceptor's
 association reactor sleeps 1 ms before every look at the DIMSE message queue. A C-STORE
 waits in both (the request's last PDU, then the handler's response on its way out), and
@@ -19,8 +34,9 @@ pynetdicom's originals differ from the ones copied (:data:`COPIED_SOURCES`). Out
 range :func:`event_driven_available` is false and :func:`install` leaves pynetdicom's
 loops in place (only the socket options are applied).
 
-Who may import: ``listener.scp`` (the SCP). The worker's SCU (``worker.scu``) sets the
-same socket options on its own connection; the layering keeps the worker out of here.
+Who may import: ``listener.scp`` (the SCP). It imports ``listener.peers`` and the kernel,
+never ``listener.scp``. The worker's SCU (``worker.scu``) sets the same socket options on
+its own connection; the layering keeps the worker out of here.
 """
 
 from __future__ import annotations
@@ -32,17 +48,26 @@ import logging
 import queue
 import select
 import socket
+import socketserver
 import ssl
+import struct
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import pynetdicom
 from pynetdicom import evt
+from pynetdicom.acse import ACSE
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.fsm import StateMachine
 from pynetdicom.pdu import A_ABORT_RQ
-from pynetdicom.transport import AssociationSocket
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+
+from listener.peers import Network, host_allowed
+from onfh_dlr.metrics import ASSOCIATIONS
+from onfh_dlr.settings import Transport
 
 log = logging.getLogger(__name__)
 
@@ -328,15 +353,225 @@ def install(assoc: Association) -> Association:
     return assoc
 
 
+# --- guards against malformed input, and the server that installs them -------------------
+
+_READ_TIMEOUT = 60.0  # s; longest silence inside a PDU when the AE has no network timeout
+
+#: State machine events raised by a primitive from this side (PS3.8 9.2): the primitive
+#: waits in ``to_provider_queue`` until an action takes it.
+_LOCAL_EVENTS = frozenset({"Evt1", "Evt7", "Evt8", "Evt9", "Evt11", "Evt14", "Evt15"})
+
+
+class _GuardedStateMachine(StateMachine):
+    """pynetdicom's upper-layer state machine, except that an action that raises is
+    treated as an invalid PDU (Evt19: A-ABORT) instead of killing the DUL thread.
+
+    Actions raise on some malformed input, e.g. an A-ASSOCIATE-RQ with an even
+    presentation context ID or a command set without a Command Field, and an event the
+    current state has no transition for raises too (e.g. the A-RELEASE response of a
+    release the peer asked for just before sending garbage); the reader thread then
+    died with a traceback and the connection was left open until a timer.
+    """
+
+    def do_action(self, event: str) -> None:
+        killed = self.dul._kill_thread
+        try:
+            super().do_action(event)
+        except Exception as exc:
+            if event == "Evt19":
+                raise  # aborting itself failed: let pynetdicom's own handling run
+            self.dul._kill_thread = killed  # a failed action sets it; the abort needs the DUL
+            if event in _LOCAL_EVENTS:
+                # A primitive of ours that cannot be sent now: drop it, or it comes back
+                # on every turn of the reactor loop.
+                with contextlib.suppress(queue.Empty):
+                    self.dul.to_provider_queue.get_nowait()
+            if self.current_state == "Sta13":
+                return  # aborted already, waiting for the connection to close
+            log.warning(
+                "invalid data from %s (%s in %s): aborting the association",
+                self.dul.assoc.requestor.address,
+                type(exc).__name__,
+                self.current_state,
+            )
+            super().do_action("Evt19")
+
+
+class _GuardedACSE(ACSE):
+    """pynetdicom's ACSE, except that an A-ASSOCIATE-RQ whose negotiation raises (e.g.
+    a presentation context without a transfer syntax) is rejected: otherwise the
+    association thread dies and the peer waits for an answer that never comes."""
+
+    def negotiate_association(self) -> None:
+        try:
+            super().negotiate_association()
+        except Exception as exc:
+            log.warning(
+                "A-ASSOCIATE-RQ from %s cannot be negotiated (%s): rejected",
+                self.assoc.requestor.address,
+                type(exc).__name__,
+            )
+            with contextlib.suppress(Exception):
+                # rejected-permanent, by the service user, no reason given
+                self.send_reject(0x01, 0x01, 0x01)
+            self.assoc.is_rejected = True
+            self.assoc.kill()
+
+
+#: The largest PDU the listener reads (its 6-byte header not counted). pynetdicom reads
+#: whatever length a header claims, up to 4 GiB, into memory; a peer that streams such a
+#: PDU (before association, too) could exhaust the listener's memory. Ours advertise
+#: ``maximum_pdu_size`` for P-DATA-TF; an A-ASSOCIATE-RQ with every storage context is
+#: tens of KB. Larger PDUs are a protocol violation and get an A-ABORT.
+MIN_PDU_LIMIT = 1024 * 1024
+
+
+def pdu_limit(maximum_pdu_size: int) -> int:
+    """The largest PDU length accepted by an AE that advertises ``maximum_pdu_size``.
+
+    Four times the advertised size (at least 1 MiB) leaves room for peers that round
+    up; an AE that advertises no limit (0) accepts what the header says.
+    """
+    if maximum_pdu_size <= 0:
+        return 0xFFFFFFFF
+    return max(MIN_PDU_LIMIT, 4 * maximum_pdu_size)
+
+
+def _bounded_pdu_reader(dul: DULServiceProvider, limit: int) -> Callable[[], None]:
+    """A replacement for ``dul._read_pdu_data`` that refuses PDUs longer than ``limit``.
+
+    Otherwise it does what pynetdicom's does: read one PDU, queue its event (Evt17 when
+    the connection closes mid-PDU, Evt19 for an unknown type or undecodable PDU) and
+    the decoded PDU. Malformed PDUs are logged as one warning, not as an ERROR with a
+    traceback for each.
+    """
+
+    def read() -> None:
+        sock = cast(AssociationSocket, dul.socket)
+        try:
+            header = sock.recv(6)
+        except OSError:  # includes TimeoutError
+            dul.event_queue.put("Evt17")
+            return
+        if len(header) < 6:
+            dul.event_queue.put("Evt17")
+            return
+        pdu_type, _, length = struct.unpack(">BBL", header)
+        address = dul.assoc.requestor.address
+        if pdu_type not in _PDU_TYPES:
+            log.warning("invalid data from %s: unknown PDU type 0x%02X", address, pdu_type)
+            dul.event_queue.put("Evt19")
+            return
+        if length > limit:
+            log.warning(
+                "invalid data from %s: a PDU of %d bytes (at most %d accepted)",
+                address,
+                length,
+                limit,
+            )
+            dul.event_queue.put("Evt19")
+            return
+        try:
+            body = sock.recv(length)
+        except OSError:
+            dul.event_queue.put("Evt17")
+            return
+        if len(body) != length:  # the connection closed mid-PDU
+            dul.event_queue.put("Evt17")
+            return
+        try:
+            pdu, event = dul._decode_pdu(bytearray(header) + body)
+        except Exception as exc:  # any malformed PDU; pynetdicom raises many kinds
+            log.warning("invalid data from %s: undecodable PDU (%s)", address, exc)
+            dul.event_queue.put("Evt19")
+            return
+        dul.event_queue.put(event)
+        dul._recv_pdu.put(pdu)
+
+    return read
+
+
+_PDU_TYPES = frozenset(range(0x01, 0x08))
+
+#: Events to which pynetdicom binds its own logging handlers (``LOG_HANDLER_LEVEL``).
+_LOGGING_EVENTS = (evt.EVT_DIMSE_RECV, evt.EVT_DIMSE_SENT, evt.EVT_PDU_RECV, evt.EVT_PDU_SENT)
+
+
+class GuardedRequestHandler(RequestHandler):
+    """Creates associations with event-driven reactors and a tuned socket
+    (:func:`install`), the bounded PDU reader, the guarded state machine and ACSE, and
+    without pynetdicom's logging handlers.
+
+    Those format every PDU and DIMSE message for DEBUG logs (which the service does not
+    write) and raise on malformed values (an empty or non-UID SOP Class UID): the
+    exception stops the remaining handlers of the event, so the listener's own check
+    of the request never ran and the peer got no answer.
+    """
+
+    def _create_association(self) -> Association:
+        # First: it replaces the DUL that the lines below patch.
+        assoc = install(super()._create_association())
+        for event in _LOGGING_EVENTS:
+            bound = cast(list[tuple[Callable[..., Any], Any]], assoc.get_handlers(event))
+            for handler, _ in list(bound):
+                if getattr(handler, "__module__", "") == "pynetdicom._handlers":
+                    assoc.unbind(event, handler)
+        limit = pdu_limit(self.ae.maximum_pdu_size)
+        assoc.dul._read_pdu_data = _bounded_pdu_reader(assoc.dul, limit)  # type: ignore[method-assign]
+        machine = _GuardedStateMachine(assoc.dul)
+        machine.current_state = assoc.dul.state_machine.current_state
+        assoc.dul.state_machine = machine
+        assoc.acse = _GuardedACSE(assoc)
+        return assoc
+
+
+class GuardedAssociationServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with a peer-address check and a deferred TLS handshake."""
+
+    allowed_networks: tuple[Network, ...] = ()
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        address = str(client_address[0]) if isinstance(client_address, tuple) else ""
+        if host_allowed(address, self.allowed_networks):
+            return True
+        ASSOCIATIONS.labels(Transport.DIMSE.value, "rejected").inc()
+        log.warning("refused connection from %s: not in allowed_hosts", address)
+        return False
+
+    def shutdown(self) -> None:
+        # pynetdicom's shutdown() also drops the server from its AE's list and raises if
+        # it is no longer there; listener.scp's Listener._close does that part, once.
+        socketserver.BaseServer.shutdown(self)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        # pynetdicom wraps with the handshake inside accept(), on the single accepting
+        # thread: one silent client would block every other. Deferring the handshake to
+        # the first read moves it onto that association's own thread.
+        client, address = cast(socket.socket, self.socket).accept()
+        # Accepted sockets block without a timeout: a peer that sends part of a PDU and
+        # then nothing would hold its thread and socket forever (pynetdicom reads a whole
+        # PDU in one blocking call, where neither ARTIM nor the idle timer can fire).
+        client.settimeout(self.ae.network_timeout or _READ_TIMEOUT)
+        if self.ssl_context:
+            client = self.ssl_context.wrap_socket(
+                client, server_side=True, do_handshake_on_connect=False
+            )
+        return client, address
+
+
 __all__ = [
     "COPIED_SOURCES",
     "MAXIMUM_PDU_SIZE",
     "MAX_WAIT",
+    "MIN_PDU_LIMIT",
     "PYNETDICOM_RANGE",
     "SOCKET_BUFFER",
     "EventDrivenDUL",
+    "GuardedAssociationServer",
+    "GuardedRequestHandler",
     "event_driven_available",
     "install",
+    "pdu_limit",
     "source_digest",
     "tune_socket",
 ]

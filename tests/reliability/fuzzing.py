@@ -738,7 +738,7 @@ def log_exceptions(log: Path) -> tuple[list[str], list[str], Counter[str]]:
     """The listener log's exceptions: unhandled (a thread died), the listener's own (its
     handlers hit something they did not expect) and those pynetdicom logged before the
     association was aborted (counted by logger; the state machine's are then handled by
-    the listener's guard, see ``listener.scp._GuardedStateMachine``)."""
+    the listener's guard, see ``listener.transport._GuardedStateMachine``)."""
     unhandled: list[str] = []
     own: list[str] = []
     pynetdicom: Counter[str] = Counter()

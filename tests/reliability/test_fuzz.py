@@ -81,8 +81,9 @@ from pydicom.uid import (
 from pynetdicom import AE
 from service_harness import MODALITY_AE, SERVICE_AE, CohortMaker, PhantomStudy, Service
 
-from listener.scp import Listener, Verification, pdu_limit
+from listener.scp import Listener, Verification
 from listener.spool import TMP_DIR
+from listener.transport import pdu_limit
 from onfh_dlr.broker import free_port
 from onfh_dlr.settings import Settings
 from worker.scu import store_files, wait_for_echo
