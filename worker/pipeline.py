@@ -668,7 +668,7 @@ def _report_problems(
     not_analysed: Mapping[Side, str],
 ) -> list[str]:
     try:
-        hips = read_report(sr)
+        hips = read_report(sr, copy=False)  # sr was read from bytes for this check only
     except OutputError as exc:
         return [str(exc)]
     problems = []
