@@ -1,12 +1,12 @@
 """Seconds from series close to the SR at the destination, for two-hip studies.
 
 Run: ``.venv/bin/python bench/result_latency.py [--studies 5 | --at-once 4 --rounds 3]
-[--work DIR] [--json PATH]``. Starts the
-service as the integration tests do (real Redis, ``python -m onfh_dlr listener`` and
-``worker`` processes, a receiving Storage SCP as the destination PACS), pushes a warm-up
-study and waits for its SR (the worker's pool process loads the bundle at start-up; the
-first job pays the remaining imports), then pushes ``--studies`` further phantom studies
-one at a time, each after the previous one's SR arrived, so that none waits in the queue.
+[--work DIR] [--json PATH]``. Starts the service as the integration tests do (real Redis,
+``python -m onfh_dlr listener`` and ``worker`` processes, a receiving Storage SCP as the
+destination PACS), pushes a warm-up study and waits for its SR (the worker's pool process
+loads the bundle at start-up; the first job pays the remaining imports), then pushes
+``--studies`` further phantom studies one at a time, each after the previous one's SR
+arrived, so that none waits in the queue.
 With ``--at-once N`` it pushes instead ``--rounds`` rounds of N studies together (N threads,
 one association each, released at once), waits for all N SRs, then starts the next round:
 several modalities finishing a series at the same moment.
@@ -249,7 +249,8 @@ def summarize_at_once(
     latency = [t.close_to_sr for t in timings]
     queue = [t.close_to_started for t in timings]
     print(
-        f"close -> SR at the PACS, {at_once} studies at once, {rounds} rounds: median"
+        f"close -> SR at the PACS, {at_once} studies at once, {rounds} round"
+        f"{'s' if rounds != 1 else ''}: median"
         f" {statistics.median(latency):.2f} s, max {max(latency):.2f} s (aim: median <= 3 s,"
         f" max <= 5 s); of which waiting in the queue (close -> started): median"
         f" {statistics.median(queue):.2f} s, max {max(queue):.2f} s"

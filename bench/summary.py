@@ -32,6 +32,7 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -222,6 +223,12 @@ class Machine:
 
 # --- rows -------------------------------------------------------------------------------
 
+
+def plural(count: int, one: str, many: str = "") -> str:
+    """``1 study``, ``2 studies``."""
+    return f"{count} {one if count == 1 else (many or one + 's')}"
+
+
 _SENDER_LABELS = {
     Sender.STORESCU: "1 sender (storescu)",
     Sender.STORESCU_CONCURRENT: "4 concurrent senders (storescu)",
@@ -269,9 +276,9 @@ def latency_rows(latency: LatencyRecord | Absence, label: str) -> list[Row]:
             Row(f"close → SR, {label}: max", Unit.SECONDS, None, aim=max_aim, missing=missing),
         ]
     seconds = [t.close_to_sr for t in latency.studies]
-    count = f"{len(seconds)} studies"
+    count = plural(len(seconds), "study", "studies")
     if latency.at_once > 1:
-        count += f", {latency.rounds} round" + ("s" if latency.rounds != 1 else "")
+        count += ", " + plural(latency.rounds, "round")
     median = statistics.median(seconds)
     rows = [
         Row(f"close → SR, {label}: median", Unit.SECONDS, median, aim=median_aim, detail=count),
@@ -296,8 +303,8 @@ def throughput_rows(throughput: ThroughputRecord | Absence) -> list[Row]:
     ended = ", ".join(f"{n} {state}" for state, n in sorted(throughput.job_states.items()))
     rows = [
         Row(
-            f"throughput through serve, {throughput.studies} studies,"
-            f" {throughput.concurrency} scoring processes",
+            f"throughput through serve, {plural(throughput.studies, 'study', 'studies')},"
+            f" {plural(throughput.concurrency, 'scoring process', 'scoring processes')}",
             Unit.PER_HOUR,
             throughput.studies_per_hour,
             aim=aim,
@@ -372,8 +379,9 @@ def notes(results: Results) -> list[str]:
     """What a reader of the table must know that no row says."""
     lines = []
     if isinstance(results.ingest, IngestRecord):
+        pushes = plural(results.ingest.repeats, "push", "pushes")
         lines.append(
-            f"ingest: median of {results.ingest.repeats} pushes per SCP of the same"
+            f"ingest: median of {pushes} per SCP of the same"
             f" {results.ingest.instances} instances ({results.ingest.megabytes:.1f} MB);"
             " storescp does not fsync, Orthanc (SyncStorageArea) and our listener do."
         )
@@ -447,7 +455,7 @@ def bench_environment() -> dict[str, str]:
 def run_bench(kind: type[R], script: str, args: list[str], json_path: Path) -> R | Absence:
     """Run ``bench/script`` in a fresh process with ``--json``; its record, or FAILED."""
     command = [sys.executable, str(BENCH / script), *args, "--json", str(json_path)]
-    print(f"\n=== {' '.join(command[1:])}", flush=True)
+    print(f"\n=== {shlex.join(command[1:])}", flush=True)
     json_path.unlink(missing_ok=True)
     returncode = subprocess.run(command, cwd=ROOT, env=bench_environment(), check=False).returncode
     if returncode != 0 or not json_path.exists():
@@ -541,8 +549,8 @@ def main() -> None:
     extra = notes(results)
     print(f"\nissue 16 performance summary, measured {machine.describe()}\n")
     print(render_text(rows))
-    for line in extra:
-        print(line)
+    if extra:
+        print("\n" + "\n".join(extra))
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(render_markdown(rows, machine, extra), encoding="utf-8")

@@ -126,6 +126,7 @@ def test_latency_median_and_max_are_judged_against_3_and_5_seconds() -> None:
     assert (worst.ours, worst.met) == (6.0, Met.NO)
     at_once = row(rows, "close → SR, 4 studies at once: median")
     assert at_once.met is Met.YES
+    assert median.detail == "3 studies"
     assert at_once.detail == "4 studies, 1 round"
 
 
