@@ -1,8 +1,8 @@
 """Ingest of 400 MR instances: our listener vs DCMTK ``storescp`` and Orthanc, same push.
 
-Run: ``.venv/bin/python bench/ingest_speed.py [--repeats 3] [--work DIR]``. Writes phantom
-studies until there are 400 MR instances (cached under ``--work``; default a temporary
-directory), then pushes the same 400 files to
+Run: ``.venv/bin/python bench/ingest_speed.py [--repeats 3] [--work DIR] [--json PATH]``.
+Writes phantom studies until there are 400 MR instances (``--instances``; cached under
+``--work``; default a temporary directory), then pushes the same 400 files to
 
 * ``storescp`` (DCMTK, single process, writes every object to a directory, no fsync),
 * Orthanc (Debian package) with ``SyncStorageArea: true`` (fsyncs each file) and its
@@ -28,7 +28,8 @@ Each SCP is started fresh, on an empty directory, before the clock starts; a pus
 until the sender returns (every C-STORE answered, association released). Prints, per
 sender, the median seconds of ``--repeats`` runs (order alternated), instances/s and the
 ratios ours / storescp (aim <= 2x) and ours / Orthanc (aim <= 1.0x), all measured in the
-same run.
+same run. ``--json PATH`` also writes the medians as a ``bench_records.IngestRecord``
+(read by ``summary.py``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench_records import IngestMedian, IngestRecord, Scp, Sender, write_record
+
 from onfh_dlr.broker import free_port
 from onfh_dlr.errors import OnfhError
 from worker.scu import STORED_STATUSES, store_files, wait_for_echo
@@ -59,7 +62,7 @@ from service_harness import MODALITY_AE, SERVICE_AE, Service
 INSTANCES = 400
 STORESCP_AE = "STORESCP"
 ORTHANC_AE = "ORTHANC"
-#: Concurrent senders in the "4 x storescu" push.
+#: Concurrent senders in the "4 x storescu" push (``Sender.STORESCU_CONCURRENT``).
 CONCURRENT = 4
 #: DCMTK reads this at run time; "1" disables Nagle's algorithm on its sockets.
 NODELAY = {"TCP_NODELAY": "1"}
@@ -77,11 +80,20 @@ class Push:
 class Results:
     """Pushes per (sender, SCP)."""
 
-    runs: dict[tuple[str, str], list[Push]] = field(default_factory=dict)
+    runs: dict[tuple[Sender, Scp], list[Push]] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
 
-    def add(self, sender: str, scp: str, push: Push) -> None:
+    def add(self, sender: Sender, scp: Scp, push: Push) -> None:
         self.runs.setdefault((sender, scp), []).append(push)
+
+    def record(self, count: int, megabytes: float, repeats: int) -> IngestRecord:
+        """The medians as the typed record ``--json`` writes."""
+        medians = [
+            IngestMedian(sender, scp, statistics.median(seconds), seconds)
+            for (sender, scp), pushes in self.runs.items()
+            for seconds in [[p.seconds for p in pushes]]
+        ]
+        return IngestRecord(count, megabytes, repeats, medians, list(self.failed))
 
 
 def make_instances(work: Path, count: int, seed: int) -> list[Path]:
@@ -93,7 +105,8 @@ def make_instances(work: Path, count: int, seed: int) -> list[Path]:
     from phantom.cohort import generate_cohort
 
     shutil.rmtree(push_dir, ignore_errors=True)
-    cases, sources = 18, list[Path]()
+    # 18 cases make the 400 (cohort directories are named by it, so a --work cache stays).
+    cases, sources = max(1, round(18 * count / INSTANCES)), list[Path]()
     while len(sources) < count:
         cohort_dir = work / f"cohort-{seed}-{cases}"
         csv_path = cohort_dir / "cohort.csv"
@@ -332,32 +345,35 @@ def push_pynetdicom(files: list[Path], port: int, called_ae: str) -> Push:
     return Push(seconds, answered[-1] - answered[0])
 
 
-Sender = Callable[[list[Path], int, str], Push]
+SenderFunction = Callable[[list[Path], int, str], Push]
 
 
 #: The senders, by name.
-SENDERS: dict[str, Sender] = {
-    "DCMTK storescu": push_storescu,
-    f"{CONCURRENT} x DCMTK storescu": push_storescu_concurrent,
-    "pynetdicom store_files": push_pynetdicom,
+SENDERS: dict[Sender, SenderFunction] = {
+    Sender.STORESCU: push_storescu,
+    Sender.STORESCU_CONCURRENT: push_storescu_concurrent,
+    Sender.PYNETDICOM: push_pynetdicom,
 }
 
 
 #: The SCPs: name -> (label, how to start one fresh under a directory).
-SCPS: dict[str, tuple[str, Callable[[Path], AbstractContextManager[ScpTarget]]]] = {
-    "storescp": ("DCMTK storescp, TCP_NODELAY=1", lambda root: storescp(root, nodelay=True)),
-    "orthanc": ("Orthanc, SyncStorageArea", orthanc),
-    "ours": ("onfh-dlr listener", our_listener),
-    "storescp-default": ("DCMTK storescp, defaults", lambda root: storescp(root, nodelay=False)),
-    "pynetdicom": ("bare pynetdicom SCP, no fsync", pynetdicom_floor),
+SCPS: dict[Scp, tuple[str, Callable[[Path], AbstractContextManager[ScpTarget]]]] = {
+    Scp.STORESCP: ("DCMTK storescp, TCP_NODELAY=1", lambda root: storescp(root, nodelay=True)),
+    Scp.ORTHANC: ("Orthanc, SyncStorageArea", orthanc),
+    Scp.OURS: ("onfh-dlr listener", our_listener),
+    Scp.STORESCP_DEFAULT: (
+        "DCMTK storescp, defaults",
+        lambda root: storescp(root, nodelay=False),
+    ),
+    Scp.PYNETDICOM: ("bare pynetdicom SCP, no fsync", pynetdicom_floor),
 }
 
 
 #: The issue's aims, per reference SCP.
-AIMS = {"storescp": "  (aim <= 2x)", "orthanc": "  (aim <= 1.0x)"}
+AIMS = {Scp.STORESCP: "  (aim <= 2x)", Scp.ORTHANC: "  (aim <= 1.0x)"}
 
 
-def run_once(files: list[Path], root: Path, sender: Sender, scp: str) -> Push:
+def run_once(files: list[Path], root: Path, sender: SenderFunction, scp: Scp) -> Push:
     """Start ``scp`` fresh under ``root``, push ``files`` with ``sender``, check, stop."""
     with SCPS[scp][1](root) as (port, ae, stored):
         push = sender(files, port, ae)
@@ -367,7 +383,7 @@ def run_once(files: list[Path], root: Path, sender: Sender, scp: str) -> Push:
 
 
 def report(
-    results: Results, sender_names: list[str], scps: list[str], count: int, megabytes: float
+    results: Results, sender_names: list[Sender], scps: list[Scp], count: int, megabytes: float
 ) -> None:
     """Print medians, instances/s and ratios per sender."""
     for sender in sender_names:
@@ -385,18 +401,18 @@ def report(
                 f"  {megabytes / med[scp]:6.1f} MB/s  (runs: {each})"
             )
         for ref in scps:
-            if ref != "ours":
-                ratio = med["ours"] / med[ref]
+            if ref != Scp.OURS:
+                ratio = med[Scp.OURS] / med[ref]
                 aim = AIMS.get(ref, "")
                 print(f"  ratio ours / {SCPS[ref][0]}: {ratio:.2f}x{aim}")
         windows = {scp: [p.stores_window for p in runs[scp] if p.stores_window] for scp in scps}
-        if all(windows.values()) and "storescp" in windows:
+        if all(windows.values()) and Scp.STORESCP in windows:
             w = {scp: statistics.median(v) for scp, v in windows.items() if v}
             print(
                 f"  C-STORE answers 1 -> {count} only (no file reading, association set-up or"
                 " release): "
                 + ", ".join(f"{scp} {w[scp]:.2f} s" for scp in scps)
-                + f"; ratio ours / storescp {w['ours'] / w['storescp']:.2f}x"
+                + f"; ratio ours / storescp {w[Scp.OURS] / w[Scp.STORESCP]:.2f}x"
             )
 
 
@@ -405,6 +421,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, default=None, help="cache of the phantom files")
     parser.add_argument("--seed", type=int, default=400)
+    parser.add_argument(
+        "--instances", type=int, default=INSTANCES, help="how many MR instances a push holds"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the medians here")
     parser.add_argument(
         "--dcmtk-default",
         action="store_true",
@@ -418,19 +438,19 @@ def main() -> None:
     parser.add_argument(
         "--senders",
         default=",".join(SENDERS),
-        help="comma-separated sender names (default: all)",
+        help=f"comma-separated sender names (default: all): {', '.join(SENDERS)}",
     )
     args = parser.parse_args()
     for tool in ("storescp", "storescu", "Orthanc"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is required (DCMTK, Orthanc)")
-    push_with = {name: SENDERS[name] for name in args.senders.split(",")}
-    scps = ["storescp", "orthanc", "ours"]
-    scps += ["storescp-default"] if args.dcmtk_default else []
-    scps += ["pynetdicom"] if args.pynetdicom_floor else []
+    push_with = {Sender(name): SENDERS[Sender(name)] for name in args.senders.split(",")}
+    scps = [Scp.STORESCP, Scp.ORTHANC, Scp.OURS]
+    scps += [Scp.STORESCP_DEFAULT] if args.dcmtk_default else []
+    scps += [Scp.PYNETDICOM] if args.pynetdicom_floor else []
     with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
         work = args.work or Path(tmp) / "work"
-        files = make_instances(work, INSTANCES, args.seed)
+        files = make_instances(work, args.instances, args.seed)
         megabytes = sum(f.stat().st_size for f in files) / 1e6
         runs_dir = Path(tmp) / "runs"
         results = Results()
@@ -469,6 +489,8 @@ def main() -> None:
         report(results, list(push_with), scps, len(files), megabytes)
         for failure in results.failed:
             print(f"failed push (not in the medians): {failure}")
+        if args.json:
+            write_record(results.record(len(files), megabytes, args.repeats), args.json)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,16 @@
 """Where a study's scoring time goes, step by step, as the worker runs it.
 
 Run: ``.venv/bin/python bench/scoring_profile.py [--studies 4] [--bundle model_bundle/demo]
-[--site ge-3t]``. Writes phantom studies (of a site profile, so the bundle sees another
-scanner than the one it was trained on), loads the bundle once as a worker's pool process
-does, then scores each study with :func:`worker.pipeline.score_series` and prints, per
+[--site ge-3t] [--json PATH]``. Writes phantom studies (of a site profile, so the bundle sees
+another scanner than the one it was trained on), loads the bundle once as a worker's pool
+process does, then scores each study with :func:`worker.pipeline.score_series` and prints, per
 step, the median wall seconds per study and its share of the total: loading the series,
 auto-segmentation, radiomics, the network input and ResNet18, the models, SEG, SR, result
 card (with PDF) and the read-back validation. Each step is timed by wrapping the function
 where its caller looks it up (a clock around the call, nothing else changes), so the
 figures carry no profiler overhead. One process, one thread: what a study costs a worker
-pool process, the figure throughput on two cores divides into.
+pool process, the figure throughput on two cores divides into. ``--json PATH`` also writes
+the medians as a ``bench_records.ScoringProfileRecord`` (read by ``summary.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from bench_records import ScoringProfileRecord, StepSeconds, write_record
 
 from model_bundle.serving import BundleModel
 from phantom.dicom_writer import write_series
@@ -90,6 +93,7 @@ def main() -> None:
     parser.add_argument("--bundle", type=Path, default=Path("model_bundle/demo"))
     parser.add_argument("--site", default="ge-3t", help="phantom site profile of the studies")
     parser.add_argument("--seed", type=int, default=900)
+    parser.add_argument("--json", type=Path, default=None, help="also write the medians here")
     args = parser.parse_args()
     model = BundleModel.load(args.bundle.resolve(), threads=1)
     site = site_profile(args.site)
@@ -109,16 +113,17 @@ def main() -> None:
                 totals.append(time.perf_counter() - start)
             rows.append(dict(spent))
     total = statistics.median(totals)
+    steps = [StepSeconds(step, statistics.median(r.get(step, 0.0) for r in rows)) for step in STEPS]
+    result = ScoringProfileRecord(str(args.bundle), args.site, args.studies, total, steps)
     print(f"bundle {args.bundle}, {args.studies} {args.site} studies, two hips each, 1 thread")
     print(f"{'step':20} {'median s':>9} {'share':>7}")
-    accounted = 0.0
-    for step in STEPS:
-        seconds = statistics.median(r.get(step, 0.0) for r in rows)
-        accounted += seconds
-        print(f"{step:20} {seconds:9.2f} {seconds / total:7.0%}")
-    other = max(0.0, total - accounted)
+    for step in steps:
+        print(f"{step.step:20} {step.median_seconds:9.2f} {step.median_seconds / total:7.0%}")
+    other = result.other_seconds
     print(f"{'other':20} {other:9.2f} {other / total:7.0%}")
     print(f"{'total':20} {total:9.2f}")
+    if args.json:
+        write_record(result, args.json)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,20 @@
 """Studies per hour through ``onfh-dlr serve`` on this machine, and memory per process.
 
-Run: ``.venv/bin/python bench/throughput.py [--studies 12] [--concurrency 2]
-[--sites ge-3t,philips-3t,canon-stir-1.5t,siemens-1.5t]``. Writes two-hip phantom studies
-of several site profiles (auto-ROI, as a PACS routes them: no SEG), starts ``serve`` as an
-administrator does (its embedded Redis, listener, scoring worker with ``--concurrency``
-pool processes, delivery worker) with a receiving Storage SCP as the destination, pushes a
-warm-up study and waits for its SR, then pushes every study back to back, one association
-each, and waits until every job has finished. It prints:
+Run: ``.venv/bin/python bench/throughput.py [--studies 12] [--concurrency 2] [--sites
+ge-3t,philips-3t,canon-stir-1.5t,siemens-1.5t] [--json PATH]``. Writes two-hip phantom
+studies of several site profiles (auto-ROI, as a PACS routes them: no SEG), starts ``serve``
+as an administrator does (its embedded Redis, listener, scoring worker with
+``--concurrency`` pool processes, delivery worker) with a receiving Storage SCP as the
+destination, pushes a warm-up study and waits for its SR, then pushes every study back to
+back, one association each, and waits until every job has finished. It prints:
 
 - studies/h: the studies divided by the time from the first push to the last job's end;
 - per study, from the state DB's timeline: close -> started (queue), started -> scored,
   scored -> delivered; and how each job ended;
 - the peak resident memory of every process of ``serve``'s tree, sampled every 0.5 s.
+
+``--json PATH`` also writes these as a ``bench_records.ThroughputRecord`` (read by
+``summary.py``).
 
 ``TCP_NODELAY=1`` is set for every process (DCMTK peers read it; ours sets it anyway).
 Where a study's CPU time goes step by step: ``bench/scoring_profile.py``.
@@ -31,6 +34,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import psutil
+from bench_records import ProcessMemory, ThroughputRecord, write_record
 
 from onfh_dlr.broker import free_port
 from onfh_dlr.cli.demo import MODALITY_AE, PACS_AE, SERVICE_AE, service_environment
@@ -126,6 +130,7 @@ def main() -> None:
     parser.add_argument("--sites", default="ge-3t,philips-3t,canon-stir-1.5t,siemens-1.5t")
     parser.add_argument("--seed", type=int, default=1600)
     parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     sites = args.sites.split(",")
     os.environ["TCP_NODELAY"] = "1"
@@ -157,7 +162,10 @@ def main() -> None:
                     push(files, port)
                 pushed = time.time()
                 end = wait_jobs(db, args.studies + 1, args.timeout)
-                report(db, args, start, pushed, end, sampler)
+                result = record(db, args, start, pushed, end, sampler)
+                report(result)
+                if args.json:
+                    write_record(result, args.json)
             except BaseException:
                 print((root / "serve.log").read_text(errors="replace")[-4000:], file=sys.stderr)
                 raise
@@ -167,14 +175,15 @@ def main() -> None:
                 serve.wait(timeout=60)
 
 
-def report(
+def record(
     db: StateDB,
     args: argparse.Namespace,
     start: float,
     pushed: float,
     end: float,
     sampler: MemorySampler,
-) -> None:
+) -> ThroughputRecord:
+    """The run's figures, from the state DB's timeline and the memory samples."""
     jobs = [j for j in db.jobs(limit=10_000) if (j.created_at or 0.0) >= start - 1.0]
     queue, scoring, delivery = [], [], []
     for job in jobs:
@@ -189,18 +198,38 @@ def report(
     states: dict[str, int] = defaultdict(int)
     for job in jobs:
         states[job.state] += 1
-    elapsed = end - start
-    print(
-        f"{args.studies} studies pushed in {pushed - start:.1f} s, all finished"
-        f" {elapsed:.1f} s after the first push: {args.studies / elapsed * 3600:.0f} studies/h"
-        f" ({args.concurrency} scoring pool processes, {os.cpu_count()} cores);"
-        f" jobs {dict(states)}"
+    return ThroughputRecord(
+        studies=args.studies,
+        concurrency=args.concurrency,
+        cpus=os.cpu_count() or 1,
+        push_seconds=pushed - start,
+        elapsed_seconds=end - start,
+        job_states=dict(states),
+        queue_seconds=queue,
+        scoring_seconds=scoring,
+        delivery_seconds=delivery,
+        memory=[ProcessMemory(role, pid, rss) for pid, (role, rss) in sampler.peak.items()],
     )
-    for name, values in (("queue", queue), ("scoring", scoring), ("delivery", delivery)):
+
+
+def report(result: ThroughputRecord) -> None:
+    """Print studies/h, queue/scoring/delivery per study and peak memory per process."""
+    print(
+        f"{result.studies} studies pushed in {result.push_seconds:.1f} s, all finished"
+        f" {result.elapsed_seconds:.1f} s after the first push:"
+        f" {result.studies_per_hour:.0f} studies/h"
+        f" ({result.concurrency} scoring pool processes, {result.cpus} cores);"
+        f" jobs {result.job_states}"
+    )
+    for name, values in (
+        ("queue", result.queue_seconds),
+        ("scoring", result.scoring_seconds),
+        ("delivery", result.delivery_seconds),
+    ):
         if values:
             print(f"  {name:9} median {statistics.median(values):6.2f} s, max {max(values):6.2f} s")
     print("peak resident memory per process:")
-    for role, rss in sorted(sampler.peak.values()):
+    for role, rss in sorted((m.role, m.peak_bytes) for m in result.memory):
         print(f"  {role:26} {rss / 2**20:7.0f} MiB")
 
 
