@@ -395,9 +395,7 @@ class _Candidate:
     radius_ok: bool
 
 
-def _search_side(
-    work: _Work, acc: NDArray[np.float32], peaks: F64, side: Side
-) -> list[_Candidate]:
+def _search_side(work: _Work, acc: NDArray[np.float32], peaks: F64, side: Side) -> list[_Candidate]:
     out = []
     for point, support in _candidates(work, acc, peaks, side):
         if support < MIN_SUPPORT:
