@@ -1,10 +1,11 @@
 """The demo bundle's predictions do not change when the feature path is refactored.
 
-The expected probabilities below were recorded from the code at commit 78ea418 (before
-issue 17's one-feature-path refactoring) by scoring the same phantom with the same
-calls, printing each probability with ``repr``. Run to run (and phantom regeneration to
-phantom regeneration) they were bit-identical on that code, so the tolerance is only a
-guard against the last-bit differences of another BLAS build.
+The expected probabilities below were recorded when the demo bundle was retrained (2.0.0)
+by scoring the same phantom with the same calls, printing each probability with
+``repr`` (the first recording, at commit 78ea418, pinned the 1.x bundle through issue
+17's one-feature-path refactoring). Run to run (and phantom regeneration to phantom
+regeneration) they are bit-identical on one machine, so the tolerance is only a guard
+against the last-bit differences of another BLAS build.
 """
 
 from __future__ import annotations
@@ -26,25 +27,71 @@ from worker.pipeline import score_series
 DEMO = Path(__file__).resolve().parents[1] / "model_bundle" / "demo"
 REL_TOL = 1e-9
 
-# Recorded at 78ea418: worker.pipeline.score_series on the seed-7 phantom (3 cases),
-# "auto" without a SEG (auto-segmentation), "seg" with the phantom's reference SEG.
+# Recorded from the demo bundle 2.0.0 (the multi-site retraining of issue 13, profile
+# "hip"): worker.pipeline.score_series on the seed-7 phantom (3 cases), "auto" without a
+# SEG (auto-segmentation), "seg" with the phantom's reference SEG.
 EXPECTED: dict[str, dict[str, float]] = {
-    "auto PH000700000 L": {"rad": 0.3961593433380531, "dl": 0.0744912235465066},
-    "auto PH000700000 R": {"rad": 0.03437939603121889, "dl": 0.3602132190825542},
-    "auto PH000700001 L": {"rad": 0.003962070036493517, "dl": 0.1450562666646619},
-    "auto PH000700001 R": {"rad": 6.289308176100629e-05, "dl": 0.02245499773312109},
-    "auto PH000700002 L": {"rad": 0.00610259291231051, "dl": 0.015828921231078215},
-    "auto PH000700002 R": {"rad": 0.9496110504325512, "dl": 0.9221324527043571},
-    "seg PH000700000 L": {"rad": 0.6501166608743177, "dl": 0.37037905232263063},
-    "seg PH000700000 R": {"rad": 0.030879396031218895, "dl": 0.34919338414231726},
-    "seg PH000700001 L": {"rad": 0.0036842922587157385, "dl": 0.08932868498714187},
-    "seg PH000700001 R": {"rad": 6.289308176100629e-05, "dl": 0.0277157301473397},
-    "seg PH000700002 L": {"rad": 0.002213704023421621, "dl": 0.008283757892653313},
-    "seg PH000700002 R": {"rad": 0.9756348599563609, "dl": 0.9387366862003184},
+    "auto PH000700000 L": {
+        "rad": 0.013116480729244434,
+        "dl": 0.6383371533870665,
+        "dlr": 0.8756020276701536,
+    },
+    "auto PH000700000 R": {
+        "rad": 0.00023541870178883778,
+        "dl": 0.0684070034701301,
+        "dlr": 0.002413092394928494,
+    },
+    "auto PH000700001 L": {
+        "rad": 0.00024299212433635133,
+        "dl": 0.3737189264526263,
+        "dlr": 0.006150351184148322,
+    },
+    "auto PH000700001 R": {
+        "rad": 2.61077012153544e-05,
+        "dl": 0.11073969174168932,
+        "dlr": 0.00030780420332137033,
+    },
+    "auto PH000700002 L": {
+        "rad": 2.0825298634703685e-05,
+        "dl": 0.03391559074854195,
+        "dlr": 2.1114003761062145e-05,
+    },
+    "auto PH000700002 R": {
+        "rad": 0.9999689724262982,
+        "dl": 0.21782269127990989,
+        "dlr": 0.9998997050264972,
+    },
+    "seg PH000700000 L": {
+        "rad": 0.21056169315520665,
+        "dl": 0.6594754290476844,
+        "dlr": 0.9293574779800329,
+    },
+    "seg PH000700000 R": {
+        "rad": 0.0006401393906505667,
+        "dl": 0.06968619557484618,
+        "dlr": 0.002734570622038332,
+    },
+    "seg PH000700001 L": {
+        "rad": 3.466175651711983e-05,
+        "dl": 0.16319054765010424,
+        "dlr": 0.0016473203326660083,
+    },
+    "seg PH000700001 R": {
+        "rad": 2.2297731545511386e-05,
+        "dl": 0.07674576941571397,
+        "dlr": 0.0007823194143787068,
+    },
+    "seg PH000700002 L": {
+        "rad": 2.3975482166045266e-05,
+        "dl": 0.02654809917646981,
+        "dlr": 1.3715232189227085e-05,
+    },
+    "seg PH000700002 R": {
+        "rad": 0.9999655137947413,
+        "dl": 0.6866205074452965,
+        "dlr": 0.9999989653459338,
+    },
 }
-# The demo bundle's DLR model selected radiomics only, so its probability equals Rad's.
-for _probs in EXPECTED.values():
-    _probs["dlr"] = _probs["rad"]
 
 
 @pytest.fixture(scope="module")
