@@ -40,6 +40,8 @@ STEPS: dict[str, tuple[str, str]] = {
     "load series": ("worker.pipeline", "load_series"),
     "auto-segmentation": ("worker.pipeline", "series_rois"),
     "radiomics": ("model_bundle.features.hip", "extract_radiomics"),
+    # The hip region resampled to 1 mm (B-spline) and z-scored, for the network input.
+    "hip region at 1 mm": ("model_bundle.features.hip", "preprocessed"),
     "network input": ("model_bundle.features.hip", "deep_input"),
     "ResNet18": ("model_bundle.features.hip", "deep_features"),
     "models": ("model_bundle.serving.bundle_model.BundleModel", "probabilities"),
