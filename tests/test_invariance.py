@@ -140,11 +140,10 @@ def _probabilities(model: BundleModel, study: Study) -> dict[tuple[Side, ModelNa
 def test_a_change_away_from_the_hips_moves_no_hip_probability(
     demo_model: BundleModel, studies: list[Study], change: Change
 ) -> None:
-    model = demo_model
     assert load_bundle(DEMO).preprocessing()["profile"] == "hip"
     for series, rois in studies:
-        before = _probabilities(model, (series, rois))
-        after = _probabilities(model, change(series, rois))
+        before = _probabilities(demo_model, (series, rois))
+        after = _probabilities(demo_model, change(series, rois))
         moved = {k: abs(after[k] - before[k]) for k in before}
         assert max(moved.values()) < TOLERANCE, moved
 

@@ -643,7 +643,8 @@ def read_report(sr: Dataset, *, copy: bool = True) -> dict[Side, ReportedHip]:
     """Per-hip content of an SR written by :func:`build_report` (e.g. read back).
 
     ``copy=False`` lets highdicom convert the content items of ``sr`` in place instead of
-    deep-copying them first (a third of the time): for a dataset read only to be checked.
+    deep-copying them first (about 0.1 s of 0.7 s for a two-hip report): for a dataset
+    read only to be checked.
 
     Raises
     ------

@@ -208,8 +208,8 @@ def _hough(work: _Work) -> NDArray[np.float32]:
     base = np.stack([k, j, i], axis=1).astype(np.float32)
     shape = work.array.shape
     weight = np.sqrt(m)
-    # Every vote of every radius and direction in one bincount: one pass over the
-    # volume instead of one per radius and sign (what made this step slow).
+    # Every vote of every radius and direction in one bincount: one volume-sized sum
+    # instead of one per radius and sign.
     flats, weights = [], []
     for r in RADII / work.spacing:
         for sign in (1.0, -1.0):
