@@ -9,12 +9,15 @@ are the ones training recorded.
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 from service_harness import CohortMaker
 
-from model_bundle.bundle import load_bundle
+from model_bundle.bundle import MANIFEST_NAME, canonical_json, load_bundle
 from model_bundle.features import (
     NormalisationProfile,
     Preprocessing,
@@ -119,10 +122,26 @@ def test_a_bundle_asking_for_other_preprocessing_is_refused_not_served_different
     )
 
 
-def test_a_bundle_without_a_profile_is_served_with_the_papers_normalisation() -> None:
-    demo = BundleModel.load(Path(__file__).resolve().parents[1] / "model_bundle" / "demo")
-    assert "profile" not in demo.bundle.preprocessing()
-    assert demo.spec.preprocessing.profile is NormalisationProfile.PAPER
+def test_a_bundle_without_a_profile_is_served_with_the_papers_normalisation(
+    tmp_path: Path,
+) -> None:
+    # A bundle written before profiles existed (the 1.x demo bundle): the demo bundle's
+    # copy with the key removed from preprocessing.json and the manifest vouching for it.
+    old = tmp_path / "bundle"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "model_bundle" / "demo", old)
+    preprocessing = json.loads((old / "preprocessing.json").read_text(encoding="utf-8"))
+    assert preprocessing.pop("profile") == "hip"
+    data = json.dumps(preprocessing, indent=2).encode()
+    (old / "preprocessing.json").write_bytes(data)
+    manifest = json.loads((old / MANIFEST_NAME).read_text(encoding="utf-8"))
+    manifest["files"]["preprocessing.json"] = {
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+    }
+    (old / MANIFEST_NAME).write_bytes(canonical_json(manifest))
+    served = BundleModel.load(old)
+    assert "profile" not in served.bundle.preprocessing()
+    assert served.spec.preprocessing.profile is NormalisationProfile.PAPER
 
 
 def test_a_bundle_asking_for_an_unknown_profile_is_refused() -> None:
