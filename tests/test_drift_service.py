@@ -186,8 +186,8 @@ def test_in_distribution_studies_raise_no_alarm_and_shifted_ones_raise_it_and_ar
         "Prometheus to fire OnfhInputDrift",
     )
     print("OnfhInputDrift:", prometheus.api("query", query=firing)["result"])
-    # Every drift query of the dashboard has data now (tests/test_prometheus.py, on the
-    # demo bundle without reference statistics, cannot check them).
+    # Every drift query of the dashboard has data now (tests/test_prometheus.py's service
+    # scores too few hips for a drift window, so it cannot check them).
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "onfh-dlr.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     drift_exprs = [e for e in exprs if re.search(r"onfh_(drift|positive_rate)_", e)]

@@ -120,9 +120,10 @@ def observed(
         server.stop()
 
 
-# The drift window's gauges (issue 15) exist only for a bundle with reference statistics,
-# and the shadow metrics only with ONFH_SHADOW_BUNDLES; this service serves the demo
-# bundle alone. tests/test_drift_service.py checks the drift gauges and their alert rules,
+# The drift window's gauges (issue 15) exist only once a window holds ONFH_DRIFT_MIN_HIPS
+# hips (20 by default; this service scores fewer), and the shadow metrics only with
+# ONFH_SHADOW_BUNDLES; this service serves the demo bundle alone.
+# tests/test_drift_service.py checks the drift gauges and their alert rules,
 # tests/test_shadow_service.py the shadow metrics, each on a live service that has them.
 _DRIFT_METRICS = re.compile(r"\bonfh_(drift|positive_rate|shadow)_[a-z_]+")
 
