@@ -238,6 +238,9 @@ class Settings(BaseSettings):
     report_skipped: bool = False
     # Queue: how jobs move and how hard results are pushed to the destinations.
     worker_concurrency: int = Field(default=1, ge=1)
+    # Hips of one study scored at once, each in a thread of the pool process: with one
+    # study in flight the second core scores the other hip (shorter time to the SR).
+    hip_workers: int = Field(default=2, ge=1, le=2)
     visibility_timeout: float = Field(default=900.0, gt=0)
     sweep_interval: float = Field(default=10.0, gt=0)
     requeue_after: float = Field(default=900.0, gt=0)

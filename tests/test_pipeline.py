@@ -11,6 +11,8 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from dicom_checks import dciodvfy_errors
 from dicom_factory import SeriesSpec, make_series
 
 from model_bundle.imaging import HipROI, LoadedSeries, Side, load_series, rois_from_seg
-from model_bundle.serving import BundleModel
+from model_bundle.serving import BundleModel, HipPrediction
 from onfh_dlr.errors import FemoralHeadNotFoundError, OutputValidationError
 from phantom.dicom_writer import write_segmentation, write_series
 from phantom.generator import generate_study
@@ -266,3 +268,30 @@ def test_validation_rejects_a_report_that_contradicts_the_call(
     flipped[Side.LEFT] = replace(flipped[Side.LEFT], call=1 - flipped[Side.LEFT].call)
     with pytest.raises(OutputValidationError, match="does not match call"):
         validate_outputs(series, rois, flipped, _seg(scored), scored.sr_dataset, device)
+
+
+class _TimedModel(BundleModel):
+    """The demo bundle, noting which thread scored each hip and when (nothing replaced)."""
+
+    spans: list[tuple[int, float, float]]
+
+    def predict_hip(self, series: LoadedSeries, roi: HipROI) -> HipPrediction:
+        start = time.perf_counter()
+        try:
+            return super().predict_hip(series, roi)
+        finally:
+            self.spans.append((threading.get_ident(), start, time.perf_counter()))
+
+
+def test_hips_scored_in_two_threads_at_once_equal_those_scored_one_after_the_other(
+    scored: ScoredStudy, study: Study, model: BundleModel
+) -> None:
+    series, rois, _ = _validation_inputs(scored, study, model)
+    one_by_one = model.predict(series, rois)
+    parallel = _TimedModel(model.bundle, threads=1, hip_workers=2)
+    parallel.spans = []
+    together = parallel.predict(series, rois)
+    assert together == one_by_one  # every probability, input and note, bit for bit
+    (a, a0, a1), (b, b0, b1) = parallel.spans
+    assert a != b and threading.get_ident() not in {a, b}
+    assert a0 < b1 and b0 < a1, "the two hips' scoring overlapped in time"

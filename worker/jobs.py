@@ -79,7 +79,9 @@ class WorkerContext:
             if self._model is None:
                 from model_bundle.serving import BundleModel
 
-                self._model = BundleModel.load(self.bundle_dir, threads=1)
+                self._model = BundleModel.load(
+                    self.bundle_dir, threads=1, hip_workers=self.settings.hip_workers
+                )
                 manifest = self._model.bundle.manifest
                 BUNDLE.labels(manifest.name, manifest.version, manifest.device_uid).set(1)
                 log.info("bundle %s %s loaded", manifest.name, manifest.version)

@@ -680,16 +680,18 @@ def read_report(sr: Dataset, *, copy: bool = True) -> dict[Side, ReportedHip]:
         if len(evaluations) != 1:
             raise OutputError(f"SR {sr.SOPInstanceUID}: group {side} has no single call")
         value = evaluations[0].value
+        # highdicom builds every measurement's objects on each call: read them once.
+        measurements = group.get_measurements()
         out[side] = ReportedHip(
             side=side,
             tracking_uid=str(group.tracking_uid),
             segmentation_uid=str(sop.ReferencedSOPInstanceUID),
             segment_number=int(sop.ReferencedSegmentNumber),
-            score=_required_value(group, SCORE, side),
-            probability=_probability(group, side),
-            volume_ml=_one_value(group, VOLUME, side, required=False),
+            score=_required_value(measurements, SCORE, side),
+            probability=_probability(measurements, side),
+            volume_ml=_one_value(measurements, VOLUME, side, required=False),
             necrosis_present=value == PRESENT,
-            inputs=_inputs(group),
+            inputs=_inputs(measurements),
         )
     for plain in report.get_image_measurement_groups():
         side = _side_of(plain)
@@ -711,7 +713,7 @@ def read_report(sr: Dataset, *, copy: bool = True) -> dict[Side, ReportedHip]:
         out[side] = replace(
             hip,
             outline_image_uid=str(source.ReferencedSOPInstanceUID),
-            area_mm2=_one_value(planar, AREA, side),
+            area_mm2=_one_value(planar.get_measurements(), AREA, side),
         )
     return out
 
@@ -723,10 +725,10 @@ _Group = (
 )
 
 
-def _inputs(group: hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations) -> dict[str, float]:
-    """The model-input features of a group, by the bundle's names."""
+def _inputs(measurements: Sequence[hd.sr.Measurement]) -> dict[str, float]:
+    """The model-input features among a group's measurements, by the bundle's names."""
     out: dict[str, float] = {}
-    for measurement in group.get_measurements():
+    for measurement in measurements:
         name = feature_name(measurement.name, measurement.method)
         if name is not None:
             out[name] = float(measurement.value)
@@ -773,13 +775,13 @@ def _side_of(group: _Group) -> Side:
 
 
 def _one_value(
-    group: _Group,
+    measurements: Sequence[hd.sr.Measurement],
     name: CodedConcept,
     side: Side,
     *,
     required: bool = True,
 ) -> float | None:
-    found = group.get_measurements(name=name)
+    found = [m for m in measurements if m.name == name]
     if not found and not required:
         return None
     if len(found) != 1:
@@ -787,11 +789,9 @@ def _one_value(
     return float(found[0].value)
 
 
-def _probability(
-    group: hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations, side: Side
-) -> float:
+def _probability(measurements: Sequence[hd.sr.Measurement], side: Side) -> float:
     """The group's probability in 0..1, whether written in percent or (older SRs) "1"."""
-    found = group.get_measurements(name=PROBABILITY)
+    found = [m for m in measurements if m.name == PROBABILITY]
     if len(found) != 1:
         raise OutputError(f"group {side}: {len(found)} Probability measurements, expected 1")
     unit = found[0].unit
@@ -803,10 +803,8 @@ def _probability(
 
 
 def _required_value(
-    group: hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations,
-    name: CodedConcept,
-    side: Side,
+    measurements: Sequence[hd.sr.Measurement], name: CodedConcept, side: Side
 ) -> float:
-    value = _one_value(group, name, side)
+    value = _one_value(measurements, name, side)
     assert value is not None  # required=True never returns None
     return value
