@@ -1,7 +1,7 @@
 """The results of the performance benches as typed records, and their JSON form.
 
 Each bench of issue 16 (``ingest_speed.py``, ``result_latency.py``, ``throughput.py``,
-``scoring_profile.py``) writes one of these records with ``--json PATH``;
+``scoring_profile.py``, ``crash_recovery.py``) writes one of these records with ``--json PATH``;
 ``summary.py`` runs the benches as subprocesses and reads the records back into the same
 dataclasses, so no bench's printed output is ever parsed. Imported by the scripts in
 ``bench/`` and by ``tests/test_bench_summary.py`` (by name: ``bench/`` is on their path).
@@ -145,8 +145,46 @@ class ScoringProfileRecord:
         return max(0.0, self.total_seconds - sum(s.median_seconds for s in self.steps))
 
 
-Record = IngestRecord | LatencyRecord | ThroughputRecord | ScoringProfileRecord
-R = TypeVar("R", IngestRecord, LatencyRecord, ThroughputRecord, ScoringProfileRecord)
+class RequeuedBy(StrEnum):
+    """Who put a killed worker's job back to the queue, from its ``requeued`` event."""
+
+    SERVE_REAPER = "serve reaped the dead worker"
+    PID_GONE = "a liveness pass found its pid gone"  # serve's periodic one or the listener's
+    NO_HEARTBEAT = "the listener missed its heartbeats"
+    WENT_OFFLINE = "the listener saw it go offline"
+    UNKNOWN = "a requeue event of unknown wording"
+    NOT_REQUEUED = "no requeue event"
+
+
+@dataclass(frozen=True)
+class CrashRound:
+    """One study whose scoring worker was killed with -9 while it scored (seconds)."""
+
+    killed_to_back: float  # kill -> the restarted worker logs "ready."
+    back_to_sr: float  # -> the study's SR file written at the PACS
+    killed_to_sr: float
+    killed_to_requeued: float | None  # -> the job's ``requeued`` event, if any
+    requeued_by: RequeuedBy
+    requeue_detail: str  # the event's own words, shown as they are
+    sr_received: int  # SR objects of the study the PACS received, a re-send counted again
+    sr_distinct: int  # distinct SR SOP Instance UIDs among them
+    job_state: str  # the state DB's final job state (``done`` when all went well)
+    attempts: int
+
+    @property
+    def exactly_one_result(self) -> bool:
+        return self.sr_received == 1 and self.sr_distinct == 1 and self.job_state == "done"
+
+
+@dataclass(frozen=True)
+class CrashRecord:
+    """``crash_recovery.py``: time to a result after ``kill -9`` of ``serve``'s worker."""
+
+    rounds: list[CrashRound]
+
+
+Record = IngestRecord | LatencyRecord | ThroughputRecord | ScoringProfileRecord | CrashRecord
+R = TypeVar("R", IngestRecord, LatencyRecord, ThroughputRecord, ScoringProfileRecord, CrashRecord)
 
 
 def write_record(record: Record, path: Path) -> None:

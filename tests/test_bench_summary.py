@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -10,10 +11,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from bench_records import (
+    CrashRecord,
+    CrashRound,
     IngestMedian,
     IngestRecord,
     LatencyRecord,
     ProcessMemory,
+    RequeuedBy,
     ScoringProfileRecord,
     Scp,
     Sender,
@@ -30,6 +34,7 @@ from summary import (
     Results,
     Row,
     build_rows,
+    notes,
     render_markdown,
     render_text,
     training_seconds_of,
@@ -59,7 +64,24 @@ def ingest() -> IngestRecord:
     )
 
 
-def full_results(training: float | Absence = 900.0) -> Results:
+def crash_round(back_to_sr: float, srs: int = 1, state: str = "done") -> CrashRound:
+    return CrashRound(
+        killed_to_back=1.5,
+        back_to_sr=back_to_sr,
+        killed_to_sr=back_to_sr + 1.5,
+        killed_to_requeued=0.6,
+        requeued_by=RequeuedBy.SERVE_REAPER,
+        requeue_detail="worker (pid 4242) killed by signal 9; requeued at once",
+        sr_received=srs,
+        sr_distinct=min(srs, 1),
+        job_state=state,
+        attempts=2,
+    )
+
+
+def full_results(
+    training: float | Absence = 900.0, crash: CrashRecord | Absence | None = None
+) -> Results:
     return Results(
         ingest=ingest(),
         latency=LatencyRecord(1, 3, timing(4.0), [timing(2.0), timing(2.5), timing(6.0)]),
@@ -83,6 +105,9 @@ def full_results(training: float | Absence = 900.0) -> Results:
         profile=ScoringProfileRecord(
             "model_bundle/demo", "ge-3t", 2, 4.0, [StepSeconds("radiomics", 3.0)]
         ),
+        crash=CrashRecord([crash_round(12.0), crash_round(20.0), crash_round(75.0)])
+        if crash is None
+        else crash,
         training_seconds=training,
     )
 
@@ -162,6 +187,7 @@ def test_skipped_failed_and_unmeasured_parts_keep_their_rows_and_say_why() -> No
         at_once=Absence.SKIPPED,
         throughput=Absence.FAILED,
         profile=Absence.SKIPPED,
+        crash=Absence.FAILED,
         training_seconds=Absence.NOT_MEASURED,
     )
     rows = build_rows(results)
@@ -173,6 +199,7 @@ def test_skipped_failed_and_unmeasured_parts_keep_their_rows_and_say_why() -> No
     assert row(rows, "close → SR, one study at a time: max").cells()[1] == (
         "bench failed (see its output)"
     )
+    assert row(rows, "results per killed study").cells()[1] == "bench failed (see its output)"
     training = row(rows, "training, demo cohort")
     assert training.cells()[1] == "not measured in this run"
     assert training.met is Met.UNKNOWN
@@ -208,3 +235,54 @@ def test_a_record_reads_back_equal_and_a_foreign_record_is_refused(tmp_path: Pat
         read_record(LatencyRecord, tmp_path / "throughput.json")
     write_record(ingest(), tmp_path / "ingest.json")
     assert read_record(IngestRecord, tmp_path / "ingest.json") == ingest()
+
+
+def test_after_a_kill_worker_back_to_sr_is_judged_against_60_seconds() -> None:
+    rows = build_rows(full_results())
+    median = row(rows, "after kill -9 of the worker: worker back → SR, median")
+    worst = row(rows, "after kill -9 of the worker: worker back → SR, max")
+    assert (median.ours, median.met, median.detail) == (20.0, Met.YES, "3 rounds")
+    assert worst.cells()[1:] == ("75.00 s", "—", "—", "≤ 60 s", "NO")
+
+
+def test_one_sr_per_killed_study_meets_exactly_one_and_a_duplicate_does_not() -> None:
+    single = row(build_rows(full_results()), "results per killed study")
+    assert single.cells()[1:] == (
+        "1 (per round: 1, 1, 1; jobs: 3 done)",
+        "—",
+        "—",
+        "exactly 1",
+        "yes",
+    )
+    twice = CrashRecord([crash_round(10.0), crash_round(10.0, srs=2)])
+    duplicate = row(build_rows(full_results(crash=twice)), "results per killed study")
+    assert (duplicate.ours, duplicate.met) == (2.0, Met.NO)
+    lost = CrashRecord([crash_round(10.0, srs=0, state="failed"), crash_round(10.0)])
+    none = row(build_rows(full_results(crash=lost)), "results per killed study")
+    assert (none.ours, none.met) == (0.0, Met.NO)
+    assert none.detail == "per round: 0, 1; jobs: 1 done, 1 failed"
+
+
+def test_the_crash_note_says_who_requeued_the_killed_workers_job() -> None:
+    gone = dataclasses.replace(crash_round(10.0), requeued_by=RequeuedBy.PID_GONE)
+    (note,) = [
+        n
+        for n in notes(full_results(crash=CrashRecord([crash_round(10.0), gone])))
+        if n.startswith("crash:")
+    ]
+    assert "serve reaped the dead worker (1 round)" in note
+    assert "a liveness pass found its pid gone (1 round)" in note
+
+
+def test_a_crash_record_reads_back_equal_with_its_enum_and_missing_requeue(
+    tmp_path: Path,
+) -> None:
+    unrequeued = dataclasses.replace(
+        crash_round(10.0),
+        killed_to_requeued=None,
+        requeued_by=RequeuedBy.NOT_REQUEUED,
+        requeue_detail="",
+    )
+    record = CrashRecord([crash_round(10.0), unrequeued])
+    write_record(record, tmp_path / "crash.json")
+    assert read_record(CrashRecord, tmp_path / "crash.json") == record
