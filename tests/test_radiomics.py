@@ -23,6 +23,7 @@ from radiomics import featureextractor
 
 from model_bundle.features import (
     FEATURE_NAMES,
+    bin_edges,
     extract_radiomics,
     feature_names,
     load_params,
@@ -170,12 +171,39 @@ def test_full_extraction_gives_the_1197_finite_features(
 
 
 def test_full_extraction_equals_stock_pyradiomics(case: Case, full_onfh: Timed) -> None:
-    # Our driver must compute exactly what `pyradiomics` does with the parameter file.
+    # Our driver must compute exactly what `pyradiomics` does with the parameter file,
+    # with PyRadiomics' own discretisation (ours only replaces its min/max: bin_edges).
     extractor = featureextractor.RadiomicsFeatureExtractor(load_params())
-    stock: dict[str, Any] = extractor.execute(case.image, case.onfh_head)
+    bin_edges.uninstall()
+    try:
+        stock: dict[str, Any] = extractor.execute(case.image, case.onfh_head)
+    finally:
+        assert bin_edges.install()
     stock_values = {k: float(v) for k, v in stock.items() if not k.startswith("diagnostics_")}
     assert list(stock_values) == list(full_onfh.values)
     assert stock_values == full_onfh.values
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_our_bin_edges_are_pyradiomics_own_on_roi_values_and_edge_cases(
+    case: Case, dtype: type
+) -> None:
+    assert bin_edges.install(), "the installed PyRadiomics is one bin_edges was checked against"
+    roi = sitk.GetArrayFromImage(case.image)[sitk.GetArrayFromImage(case.onfh_head) > 0]
+    rng = np.random.default_rng(7)
+    arrays = [
+        roi,
+        (roi - roi.mean()) / roi.std() * 100.0,  # z-scored x normalizeScale, as served
+        rng.normal(-3.0, 40.0, 5000),
+        np.full(10, 20.0),  # flat, on a bin edge: one bin of two edges
+        np.full(10, 17.3),  # flat, inside a bin
+        np.array([-0.0, 0.0, 1e-9]),
+    ]
+    for values in (np.asarray(a, dtype=dtype) for a in arrays):
+        for kwargs in ({"binWidth": 10}, {"binWidth": 5}, {"binWidth": 0.7}, {"binCount": 16}, {}):
+            ours = np.asarray(bin_edges.bin_edges(values.copy(), **kwargs))
+            theirs = np.asarray(bin_edges.ORIGINAL(values.copy(), **kwargs))
+            assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs), kwargs
 
 
 def test_bins_are_in_a_sensible_range(full_onfh: Timed, full_healthy: Timed) -> None:

@@ -58,6 +58,7 @@ import SimpleITK as sitk
 import yaml
 from radiomics import featureextractor, getFeatureClasses, imageoperations
 
+from model_bundle.features import bin_edges
 from onfh_dlr.errors import ConfigurationError, FeatureError, SegmentationError
 
 __all__ = [
@@ -71,6 +72,8 @@ __all__ = [
 # PyRadiomics logs every image type and class at INFO on its own "radiomics" logger (with
 # its own stderr handler); a worker scoring hips all day needs only its warnings.
 logging.getLogger("radiomics").setLevel(logging.WARNING)
+# The same discretisation without PyRadiomics' element-by-element min/max (bin_edges).
+bin_edges.install()
 
 _PARAMS_PACKAGE: Final = "model_bundle"
 _PARAMS_RESOURCE: Final = ("resources", "radiomics_params.yaml")
