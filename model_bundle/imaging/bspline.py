@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import SimpleITK as sitk
@@ -37,6 +37,11 @@ _HORIZON: Final = math.ceil(math.log(1e-10) / math.log(abs(_POLE)))
 #: Input axes shorter than this are left to SimpleITK: ITK's mirror boundary for 2-voxel
 #: axes (indices reflected more than once) is not reproduced here.
 MIN_AXIS_LENGTH: Final = 3
+
+_OUTPUT_DTYPES: Final[dict[int, type[np.floating[Any]]]] = {
+    sitk.sitkFloat32: np.float32,
+    sitk.sitkFloat64: np.float64,
+}
 
 #: Largest off-diagonal term (in input voxels over the whole output axis) of the index map
 #: still treated as zero: far below anything a float32 output can show.
@@ -154,17 +159,21 @@ def resample_bspline_separable(
     origin: Sequence[float],
     direction: Sequence[float],
     default_value: float,
+    pixel_type: int = sitk.sitkFloat32,
 ) -> sitk.Image | None:
-    """Cubic B-spline resample of ``image`` onto the grid ``maps`` describe, as float32.
+    """Cubic B-spline resample of ``image`` onto the grid ``maps`` describe.
 
     Equal to ``sitk.ResampleImageFilter`` with ``sitkBSpline`` (identity transform) to
-    double rounding before the float32 cast. Returns None, for the caller to use
-    SimpleITK, when the image has vector or complex pixels or an axis shorter than
-    :data:`MIN_AXIS_LENGTH`.
+    double rounding, then cast to ``pixel_type`` (``sitkFloat32`` or ``sitkFloat64``).
+    Returns None, for the caller to use SimpleITK, when the image has vector or complex
+    pixels, an axis shorter than :data:`MIN_AXIS_LENGTH`, or another output pixel type
+    is asked for (ITK's integer casts are not reproduced).
     """
-    if image.GetNumberOfComponentsPerPixel() != 1 or image.GetPixelID() in (
-        sitk.sitkComplexFloat32,
-        sitk.sitkComplexFloat64,
+    output_dtype = _OUTPUT_DTYPES.get(pixel_type)
+    if (
+        output_dtype is None
+        or image.GetNumberOfComponentsPerPixel() != 1
+        or image.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64)
     ):
         return None
     dim = image.GetDimension()
@@ -192,8 +201,8 @@ def resample_bspline_separable(
         shape = [1] * dim
         shape[dim - 1 - a] = -1
         outside |= ~inside.reshape(shape)
-    result = values.astype(np.float32)
-    result[outside] = np.float32(default_value)
+    result = values.astype(output_dtype)
+    result[outside] = default_value
     resampled = sitk.GetImageFromArray(result)
     resampled.SetSpacing([float(s) for s in spacing])
     resampled.SetOrigin([float(v) for v in origin])
