@@ -9,6 +9,12 @@ reproduces ITK's arithmetic (its mirror boundaries, its truncated causal initial
 its weights and its "inside the buffer" rule) so the values equal SimpleITK's to rounding
 and the float32 output is, voxel for voxel, almost always the same bits.
 
+PyRadiomics' own resample (``radiomics.imageoperations.resampleImage``) is deliberately
+not routed through here, although its grid keeps the direction too: its output is
+float64, where only ITK's summation order gives ITK's last bits, and our radiomics must
+equal the stock ``pyradiomics`` output exactly (``tests/test_radiomics.py``). Measured on
+phantom hips (ge-3t, both profiles): 1-in-10 features then differ, by <= 2e-10 relative.
+
 Only :mod:`model_bundle.imaging.preprocess` imports it; callers use
 :func:`model_bundle.imaging.resample_isotropic`.
 """
