@@ -3,7 +3,8 @@
 Lives here: DICOM series loading with its geometry checks (``series``), the series'
 acquisition parameters read from its headers (``acquisition``: :class:`Acquisition`,
 :func:`acquisition_of`, for the reference statistics and the input check), resampling and
-z-scoring (``preprocess``), the per-hip ROI value (``roi``: :class:`HipROI`, :class:`Side`),
+z-scoring (``preprocess``; its B-spline resample, axis by axis, in ``bspline``), the
+per-hip ROI value (``roi``: :class:`HipROI`, :class:`Side`),
 ROIs read from a DICOM-SEG (``seg_roi``, which decides which segment is which hip, and
 ``seg_grid``, which places a segment on the series grid) and auto-segmentation of the
 femoral heads, each on its own (``autoseg``: :func:`find_hips` returns a
