@@ -5,10 +5,10 @@ close to a sphere (the literature fits spheres to it for this reason), and on T2
 sits inside concentric spherical shells: its own cortex, the bright cartilage and joint
 space, the dark acetabular bone. The method uses exactly that:
 
-1. On a 1.5 mm isotropic copy of the image, every strong edge votes for sphere centres
-   at 18-32 mm along its gradient, both ways (a spherical Hough transform that is blind
-   to edge polarity, so heads with fatty and with oedematous marrow both vote).
-   Concentric shells all vote for the same centre.
+1. On a 1.5 mm isotropic copy of the image, strong edges (an even sample of a quarter
+   of them) vote for sphere centres at 18-32 mm along their gradient, both ways (a
+   spherical Hough transform that is blind to edge polarity, so heads with fatty and
+   with oedematous marrow both vote). Concentric shells all vote for the same centre.
 2. Per side of the body's midline, the best-supported candidates are checked with a
    radial profile: the median over directions of the intensity at each radius, ignoring
    the directions of the neck. The head surface is the steepest rise into the cartilage
