@@ -215,9 +215,11 @@ def _hough(work: _Work) -> NDArray[np.float32]:
     if np.count_nonzero(edges) > MAX_EDGES:  # keep the strongest edges only
         edges &= flat >= part[top]
     # Every VOTE_STRIDE-th of them votes: a head's shells hold thousands of edge voxels,
-    # so a quarter of them still puts its centre's peak on the same voxel (the same fits
-    # on phantom studies of every site profile), and the votes, the costliest part of
-    # the search, take a quarter of the time.
+    # so a quarter of them still puts its centre's peak on the same voxel or next to it,
+    # and the votes, the costliest part of the search, take a quarter of the time.
+    # Measured (bench/autoseg_accuracy.py, 12 cases x 5 site profiles): the same hips
+    # found, per-site Dice medians within 0.0005, minima equal or higher, supports
+    # within a few per cent.
     k, j, i = np.unravel_index(np.flatnonzero(edges)[::VOTE_STRIDE], magnitude.shape)
     m = magnitude[k, j, i]
     weight = np.sqrt(m)
