@@ -144,14 +144,20 @@ def main() -> None:
                         )
                     )
     print(f"cases per site: {args.cases} (seed {args.seed}), heads compared: {len(results)}")
-    print("| site | hips found | found % | Dice mean | Dice min | weak-rim fallback | warned |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| site | hips found | found % | Dice mean | Dice median | Dice min "
+        "| centre error mean / max mm | swapped | weak-rim fallback | warned |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, tally in tallies.items():
-        scores = [r.dice for r in results if r.site == name] or [float("nan")]
+        of_site = [r for r in results if r.site == name]
+        scores = [r.dice for r in of_site] or [float("nan")]
+        errors = [r.centre_error for r in of_site] or [float("nan")]
         print(
             f"| {name} | {tally.found}/{tally.hips} | {100 * tally.found / tally.hips:.1f} | "
-            f"{statistics.mean(scores):.3f} | {min(scores):.3f} | {tally.fallback} | "
-            f"{tally.warned_studies} |"
+            f"{statistics.mean(scores):.3f} | {statistics.median(scores):.4f} | "
+            f"{min(scores):.3f} | {statistics.mean(errors):.2f} / {max(errors):.2f} | "
+            f"{sum(r.swapped for r in of_site)} | {tally.fallback} | {tally.warned_studies} |"
         )
     print(f"hips not found: {len(failures)}")
     for line in failures:
@@ -165,7 +171,9 @@ def main() -> None:
     print(f"swapped sides: {sum(r.swapped for r in results)}")
     if not results:
         return
-    median_time = statistics.median(r.seconds for r in results)
+    # One figure per study (both heads share it), over the studies with a head found.
+    per_study = {(r.site, r.case): r.seconds for r in results}
+    median_time = statistics.median(per_study.values())
     print(f"time per study (find + masks): median {median_time:.2f} s")
     worst = min(results, key=lambda r: r.dice)
     hip = worst.hip
