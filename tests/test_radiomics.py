@@ -6,9 +6,11 @@ the worker does; the full extractions are module-scoped because each takes secon
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import re
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -330,3 +332,31 @@ def test_unknown_feature_name_is_named_in_the_error(case: Case) -> None:
         extract_radiomics(case.image, case.onfh_head, features=["original_shape_Sphericity"] * 2)
     with pytest.raises(TypeError):
         extract_radiomics(case.image, case.onfh_head, features="original_shape_Sphericity")
+
+
+def test_new_parameters_met_by_four_threads_at_once_are_validated_without_error() -> None:
+    # Two hips scored in two threads meet the hip profile's parameters first together;
+    # PyRadiomics' validation (pykwalify, ruamel) then failed with ParserError and
+    # ComposerError in most rounds, and the study with it.
+    errors: list[str] = []
+    for round_ in range(5):
+        params = load_params()
+        params["setting"]["binWidth"] = 10 + (round_ + 1) / 128  # new to the cache
+        barrier = threading.Barrier(4)
+
+        def first_use(own: dict[str, Any], barrier: threading.Barrier) -> None:
+            barrier.wait()
+            try:
+                assert len(feature_names(own)) == len(FEATURE_NAMES)
+            except Exception as exc:  # every failure is collected, not just the first
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+        threads = [
+            threading.Thread(target=first_use, args=(copy.deepcopy(params), barrier))
+            for _ in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []

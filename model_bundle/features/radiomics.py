@@ -46,6 +46,7 @@ import itertools
 import json
 import logging
 import math
+import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -206,11 +207,18 @@ def _settings_of(params: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]
     return found
 
 
+#: PyRadiomics' extractor validates its parameters with pykwalify, whose YAML parser
+#: (ruamel) shares state between threads: two hips' threads meeting new parameters at
+#: once failed with ParserError/ComposerError. One construction at a time.
+_EXTRACTOR_LOCK: Final = threading.Lock()
+
+
 def _new_extractor(params: Mapping[str, Any], where: str) -> Any:
     """PyRadiomics' extractor for ``params``: its constructor validates them (pykwalify)."""
     try:
         # Deep copy: PyRadiomics keeps (and may normalise) the dictionary it is given.
-        return featureextractor.RadiomicsFeatureExtractor(copy.deepcopy(dict(params)))
+        with _EXTRACTOR_LOCK:
+            return featureextractor.RadiomicsFeatureExtractor(copy.deepcopy(dict(params)))
     except (RuntimeError, ValueError, TypeError, LookupError, AssertionError) as exc:
         # pykwalify's SchemaError is a RuntimeError; PyRadiomics' checks raise ValueError.
         raise ConfigurationError(f"invalid radiomics parameters in {where}: {exc}") from exc
