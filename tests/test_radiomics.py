@@ -201,7 +201,8 @@ def test_our_bin_edges_are_pyradiomics_own_on_roi_values_and_edge_cases(
         np.full(10, 17.3),  # flat, inside a bin
         np.array([-0.0, 0.0, 1e-9]),
     ]
-    for values in (np.asarray(a, dtype=dtype) for a in arrays):
+    for array in arrays:
+        values: np.ndarray[Any, Any] = np.asarray(array, dtype=dtype)
         for kwargs in ({"binWidth": 10}, {"binWidth": 5}, {"binWidth": 0.7}, {"binCount": 16}, {}):
             ours = np.asarray(bin_edges.bin_edges(values.copy(), **kwargs))
             theirs = np.asarray(bin_edges.ORIGINAL(values.copy(), **kwargs))
