@@ -14,8 +14,8 @@ is still scored, and its :class:`HipPrediction` lists what is outside
 (``reference_status``).
 
 :meth:`BundleModel.predict` scores a study's hips in parallel threads (``hip_workers``):
-most of a hip's time is in SimpleITK filters, NumPy and PyRadiomics' C loops, which
-release the GIL, so on an otherwise idle core the second hip costs little extra wall time.
+much of a hip's time is in SimpleITK filters, NumPy, torch and PyRadiomics' C loops,
+which can run beside the other hip's Python on a second core.
 
 Imported through :mod:`model_bundle.serving`.
 """
