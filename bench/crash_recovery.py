@@ -48,6 +48,9 @@ from phantom.dicom_writer import write_series
 from phantom.generator import generate_study
 from worker.scu import STORED_STATUSES, store_files, wait_for_echo
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from service_harness import serve_process
+
 FINISHED = {"done", "failed", "dead_letter"}
 #: Issue 16's aim: the SR at the destination at most this long after the worker is back.
 BACK_TO_SR_AIM = 60.0
@@ -130,15 +133,12 @@ def serve(root: Path, timeout: float) -> Iterator[Served]:
     env["ONFH_SERIES_TIMEOUT"] = "4"  # as the reliability test: close the series sooner
     root.mkdir(parents=True, exist_ok=True)
     log_path = root / "serve.log"
-    with (
-        Receiver(root / "pacs", pacs_port, ae_title=PACS_AE) as pacs,
-        log_path.open("ab") as log,
-    ):
-        process = subprocess.Popen(
-            [sys.executable, "-m", "onfh_dlr", "serve"], env=env, stdout=log, stderr=log
-        )
-        db: StateDB | None = None
-        try:
+    db: StateDB | None = None
+    try:
+        with (
+            Receiver(root / "pacs", pacs_port, ae_title=PACS_AE) as pacs,
+            serve_process(env, log_path) as process,
+        ):
             if not wait_for_echo("127.0.0.1", port, SERVICE_AE, timeout, calling_ae=MODALITY_AE):
                 raise RuntimeError(
                     f"serve's listener did not answer C-ECHO:\n{log_path.read_text()}"
@@ -147,15 +147,9 @@ def serve(root: Path, timeout: float) -> Iterator[Served]:
             served = Served(process, log_path, port, pacs, db)
             poll(lambda: served.log().count(" ready.") >= 2, timeout, "both workers to be ready")
             yield served
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            if db is not None:
-                db.dispose()
+    finally:
+        if db is not None:
+            db.dispose()
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ listener|worker`` with ``ONFH_*`` variables), so the tests exercise the same ent
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import secrets
@@ -13,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -41,6 +42,28 @@ def wait_until(
             return
         time.sleep(poll)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@contextlib.contextmanager
+def serve_process(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m onfh_dlr serve`` with ``env``, its output appended to ``log_path``.
+
+    Stopped on exit as an administrator stops it: SIGTERM, and a kill if it has not
+    ended within 60 s (the supervisor waits for its workers to finish first).
+    """
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "onfh_dlr", "serve"], env=env, stdout=log, stderr=log
+        )
+        try:
+            yield process
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @dataclass(frozen=True)

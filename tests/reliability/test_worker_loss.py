@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from service_harness import (
     CohortMaker,
     PhantomStudy,
     Service,
+    serve_process,
     wait_until,
 )
 
@@ -115,25 +115,16 @@ def _serve(root: Path, pacs_port: int) -> Iterator[Served]:
     )
     log_path = root / "serve.log"
     db = StateDB.for_settings(None, root / "data")
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "onfh_dlr", "serve"], env=env, stdout=log, stderr=log
-        )
-        try:
+    try:
+        with serve_process(env, log_path) as process:
             svc = Served(process, log_path, root / "data", port, None, db)
             assert wait_for_echo("127.0.0.1", port, SERVICE_AE, 60, calling_ae=MODALITY_AE)
             wait_until(
                 lambda: svc.log().count(" ready.") >= 2, 180, "both workers to be ready", poll=0.5
             )
             yield svc
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            db.dispose()
+    finally:
+        db.dispose()
 
 
 @pytest.fixture(scope="module")
