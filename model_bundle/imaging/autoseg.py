@@ -23,8 +23,9 @@ space, the dark acetabular bone. The method uses exactly that:
    the ray's steepest rise, which an effusion (a bright shell outside the cartilage,
    where the acetabulum does not cover the head) draws outward, and the fitted centre
    with it.
-4. Each side is judged on its own. Plausibility checks (radius, ring contrast,
-   dominance over other candidates) reject what is not a femoral head; the Hough votes
+4. Each side is judged on its own. Plausibility checks (radius, ring contrast, a
+   sphere that most rays agree with, dominance over other candidates) reject what is
+   not a femoral head; the Hough votes
    only screen out what is no structure at all, since their count depends on the
    acquisition (slice thickness, gap, pixel size, coverage) more than on the head; a side with
    none gets a :class:`~onfh_dlr.errors.FemoralHeadNotFoundError` as its reason, never
@@ -87,6 +88,10 @@ MIN_RESOLVED_FRACTION = 0.3  # of the rays, kept (the most in-plane) whatever th
 # scores up to ~250. What is a head is decided by the rim, the radius and dominance.
 MIN_SUPPORT = 60.0
 MIN_DOMINANCE = 2.5  # a head's votes over the next candidate's on its side (heads: > 4)
+# Rays (of ~310 away from the neck) whose surface point agrees with the fitted sphere:
+# heads have 150-310; a round structure seen only in part (a bowel loop's edge, the
+# trochanter) can have a median rim and a head's votes with 15-30, and is no sphere.
+MIN_SURFACE_POINTS = 60
 MAX_RADIUS_ASYMMETRY = 4.0  # mm between left and right heads: beyond it, a warning
 # The weak-rim fallback (see _fallback): oedema with effusion flattens the rim to a
 # fraction of MIN_EDGE_CONTRAST; a missing head or soft tissue has no sphere at all.
@@ -529,6 +534,8 @@ def _pick(candidates: list[_Candidate]) -> tuple[HeadFit | None, list[str]]:
             rejected.append(f"no cartilage rim at {c.where} (contrast {c.fit.edge_contrast:.2f})")
         elif not c.radius_ok:
             rejected.append(f"radius {c.fit.radius:.1f} mm at {c.where}")
+        elif c.fit.surface_points < MIN_SURFACE_POINTS:
+            rejected.append(f"no sphere at {c.where} ({c.fit.surface_points} surface points)")
         else:
             heads.append(c.fit)
     best = heads[0] if heads else None
@@ -561,7 +568,13 @@ def _tie_break(candidates: list[_Candidate], other: HeadFit) -> HeadFit | None:
     considered (never a weaker one because it fits the prior), and exactly one of them
     must mirror the other head.
     """
-    heads = [c.fit for c in candidates if c.fit.edge_contrast >= MIN_EDGE_CONTRAST and c.radius_ok]
+    heads = [
+        c.fit
+        for c in candidates
+        if c.fit.edge_contrast >= MIN_EDGE_CONTRAST
+        and c.radius_ok
+        and c.fit.surface_points >= MIN_SURFACE_POINTS
+    ]
     similar = [h for h in heads if MIN_DOMINANCE * h.support >= heads[0].support] if heads else []
     mirrored = [h for h in similar if _mirrors(h, other)]
     if len(similar) < 2 or len(mirrored) != 1:
