@@ -42,7 +42,7 @@ def test_an_effusion_does_not_pull_the_fitted_centre_towards_the_fluid(tmp_path:
     # around the uncovered part of the head; the radial profile was right at the truth.
     study = generate_study(777, 5, (True, False), "ge-3t")
     right = study.hips[0]
-    assert right.side == Side.RIGHT and right.effusion and not right.marrow_oedema
+    assert Side(right.side) is Side.RIGHT and right.effusion and not right.marrow_oedema
     write_series(study, tmp_path)
     fits = find_femoral_heads(load_series(tmp_path).image).fits
     error = float(np.linalg.norm(fits[Side.RIGHT].centre - np.array(right.head_centre)))
