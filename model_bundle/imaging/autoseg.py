@@ -17,9 +17,15 @@ space, the dark acetabular bone. The method uses exactly that:
    acquisition resolves a few-mm ring: with thick slices (or a gap) rays that cross the
    slices see it smeared, and a median over all rays called healthy heads rimless.
 3. The centre and radius are refined by a least-squares sphere fit to the surface
-   points found direction by direction, with outliers rejected.
-4. Each side is judged on its own. Plausibility checks (radius, ring contrast,
-   dominance over other candidates) reject what is not a femoral head; the Hough votes
+   points found direction by direction, with outliers rejected. On each ray the surface
+   is where the profile first rises, from its darkest point near the surface (cortex or
+   fatty marrow), through the cartilage ring's level read on the median profile: not
+   the ray's steepest rise, which an effusion (a bright shell outside the cartilage,
+   where the acetabulum does not cover the head) draws outward, and the fitted centre
+   with it.
+4. Each side is judged on its own. Plausibility checks (radius, ring contrast, a
+   sphere that most rays agree with, dominance over other candidates) reject what is
+   not a femoral head; the Hough votes
    only screen out what is no structure at all, since their count depends on the
    acquisition (slice thickness, gap, pixel size, coverage) more than on the head; a side with
    none gets a :class:`~onfh_dlr.errors.FemoralHeadNotFoundError` as its reason, never
@@ -27,7 +33,10 @@ space, the dark acetabular bone. The method uses exactly that:
    oedematous head with an effusion can lose most of its cartilage-rim contrast, so a
    side whose dominant candidate has a weak rim but many surface points is accepted
    when it mirrors the contralateral head in position and size
-   (:attr:`Evidence.SPHERE_FIT_WITH_CONTRALATERAL`).
+   (:attr:`Evidence.SPHERE_FIT_WITH_CONTRALATERAL`). And when two rimmed candidates of
+   a side draw similar votes (a bowel loop of a head's size can), the one that mirrors
+   the contralateral head is taken, if exactly one does
+   (:attr:`Evidence.CARTILAGE_RIM_CHOSEN_BY_CONTRALATERAL`).
 5. Left/right disagreement (unequal radii, odd placement) is a :class:`PairWarning`
    on the result, not a refusal: real pairs can differ more than healthy adults do.
 
@@ -79,6 +88,10 @@ MIN_RESOLVED_FRACTION = 0.3  # of the rays, kept (the most in-plane) whatever th
 # scores up to ~250. What is a head is decided by the rim, the radius and dominance.
 MIN_SUPPORT = 60.0
 MIN_DOMINANCE = 2.5  # a head's votes over the next candidate's on its side (heads: > 4)
+# Rays (of ~310 away from the neck) whose surface point agrees with the fitted sphere:
+# heads have 150-310; a round structure seen only in part (a bowel loop's edge, the
+# trochanter) can have a median rim and a head's votes with 15-30, and is no sphere.
+MIN_SURFACE_POINTS = 60
 MAX_RADIUS_ASYMMETRY = 4.0  # mm between left and right heads: beyond it, a warning
 # The weak-rim fallback (see _fallback): oedema with effusion flattens the rim to a
 # fraction of MIN_EDGE_CONTRAST; a missing head or soft tissue has no sphere at all.
@@ -95,6 +108,9 @@ class Evidence(Enum):
     #: A weak rim (oedema, effusion) but a well-supported sphere that mirrors the
     #: contralateral head: the symmetry prior stands in for the missing contrast.
     SPHERE_FIT_WITH_CONTRALATERAL = "sphere fit with contralateral prior"
+    #: Its own cartilage rim, but another round, rimmed structure on its side drew
+    #: similar votes: of the two, it is the one that mirrors the contralateral head.
+    CARTILAGE_RIM_CHOSEN_BY_CONTRALATERAL = "cartilage rim, chosen by the contralateral head"
 
 
 @dataclass(frozen=True)
@@ -333,6 +349,29 @@ def _resolved_rays(work: _Work, dirs: F64) -> NDArray[np.bool_]:
 _Rays = tuple[F64, NDArray[np.float32]]  # directions and their profiles, from _profiles
 
 
+def _rise(median: F64) -> tuple[float, float]:
+    """The foot of the rise into the cartilage ring of a smoothed median profile.
+
+    Returns the radius where the profile first reaches 40 % of the way from the level
+    inside the rise to the ring's peak, and that level (in image units).
+    """
+    r = _PROFILE_RADII
+    slope = np.gradient(median, r)
+    window = (RADIUS_RANGE[0] <= r) & (RADIUS_RANGE[1] >= r)
+    steepest = float(r[int(np.argmax(np.where(window, slope, -np.inf)))])
+    inner = np.nonzero((r >= steepest - 4.0) & (r <= steepest))[0]
+    outer = np.nonzero((r >= steepest) & (r <= steepest + 5.0))[0]
+    i_in = int(inner[np.argmin(median[inner])])
+    i_pk = int(outer[np.argmax(median[outer])])
+    level = float(median[i_in] + 0.4 * (median[i_pk] - median[i_in]))
+    rising = median[i_in : i_pk + 1]
+    k = int(np.argmax(rising >= level))
+    if k == 0:
+        return float(r[i_in]), level
+    a, b = rising[k - 1], rising[k]  # interpolate between the samples either side
+    return float(r[i_in + k - 1] + (level - a) / max(b - a, 1e-9) * (r[1] - r[0])), level
+
+
 def _profile_fit(
     work: _Work, centre: F64, side: Side, rays: _Rays | None = None
 ) -> tuple[float, float]:
@@ -341,7 +380,7 @@ def _profile_fit(
     The surface is where the profile leaves the (dark) cortex for the bright cartilage
     ring. That ring is only a few mm thick, so after blurring (thick slices) its half
     maximum lies outside the surface; the foot of the rise, 40 % of the way from the
-    level inside to the ring's peak, marks the surface better.
+    level inside to the ring's peak, marks the surface better (:func:`_rise`).
 
     The contrast is read on the rays the acquisition resolves (:func:`_resolved_rays`),
     the radius on all of them (the foot of the rise already allows for the blur).
@@ -350,27 +389,43 @@ def _profile_fit(
     dirs, prof = rays if rays is not None else _profiles(work, centre, side)
     r = _PROFILE_RADII
     median = ndimage.gaussian_filter1d(np.median(prof, axis=0).astype(np.float64), 1.0)
-    slope = np.gradient(median, r)
-    window = (RADIUS_RANGE[0] <= r) & (RADIUS_RANGE[1] >= r)
-    steepest = float(r[int(np.argmax(np.where(window, slope, -np.inf)))])
-    inner = np.nonzero((r >= steepest - 4.0) & (r <= steepest))[0]
-    outer = np.nonzero((r >= steepest) & (r <= steepest + 5.0))[0]
-    i_in = int(inner[np.argmin(median[inner])])
-    i_pk = int(outer[np.argmax(median[outer])])
-    level = median[i_in] + 0.4 * (median[i_pk] - median[i_in])
-    rising = median[i_in : i_pk + 1]
-    k = int(np.argmax(rising >= level))
-    if k == 0:
-        radius = float(r[i_in])
-    else:  # interpolate between the samples either side of the level
-        a, b = rising[k - 1], rising[k]
-        radius = float(r[i_in + k - 1] + (level - a) / max(b - a, 1e-9) * (r[1] - r[0]))
+    radius, _ = _rise(median)
     # Contrast around the surface, whatever its polarity: fatty marrow rises into the
     # cartilage ring, oedematous marrow falls into the cortex first.
     near = (r >= radius - 4.0) & (r <= radius + 4.0)
     resolved = prof[_resolved_rays(work, dirs)]
     sharp = ndimage.gaussian_filter1d(np.median(resolved, axis=0).astype(np.float64), 1.0)
     return radius, float(np.ptp(sharp[near]))
+
+
+def _surface_points(smooth: F64, radius: float, level: float) -> tuple[F64, NDArray[np.bool_]]:
+    """Per ray, where it first rises through ``level`` from its darkest point near the surface.
+
+    ``smooth``: the rays' smoothed profiles (rays x ``_PROFILE_RADII``). The search starts
+    at each ray's minimum within 4 mm inside to 1 mm outside ``radius`` (the cortex, or
+    the dark marrow) and goes outward to 4 mm outside. The level is the median profile's
+    (cartilage-ring) level, the same on every ray: an effusion outside the cartilage
+    makes its ray's edge larger and its steepest point further out, but not the place
+    where it first reaches the cartilage's level. Returns the radii and which rays have
+    such a crossing.
+    """
+    r = _PROFILE_RADII
+    step = float(r[1] - r[0])
+    lo = int(np.searchsorted(r, radius - 4.0))
+    hi = int(np.searchsorted(r, radius + 4.0, side="right"))
+    start_hi = int(np.searchsorted(r, radius + 1.0, side="right"))
+    seg = smooth[:, lo:hi]
+    start = np.argmin(seg[:, : max(start_hi - lo, 1)], axis=1)
+    after = np.arange(seg.shape[1])[None, :] > start[:, None]
+    above = (seg >= level) & after
+    ok = above.any(axis=1) & (seg[np.arange(len(seg)), start] < level)
+    k = np.argmax(above, axis=1)
+    k = np.maximum(k, 1)
+    rows = np.arange(len(seg))
+    a, b = seg[rows, k - 1], seg[rows, k]
+    frac = np.clip((level - a) / np.maximum(b - a, 1e-9), 0.0, 1.0)
+    radii = r[lo] + (k - 1 + frac) * step
+    return np.asarray(radii, dtype=np.float64), np.asarray(ok, dtype=np.bool_)
 
 
 def _refine(
@@ -384,21 +439,8 @@ def _refine(
         dirs, prof = rays if rays is not None else _profiles(work, centre, side)
         rays = None
         smooth = ndimage.gaussian_filter1d(prof.astype(np.float64), 1.0, axis=1)
-        slope = np.gradient(smooth, _PROFILE_RADII, axis=1)
-        band = np.abs(_PROFILE_RADII - radius) <= 3.0
-        masked = np.where(band[None, :], slope, -np.inf)
-        # Per ray, the rising edge nearest the expected radius: a lesion's band just
-        # inside the surface is a second, deeper rise that must not be taken for it.
-        floor = 0.25 * np.max(masked)
-        peaks = (
-            (masked >= np.roll(masked, 1, axis=1))
-            & (masked >= np.roll(masked, -1, axis=1))
-            & (masked > floor)
-        )
-        distance = np.where(peaks, np.abs(_PROFILE_RADII - radius)[None, :], np.inf)
-        idx = np.argmin(distance, axis=1)
-        strong = np.isfinite(distance[np.arange(len(idx)), idx])
-        r_dir = _PROFILE_RADII[idx]
+        _, level = _rise(ndimage.gaussian_filter1d(np.median(prof, axis=0).astype(np.float64), 1.0))
+        r_dir, strong = _surface_points(smooth, radius, level)
         pts = centre + dirs * r_dir[:, None]
         pts = pts[strong]
         if len(pts) < 30:
@@ -492,6 +534,8 @@ def _pick(candidates: list[_Candidate]) -> tuple[HeadFit | None, list[str]]:
             rejected.append(f"no cartilage rim at {c.where} (contrast {c.fit.edge_contrast:.2f})")
         elif not c.radius_ok:
             rejected.append(f"radius {c.fit.radius:.1f} mm at {c.where}")
+        elif c.fit.surface_points < MIN_SURFACE_POINTS:
+            rejected.append(f"no sphere at {c.where} ({c.fit.surface_points} surface points)")
         else:
             heads.append(c.fit)
     best = heads[0] if heads else None
@@ -512,6 +556,30 @@ def _mirrors(fit: HeadFit, other: HeadFit) -> bool:
     dx = abs(fit.centre[0] - other.centre[0])
     dy, dz = np.abs(fit.centre[1:] - other.centre[1:])
     return bool(120.0 < dx < 260.0 and dy <= FALLBACK_MAX_OFFSET and dz <= FALLBACK_MAX_OFFSET)
+
+
+def _tie_break(candidates: list[_Candidate], other: HeadFit) -> HeadFit | None:
+    """Of similar rimmed candidates on one side, the one that mirrors the other head.
+
+    Votes tell a head from anything else round only when it dominates; a bowel loop of
+    about a head's size above the acetabulum can draw as many and has a rim of its own.
+    The contralateral head then says which is the head: only candidates with a rim and a
+    plausible radius whose votes are within ``MIN_DOMINANCE`` of the strongest are
+    considered (never a weaker one because it fits the prior), and exactly one of them
+    must mirror the other head.
+    """
+    heads = [
+        c.fit
+        for c in candidates
+        if c.fit.edge_contrast >= MIN_EDGE_CONTRAST
+        and c.radius_ok
+        and c.fit.surface_points >= MIN_SURFACE_POINTS
+    ]
+    similar = [h for h in heads if MIN_DOMINANCE * h.support >= heads[0].support] if heads else []
+    mirrored = [h for h in similar if _mirrors(h, other)]
+    if len(similar) < 2 or len(mirrored) != 1:
+        return None
+    return replace(mirrored[0], evidence=Evidence.CARTILAGE_RIM_CHOSEN_BY_CONTRALATERAL)
 
 
 def _fallback(candidates: list[_Candidate], other: HeadFit) -> HeadFit | None:
@@ -570,7 +638,7 @@ def find_femoral_heads(image: sitk.Image) -> HeadSearch:
         best, rejected = picked[side]
         other = picked[Side.RIGHT if side is Side.LEFT else Side.LEFT][0]
         if best is None and other is not None:
-            best = _fallback(candidates[side], other)
+            best = _tie_break(candidates[side], other) or _fallback(candidates[side], other)
         if best is not None:
             fits[side] = best
             continue
