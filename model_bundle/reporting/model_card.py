@@ -361,10 +361,12 @@ def model_card(
         f"(p < {config.p_threshold:g}), Pearson de-duplication (|r| > "
         f"{config.correlation_threshold:g}), mRMR to at most {config.max_features}, LASSO "
         f"with {config.lasso_folds}-fold CV (α at minimum CV error).",
-        f"- **Classifier:** the best of {len(CLASSIFIERS)} ({', '.join(CLASSIFIERS)}) by "
-        f"{config.cv_folds}-fold CV AUC on the training hips (ties go to LR, the paper's "
-        "choice), with fixed default hyperparameters (no tuning), refitted on all training "
-        "hips. No class-imbalance correction (resampling or weighting) is used.",
+        f"- **Classifier:** of {len(CLASSIFIERS)} ({', '.join(CLASSIFIERS)}) compared by "
+        f"{config.cv_folds}-fold CV AUC on the training hips, the first in that order (LR, "
+        "the paper's choice, first) whose CV AUC is within one standard error of the best "
+        "(the one-standard-error rule), with fixed default hyperparameters (no tuning), "
+        "refitted on all training hips. No class-imbalance correction (resampling or "
+        "weighting) is used.",
         f"- **Deployed model:** {_name(deployed)}. Output: the probability of ONFH per hip; "
         "the hip is called positive when the probability reaches the threshold. The "
         "threshold is fixed on the training hips by Youden's index on out-of-fold "

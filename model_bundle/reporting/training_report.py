@@ -230,8 +230,9 @@ def _classifier_section(
 ) -> _Html:
     parts: list[object] = [
         _note(
-            "Each model's classifier is the one with the best mean cross-validated AUC on the "
-            "training hips (ties go to LR). The test AUCs are shown for transparency only; "
+            "Each model's classifier is the first in the table's order (LR first) whose mean "
+            "cross-validated AUC on the training hips is within one standard error of the best "
+            "(the one-standard-error rule). The test AUCs are shown for transparency only; "
             "they played no part in the choice. The CV AUCs are optimistic: the features "
             "were selected on all training hips."
         )
