@@ -14,7 +14,9 @@ SE_BEST = float(np.std(FOLDS_BEST, ddof=1) / np.sqrt(5))
 
 
 def _cv(**means: float) -> dict[str, tuple[float, tuple[float, ...]]]:
-    out = {name: (mean, (mean,) * 5) for name, mean in means.items()}
+    out: dict[str, tuple[float, tuple[float, ...]]] = {
+        name: (mean, (mean,) * 5) for name, mean in means.items()
+    }
     out["XGBoost"] = (float(np.mean(FOLDS_BEST)), FOLDS_BEST)
     return out
 
