@@ -34,6 +34,7 @@ import SimpleITK as sitk
 
 from model_bundle.bundle import load_bundle
 from model_bundle.evaluation import cohort_metrics, score_cohort
+from model_bundle.evaluation.discrimination import roc_auc_delong
 from model_bundle.features import (
     NormalisationProfile,
     SeriesJob,
@@ -69,6 +70,41 @@ TARGETS: dict[str, object] = {
 
 
 @dataclass(frozen=True)
+class LesionGroup:
+    """The deployed DLR model on one kind of ONFH hip against the site's healthy hips."""
+
+    onfh: int
+    called: int  # of ``onfh``, called positive at the fold's fixed threshold
+    auc: float  # against every scored healthy hip of the site; NaN without both classes
+
+
+def lesion_groups(
+    predictions: Sequence[dict[str, str]], truth: Sequence[dict[str, str]]
+) -> dict[str, LesionGroup]:
+    """DLR on ``plain`` and on ``subtle`` lesions (the phantom's ``Subtle`` column).
+
+    Only scored hips count. A subtle ARCO I lesion can leave next to nothing in the head
+    (``bench/lesion_visibility.py``), so the overall AUC is read better beside these.
+    """
+    subtle = {(r["PatientID"], r["Side"]): r.get("Subtle") == "1" for r in truth}
+    rows = [p for p in predictions if p.get("prob_dlr")]
+    healthy = [float(p["prob_dlr"]) for p in rows if p["Label"] == "0"]
+    out: dict[str, LesionGroup] = {}
+    for name, want in (("plain", False), ("subtle", True)):
+        onfh = [
+            p for p in rows if p["Label"] == "1" and subtle.get((p["PatientID"], p["Side"])) == want
+        ]
+        scores = [float(p["prob_dlr"]) for p in onfh]
+        auc = float("nan")
+        if scores and healthy:
+            auc = float(
+                roc_auc_delong([1] * len(scores) + [0] * len(healthy), scores + healthy).auc
+            )
+        out[name] = LesionGroup(len(onfh), sum(p.get("call") == "1" for p in onfh), auc)
+    return out
+
+
+@dataclass(frozen=True)
 class SiteResult:
     """What one fold measured on its held-out site."""
 
@@ -83,6 +119,7 @@ class SiteResult:
     threshold: float
     train_seconds: float
     score_seconds: float
+    lesions: dict[str, LesionGroup] = dataclasses.field(default_factory=dict)
 
     def model(self, key: str) -> dict[str, Any]:
         models: dict[str, dict[str, Any]] = self.metrics.get("models", {})
@@ -229,6 +266,7 @@ def run_fold(
         threshold=bundle.threshold,
         train_seconds=train_seconds,
         score_seconds=score_seconds,
+        lesions=lesion_groups(predictions, test_rows),
     )
 
 
@@ -260,6 +298,22 @@ def table(results: Sequence[SiteResult]) -> str:
             f"| {_fmt_rate(r, 'specificity')} | {r.slope():.2f} "
             f"| {'all' if not missed else 'missed: ' + ', '.join(missed)} |"
         )
+    return "\n".join(lines)
+
+
+def lesion_table(results: Sequence[SiteResult]) -> str:
+    """DLR by lesion kind per held-out site, as Markdown."""
+    lines = [
+        "| Held-out site | Plain ONFH: called | DLR AUC plain vs healthy "
+        "| Subtle ONFH: called | DLR AUC subtle vs healthy |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        cells = []
+        for name in ("plain", "subtle"):
+            g = r.lesions.get(name)
+            cells += ["—", "—"] if g is None else [f"{g.called}/{g.onfh}", f"{g.auc:.3f}"]
+        lines.append(f"| {r.site} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -337,6 +391,8 @@ def main() -> None:
     text = table(results)
     print()
     print(text)
+    print()
+    print(lesion_table(results))
     for r in results:
         for line in r.not_found:
             print(f"  not found on {r.site}: {line}")
@@ -350,9 +406,12 @@ def main() -> None:
         "wall_seconds": elapsed,
         "results": [dataclasses.asdict(r) | {"meets": r.meets()} for r in results],
         "table": text,
+        "lesion_table": lesion_table(results),
     }
     (work / "leave_one_site_out.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
-    (work / "leave_one_site_out.md").write_text(text + "\n", encoding="utf-8")
+    (work / "leave_one_site_out.md").write_text(
+        text + "\n\n" + lesion_table(results) + "\n", encoding="utf-8"
+    )
 
 
 if __name__ == "__main__":
