@@ -349,6 +349,11 @@ def _resolved_rays(work: _Work, dirs: F64) -> NDArray[np.bool_]:
 _Rays = tuple[F64, NDArray[np.float32]]  # directions and their profiles, from _profiles
 
 
+def _median_profile(prof: NDArray[np.float32]) -> F64:
+    """The rays' median profile, smoothed (1 sample): what the radius and level are read on."""
+    return ndimage.gaussian_filter1d(np.median(prof, axis=0).astype(np.float64), 1.0)
+
+
 def _rise(median: F64) -> tuple[float, float]:
     """The foot of the rise into the cartilage ring of a smoothed median profile.
 
@@ -388,7 +393,7 @@ def _profile_fit(
     """
     dirs, prof = rays if rays is not None else _profiles(work, centre, side)
     r = _PROFILE_RADII
-    median = ndimage.gaussian_filter1d(np.median(prof, axis=0).astype(np.float64), 1.0)
+    median = _median_profile(prof)
     radius, _ = _rise(median)
     # Contrast around the surface, whatever its polarity: fatty marrow rises into the
     # cartilage ring, oedematous marrow falls into the cortex first.
@@ -439,7 +444,7 @@ def _refine(
         dirs, prof = rays if rays is not None else _profiles(work, centre, side)
         rays = None
         smooth = ndimage.gaussian_filter1d(prof.astype(np.float64), 1.0, axis=1)
-        _, level = _rise(ndimage.gaussian_filter1d(np.median(prof, axis=0).astype(np.float64), 1.0))
+        _, level = _rise(_median_profile(prof))
         r_dir, strong = _surface_points(smooth, radius, level)
         pts = centre + dirs * r_dir[:, None]
         pts = pts[strong]
