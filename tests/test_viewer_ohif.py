@@ -52,6 +52,14 @@ _SHOW_IMAGE = (
     " const index = vp.getImageIds().indexOf({image_id});"
     " vp.setImageIdIndex(index); return index; }})()"
 )
+# Redraw the active viewport. OHIF's SR viewport can add the SR's annotations after the
+# image's last render without drawing them (seen in about one run in three here: the
+# annotations are in the state, the SVG layer is empty until the next render); any user
+# action (a scroll, the mouse over the image) redraws, and so does this.
+_RENDER = (
+    "(() => { const id = services.viewportGridService.getActiveViewportId();"
+    " services.cornerstoneViewportService.getCornerstoneViewport(id).render(); })()"
+)
 # What cornerstone's annotation layer draws in the active viewport: outlines, the text
 # lines, and how far the rightmost text line reaches past the right edge of the layer,
 # which covers the viewport (OHIF clips what does not fit).
@@ -216,6 +224,7 @@ def test_opening_the_sr_draws_both_hips_contours_without_loader_errors(viewer: V
         # Rendering is asynchronous: poll until this hip's outline and text are drawn.
         deadline = time.monotonic() + 60  # a loaded 2-core machine draws late
         while True:
+            browser.evaluate(_RENDER)
             drawn = browser.evaluate(_DRAWN)
             text = "\n".join(drawn["text"])
             done = drawn["outlines"] >= 1 and call in text
