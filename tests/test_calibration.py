@@ -164,6 +164,11 @@ def test_calibrated_bundle_records_its_parent_and_cohort(calibrated: Path) -> No
     assert isinstance(site, dict)
     after = site["after"]
     assert isinstance(after, dict) and set(after) == {"rad", "dl", "dlr"}
+    # The cohort's metrics before and after, at the thresholds, not AUC alone.
+    for when in ("before", "after"):
+        for model in site[when].values():
+            assert set(model) == {"auc", "sensitivity", "specificity"}, site[when]
+            assert all(0.0 <= v <= 1.0 for v in model.values()), site[when]
     params = Recalibration.from_json(json.loads((calibrated / CALIBRATION_FILE).read_text()))
     assert child.threshold == params.thresholds["dlr"]
     metrics = json.loads((calibrated / "metrics.json").read_text())

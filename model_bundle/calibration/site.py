@@ -121,19 +121,11 @@ def write_calibrated(
     CalibrationError
         The cohort is too small, has one class, or a model's slope is not positive.
     """
-    scored = [r for r in rows if r.call is not None and r.label in ("0", "1")]
-    patients = len({r.patient_id for r in scored})
     keys = [ModelName(k) for k in parent.manifest.models]
-    y = np.array([int(r.label) for r in scored], dtype=np.int64)
-    probs = {
-        k.value: np.array([r.probabilities[k] for r in scored], dtype=np.float64) for k in keys
-    }
-    fitted = fit_recalibration(
-        y, probs, patients=patients, rule=rule, target_sensitivity=target_sensitivity
-    )
+    fitted, patients, hips = fit_rows(rows, keys, rule=rule, target_sensitivity=target_sensitivity)
     before = cohort_metrics([r.as_csv() for r in rows], parent_thresholds(parent))
     deployed = ModelName(parent.deployed_model)
-    recalibrated = [_recalibrated(r, fitted, deployed) for r in rows]
+    recalibrated = [recalibrated_row(r, fitted, deployed) for r in rows]
     after = cohort_metrics([r.as_csv() for r in recalibrated], dict(fitted.thresholds))
     # A calibrated parent's outputs were already recalibrated: the child's parameters
     # map the raw model output, so the two compose into one.
@@ -155,7 +147,7 @@ def write_calibrated(
         ).hexdigest(),
         parameters=CALIBRATION_FILE,
         cohort_patients=patients,
-        cohort_hips=len(scored),
+        cohort_hips=hips,
     )
     summary = _summary(before, after, stored, lineage)
     files = _child_files(parent, stored, summary, before, after, lineage)
@@ -172,7 +164,35 @@ def write_calibrated(
         "reference_statistics": REFERENCE_FILE,
     }
     bundle = write_bundle(out, manifest, files)
-    return CalibrationResult(bundle, stored, before, after, patients, len(scored))
+    return CalibrationResult(bundle, stored, before, after, patients, hips)
+
+
+def fit_rows(
+    rows: Sequence[PredictionRow],
+    keys: Sequence[ModelName],
+    *,
+    rule: ThresholdRule = ThresholdRule.YOUDEN,
+    target_sensitivity: float | None = None,
+) -> tuple[Recalibration, int, int]:
+    """Fit every model in ``keys`` on the scored, labelled ``rows`` of a local cohort.
+
+    Returns the recalibration, and how many patients and hips it was fitted on.
+
+    Raises
+    ------
+    CalibrationError
+        See :func:`~model_bundle.calibration.fit.fit_recalibration`.
+    """
+    scored = [r for r in rows if r.call is not None and r.label in ("0", "1")]
+    patients = len({r.patient_id for r in scored})
+    y = np.array([int(r.label) for r in scored], dtype=np.int64)
+    probs = {
+        k.value: np.array([r.probabilities[k] for r in scored], dtype=np.float64) for k in keys
+    }
+    fitted = fit_recalibration(
+        y, probs, patients=patients, rule=rule, target_sensitivity=target_sensitivity
+    )
+    return fitted, patients, len(scored)
 
 
 def calibrated_reference(
@@ -227,7 +247,11 @@ def _object(value: object) -> dict[str, Any]:
     return value
 
 
-def _recalibrated(row: PredictionRow, fitted: Recalibration, deployed: ModelName) -> PredictionRow:
+def recalibrated_row(
+    row: PredictionRow, fitted: Recalibration, deployed: ModelName
+) -> PredictionRow:
+    """``row`` as the calibrated bundle scores it: probabilities recalibrated, the
+    deployed model's call at its new threshold (an unscored row unchanged)."""
     if row.call is None:
         return row
     probs = {k: fitted.apply(k.value, p) for k, p in row.probabilities.items()}
@@ -253,10 +277,15 @@ def _summary(
     def at_threshold(metrics: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, entry in metrics.get("models", {}).items():
+            # AUC is the model's own; the threshold metrics sit under "metrics".
+            found = {"auc": entry.get("auc")} | {
+                name: (entry.get("metrics") or {}).get(name)
+                for name in ("sensitivity", "specificity")
+            }
             out[key] = {
-                name: (entry.get(name) or {}).get("estimate")
-                for name in ("auc", "sensitivity", "specificity")
-                if isinstance(entry.get(name), dict)
+                name: value.get("estimate")
+                for name, value in found.items()
+                if isinstance(value, dict)
             }
         return out
 

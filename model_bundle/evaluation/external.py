@@ -56,6 +56,22 @@ class PredictionRow:
             | {"call": str(self.call), "roi_source": self.roi_source, "reason": self.reason}
         )
 
+    @classmethod
+    def from_csv(cls, row: dict[str, str]) -> PredictionRow:
+        """A ``predictions.csv`` row read back (the inverse of :meth:`as_csv`)."""
+        call = row.get("call") or ""
+        return cls(
+            patient_id=row["PatientID"],
+            side=Side(row["Side"]),
+            label=row.get("Label", ""),
+            probabilities={
+                m: float(row[f"prob_{m.value}"]) for m in ModelName if row.get(f"prob_{m.value}")
+            },
+            call=int(call) if call else None,
+            roi_source=row.get("roi_source", ""),
+            reason=row.get("reason", ""),
+        )
+
 
 def predict_job(model: BundleModel, job: SeriesJob) -> list[PredictionRow]:
     """One prediction row per hip of a series; a hip that cannot be scored keeps a reason."""
