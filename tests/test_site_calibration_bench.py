@@ -11,7 +11,7 @@ from model_bundle.imaging import Side
 from model_bundle.serving import ModelName
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from site_calibration import blocks_of, calibrate_site
+from site_calibration import best_balanced, blocks_of, calibrate_site
 
 THRESHOLDS = {"rad": 0.5, "dl": 0.5, "dlr": 0.5}
 
@@ -87,3 +87,16 @@ def test_a_prediction_row_reads_back_from_its_csv_row() -> None:
     unscored = PredictionRow("P02", Side.RIGHT, "0", reason="FemoralHeadNotFoundError: no rim")
     for row in (scored, unscored):
         assert PredictionRow.from_csv(row.as_csv()) == row
+
+
+def test_the_bound_is_the_best_balanced_threshold_in_hindsight() -> None:
+    # ONFH 0.9, 0.8, 0.3; healthy 0.7, 0.2, 0.1: cut 0.8 gives 2/3 and 3/3, cut 0.3 gives
+    # 3/3 and 2/3, no cut gives both 3/3.
+    rows = [
+        _hip(f"P{i}", Side.RIGHT, onfh, p)
+        for i, (onfh, p) in enumerate(
+            [(True, 0.9), (True, 0.8), (True, 0.3), (False, 0.7), (False, 0.2), (False, 0.1)]
+        )
+    ]
+    assert best_balanced(rows, ModelName.DLR) == 2 / 3
+    assert best_balanced(_shifted_site(10), ModelName.DLR) == 1.0
