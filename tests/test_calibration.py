@@ -26,7 +26,9 @@ from model_bundle.calibration import (
     Recalibration,
     ThresholdRule,
     fit_recalibration,
+    sensitivity_rule_note,
 )
+from model_bundle.calibration.fit import sensitivity_threshold
 from model_bundle.calibration.recalibration import compose
 from model_bundle.calibration.site import REPORT_FILE, write_calibrated
 from model_bundle.evaluation import PredictionRow
@@ -87,6 +89,20 @@ def test_sensitivity_rule_reaches_the_target_with_the_highest_threshold() -> Non
     assert sens >= 0.9
     # One positive fewer called and the target is missed: no higher threshold reaches it.
     assert np.sum(q[y == 1] >= t) - 1 < 0.9 * np.sum(y == 1)
+
+
+def test_the_sensitivity_rule_says_when_it_must_keep_every_onfh_hip() -> None:
+    # 0.9 of 9 rounds up to 9: all of them; of 10 it is 9, one may be left out.
+    note = sensitivity_rule_note(9, 0.9)
+    assert note is not None and "9 ONFH hips" in note and "at least 10" in note
+    assert sensitivity_rule_note(10, 0.9) is None
+    assert sensitivity_rule_note(3, 0.5) is None  # 0.5 of 3 needs 2
+    assert sensitivity_rule_note(5, 1.0) is None  # asked for every one: nothing hidden
+    # And the rule does what the note says: with 9 ONFH hips, the threshold is below all.
+    rng = np.random.default_rng(3)
+    y = rng.permutation(np.array([1] * 9 + [0] * 11, dtype=np.int64))
+    p = rng.uniform(0.05, 0.95, 20)
+    assert sensitivity_threshold(y, p, 0.9) <= p[y == 1].min()
 
 
 def test_fewer_than_ten_patients_are_refused() -> None:
@@ -166,9 +182,12 @@ def test_calibrated_bundle_records_its_parent_and_cohort(calibrated: Path) -> No
     assert isinstance(after, dict) and set(after) == {"rad", "dl", "dlr"}
     # The cohort's metrics before and after, at the thresholds, not AUC alone.
     for when in ("before", "after"):
-        for model in site[when].values():
-            assert set(model) == {"auc", "sensitivity", "specificity"}, site[when]
-            assert all(0.0 <= v <= 1.0 for v in model.values()), site[when]
+        by_model = site[when]
+        assert isinstance(by_model, dict)
+        for model in by_model.values():
+            assert isinstance(model, dict), by_model
+            assert set(model) == {"auc", "sensitivity", "specificity"}, by_model
+            assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in model.values())
     params = Recalibration.from_json(json.loads((calibrated / CALIBRATION_FILE).read_text()))
     assert child.threshold == params.thresholds["dlr"]
     metrics = json.loads((calibrated / "metrics.json").read_text())

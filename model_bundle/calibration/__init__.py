@@ -3,7 +3,8 @@
 Lives here: the recalibration parameters a calibrated bundle carries and how they apply
 to a probability (``recalibration``: :class:`Recalibration`, :class:`ModelRecalibration`,
 :class:`ThresholdRule`; NumPy only), their maximum-likelihood fit
-(``fit``: :func:`fit_recalibration`, :class:`CalibrationError`), and ``onfh-dlr
+(``fit``: :func:`fit_recalibration`, :class:`CalibrationError`,
+:func:`sensitivity_rule_note`), and ``onfh-dlr
 calibrate`` itself (``site``: :func:`calibrate_bundle`, which scores the cohort with the
 parent bundle through :mod:`model_bundle.evaluation`'s deployed path and writes the new
 bundle).
@@ -27,12 +28,17 @@ from model_bundle.calibration.recalibration import (
 )
 
 if TYPE_CHECKING:
-    from model_bundle.calibration.fit import CalibrationError, fit_recalibration
+    from model_bundle.calibration.fit import (
+        CalibrationError,
+        fit_recalibration,
+        sensitivity_rule_note,
+    )
     from model_bundle.calibration.site import CalibrationResult, calibrate_bundle
 
 _LAZY = {
     "CalibrationError": "model_bundle.calibration.fit",
     "fit_recalibration": "model_bundle.calibration.fit",
+    "sensitivity_rule_note": "model_bundle.calibration.fit",
     "CalibrationResult": "model_bundle.calibration.site",
     "calibrate_bundle": "model_bundle.calibration.site",
 }
@@ -55,4 +61,5 @@ __all__ = [
     "ThresholdRule",
     "calibrate_bundle",
     "fit_recalibration",
+    "sensitivity_rule_note",
 ]

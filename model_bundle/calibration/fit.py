@@ -65,6 +65,19 @@ def sensitivity_threshold(y: NDArray[np.int64], p: NDArray[np.float64], target: 
     return lowest_kept if below.size == 0 else (lowest_kept + float(below.max())) / 2.0
 
 
+def sensitivity_rule_note(positives: int, target: float) -> str | None:
+    """What ``--sensitivity target`` means on a cohort with ``positives`` ONFH hips, when
+    that is stricter than it reads: below 1 / (1 - target) of them (ten for 0.9) the
+    rule can keep no fewer than all, and the threshold drops below the faintest one."""
+    if positives <= 0 or target >= 1.0 or math.ceil(target * positives - 1e-9) < positives:
+        return None
+    return (
+        f"the cohort has {positives} ONFH hips: a sensitivity of {target:g} keeps all of "
+        f"them, so the threshold lies below the lowest-scored one; with at least "
+        f"{math.ceil(1 / (1 - target) - 1e-9)} ONFH hips the rule can leave one out"
+    )
+
+
 def fit_recalibration(
     y: NDArray[np.int64],
     probabilities: Mapping[str, NDArray[np.float64]],

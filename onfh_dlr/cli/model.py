@@ -481,7 +481,7 @@ def calibrate(
     ] = False,
 ) -> None:
     """Recalibrate a bundle on a labelled local cohort (>= 10 patients) into a new bundle."""
-    from model_bundle.calibration import ThresholdRule, calibrate_bundle
+    from model_bundle.calibration import ThresholdRule, calibrate_bundle, sensitivity_rule_note
     from model_bundle.features import read_cohort
 
     rule = ThresholdRule.YOUDEN if sensitivity is None else ThresholdRule.SENSITIVITY
@@ -511,6 +511,10 @@ def calibrate(
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     new = result.bundle
+    if sensitivity is not None:
+        note = sensitivity_rule_note(int(result.before.get("n_positive", 0)), sensitivity)
+        if note is not None:
+            console.print(f"[yellow]note:[/yellow] {note}")
     lineage = new.manifest.calibration
     parent_uid = lineage.parent_device_uid if lineage is not None else ""
     for key, model in result.recalibration.models.items():
