@@ -1,6 +1,6 @@
 """The demo bundle's predictions do not change when the feature path is refactored.
 
-The expected probabilities below were recorded when the demo bundle was retrained (2.0.0)
+The expected probabilities below were recorded when the demo bundle was retrained (2.1.0)
 by scoring the same phantom with the same calls, printing each probability with
 ``repr`` (the first recording, at commit 78ea418, pinned the 1.x bundle through issue
 17's one-feature-path refactoring). Run to run (and phantom regeneration to phantom
@@ -27,72 +27,70 @@ from worker.pipeline import score_series
 DEMO = Path(__file__).resolve().parents[1] / "model_bundle" / "demo"
 REL_TOL = 1e-9
 
-# Recorded from the demo bundle 2.0.0 (the multi-site retraining of issue 13, profile
-# "hip"): worker.pipeline.score_series on the seed-7 phantom (3 cases), "auto" without a
-# SEG (auto-segmentation), "seg" with the phantom's reference SEG. The "auto" values were
-# re-recorded when the auto-segmentation's centre refinement changed to the first rise on
-# each ray (its ROIs of these six heads: Dice median 0.9718 -> 0.9776, min 0.966 -> 0.972,
-# centre error mean 0.42 -> 0.22 mm, bench/autoseg_accuracy.py); the bundle is unchanged.
+# Recorded from the demo bundle 2.1.0 (the multi-site retraining of issue 13, profile
+# "hip", each classifier chosen by the one-standard-error rule): worker.pipeline.
+# score_series on the seed-7 phantom (3 cases), "auto" without a SEG (auto-segmentation),
+# "seg" with the phantom's reference SEG.
 EXPECTED: dict[str, dict[str, float]] = {
     "auto PH000700000 L": {
-        "rad": 0.04206518307228103,
-        "dl": 0.08765948419232293,
-        "dlr": 0.35503821131582913,
+        "rad": 0.35427634404812064,
+        "dl": 0.07393019140971602,
+        "dlr": 0.23730436717346026,
     },
     "auto PH000700000 R": {
-        "rad": 0.0003441573116454846,
-        "dl": 0.06968619557484618,
-        "dlr": 0.002421431204532846,
+        "rad": 0.04802594877104799,
+        "dl": 0.09416214034258277,
+        "dlr": 0.019785543626889383,
     },
     "auto PH000700001 L": {
-        "rad": 4.253633792563389e-05,
-        "dl": 0.16319054765010424,
-        "dlr": 0.0014112855092581111,
+        "rad": 0.004030932055878672,
+        "dl": 0.18324487301715883,
+        "dlr": 0.01447095744359699,
     },
     "auto PH000700001 R": {
-        "rad": 2.5827631480379535e-05,
-        "dl": 0.07674576941571397,
-        "dlr": 0.00038467673296001227,
+        "rad": 0.001739099003369236,
+        "dl": 0.060090763004996085,
+        "dlr": 0.0034071784715560055,
     },
     "auto PH000700002 L": {
-        "rad": 2.0861795408496645e-05,
-        "dl": 0.03391559074854195,
-        "dlr": 2.9477336843855678e-05,
+        "rad": 0.004099030252693022,
+        "dl": 0.05245134041074668,
+        "dlr": 0.009023110916331819,
     },
     "auto PH000700002 R": {
-        "rad": 0.9999715104532052,
-        "dl": 0.5539141369382262,
-        "dlr": 0.9999438738753892,
+        "rad": 0.999867435476483,
+        "dl": 0.6966507347335612,
+        "dlr": 0.9993559675862126,
     },
     "seg PH000700000 L": {
-        "rad": 0.21056169315520665,
-        "dl": 0.6594754290476844,
-        "dlr": 0.9293574779800329,
+        "rad": 0.38587684275211726,
+        "dl": 0.21169908570484297,
+        "dlr": 0.5235463296833518,
     },
     "seg PH000700000 R": {
-        "rad": 0.0006401393906505667,
-        "dl": 0.06968619557484618,
-        "dlr": 0.002734570622038332,
+        "rad": 0.04080750078116997,
+        "dl": 0.09416214034258277,
+        "dlr": 0.01931613701224384,
     },
     "seg PH000700001 L": {
-        "rad": 3.466175651711983e-05,
-        "dl": 0.16319054765010424,
-        "dlr": 0.0016473203326660083,
+        "rad": 0.002452913228178171,
+        "dl": 0.18324487301715883,
+        "dlr": 0.012700517518100057,
     },
     "seg PH000700001 R": {
-        "rad": 2.2297731545511386e-05,
-        "dl": 0.07674576941571397,
-        "dlr": 0.0007823194143787068,
+        "rad": 0.0012619258935872798,
+        "dl": 0.060090763004996085,
+        "dlr": 0.004070569490109225,
     },
     "seg PH000700002 L": {
-        "rad": 2.3975482166045266e-05,
-        "dl": 0.02654809917646981,
-        "dlr": 1.3715232189227085e-05,
+        "rad": 0.002731555431960467,
+        "dl": 0.07099176759139254,
+        "dlr": 0.006452502677358172,
     },
     "seg PH000700002 R": {
-        "rad": 0.9999655137947413,
-        "dl": 0.6866205074452965,
-        "dlr": 0.9999989653459338,
+        "rad": 0.9999754109929408,
+        "dl": 0.6288332287160988,
+        "dlr": 0.9998138266757634,
     },
 }
 
