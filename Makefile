@@ -68,7 +68,7 @@ data/legacy-40/cohort.csv: | $(STAMP)
 	$(BIN)/onfh-dlr phantom data/legacy-40 --cases 40 --seed 2026 --workers 2
 
 # Leave-one-site-out: the training recipe trained on three sites and scored on the fourth
-# with auto-ROI, for each site (about 90 min on 2 cores; the feature cache is shared).
+# with auto-ROI, for each site (33 min on 2 cores on 2026-12-07; the feature cache is shared).
 data/loso/leave_one_site_out.json: data/sites-160/cohort.csv | $(STAMP)
 	$(BIN)/python bench/leave_one_site_out.py data/sites-160/cohort.csv --work data/loso \
 		--cache data/cache --workers 2
@@ -76,7 +76,7 @@ data/loso/leave_one_site_out.json: data/sites-160/cohort.csv | $(STAMP)
 loso: data/loso/leave_one_site_out.json
 
 # The demo bundle: the same recipe on all 200 phantom patients, its report showing the
-# leave-one-site-out table (about 30 min more on 2 cores once the cache is warm).
+# leave-one-site-out table (15 min more on 2 cores once the cache is warm).
 bundle: $(STAMP) phantom data/loso/leave_one_site_out.json
 	rm -rf model_bundle/demo
 	$(BIN)/onfh-dlr train data/sites-160/cohort.csv data/legacy-40/cohort.csv \

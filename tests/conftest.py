@@ -28,6 +28,8 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+# First, before anything loads numpy or torch: the CPU kernels the exact-number tests need.
+import numeric_kernels  # noqa: F401
 import pytest
 from service_harness import Cohort, CohortMaker, Service, studies_of
 

@@ -4,8 +4,9 @@ The expected probabilities below were recorded when the demo bundle was retraine
 by scoring the same phantom with the same calls, printing each probability with
 ``repr`` (the first recording, at commit 78ea418, pinned the 1.x bundle through issue
 17's one-feature-path refactoring). Run to run (and phantom regeneration to phantom
-regeneration) they are bit-identical on one machine, so the tolerance is only a guard
-against the last-bit differences of another BLAS build.
+regeneration) they are bit-identical, on any x86-64 machine since the tests pin the CPU
+kernels (``numeric_kernels``), so the tolerance is only a guard against the last-bit
+differences of another BLAS build.
 """
 
 from __future__ import annotations
@@ -33,64 +34,64 @@ REL_TOL = 1e-9
 # "seg" with the phantom's reference SEG.
 EXPECTED: dict[str, dict[str, float]] = {
     "auto PH000700000 L": {
-        "rad": 0.35427634404812064,
-        "dl": 0.07393019140971602,
-        "dlr": 0.23730436717346026,
+        "rad": 0.3542763305564409,
+        "dl": 0.07393021149766242,
+        "dlr": 0.2373048677283208,
     },
     "auto PH000700000 R": {
-        "rad": 0.04802594877104799,
-        "dl": 0.09416214034258277,
-        "dlr": 0.019785543626889383,
+        "rad": 0.04802593270795529,
+        "dl": 0.0941625402032988,
+        "dlr": 0.019785632202672016,
     },
     "auto PH000700001 L": {
         "rad": 0.004030932055878672,
-        "dl": 0.18324487301715883,
-        "dlr": 0.01447095744359699,
+        "dl": 0.18324554460563672,
+        "dlr": 0.014470963400223517,
     },
     "auto PH000700001 R": {
-        "rad": 0.001739099003369236,
-        "dl": 0.060090763004996085,
-        "dlr": 0.0034071784715560055,
+        "rad": 0.0017390990033692376,
+        "dl": 0.06009070637631477,
+        "dlr": 0.0034071789517448993,
     },
     "auto PH000700002 L": {
-        "rad": 0.004099030252693022,
-        "dl": 0.05245134041074668,
-        "dlr": 0.009023110916331819,
+        "rad": 0.004099023446419045,
+        "dl": 0.052450940903255125,
+        "dlr": 0.009023079571917385,
     },
     "auto PH000700002 R": {
-        "rad": 0.999867435476483,
-        "dl": 0.6966507347335612,
-        "dlr": 0.9993559675862126,
+        "rad": 0.9998674401637035,
+        "dl": 0.6966460213797443,
+        "dlr": 0.999355996184505,
     },
     "seg PH000700000 L": {
-        "rad": 0.38587684275211726,
-        "dl": 0.21169908570484297,
-        "dlr": 0.5235463296833518,
+        "rad": 0.3858768212481439,
+        "dl": 0.2117003543827561,
+        "dlr": 0.5235472107927859,
     },
     "seg PH000700000 R": {
-        "rad": 0.04080750078116997,
-        "dl": 0.09416214034258277,
-        "dlr": 0.01931613701224384,
+        "rad": 0.040807489147760216,
+        "dl": 0.0941625402032988,
+        "dlr": 0.019316224870362095,
     },
     "seg PH000700001 L": {
-        "rad": 0.002452913228178171,
-        "dl": 0.18324487301715883,
-        "dlr": 0.012700517518100057,
+        "rad": 0.0024529132281781753,
+        "dl": 0.18324554460563672,
+        "dlr": 0.012700522755358499,
     },
     "seg PH000700001 R": {
-        "rad": 0.0012619258935872798,
-        "dl": 0.060090763004996085,
-        "dlr": 0.004070569490109225,
+        "rad": 0.0012619258935872787,
+        "dl": 0.06009070637631477,
+        "dlr": 0.004070570063410904,
     },
     "seg PH000700002 L": {
-        "rad": 0.002731555431960467,
-        "dl": 0.07099176759139254,
-        "dlr": 0.006452502677358172,
+        "rad": 0.0027315577016600065,
+        "dl": 0.07099280520549779,
+        "dlr": 0.006452495798147261,
     },
     "seg PH000700002 R": {
-        "rad": 0.9999754109929408,
-        "dl": 0.6288332287160988,
-        "dlr": 0.9998138266757634,
+        "rad": 0.9999754109789001,
+        "dl": 0.6288300825799946,
+        "dlr": 0.9998138261719168,
     },
 }
 
@@ -170,9 +171,11 @@ def test_serving_reproduces_what_training_recorded(model: BundleModel, tmp_path:
     # The demo bundle was trained with reference SEGs on the four-site phantom (seed
     # 2025) and 40 patients of the original phantom (seed 2026, `make phantom`); its
     # predictions.csv holds every hip's probabilities (six decimals). Serving the first
-    # two patients of the seed-2026 part gives the same Rad numbers. DL and DLR (which
-    # reads deep features) may differ slightly: training recorded them with the float32
-    # backbone, the bundle ships the weights in float16.
+    # two patients of the seed-2026 part gives the same Rad numbers, to the last of those
+    # decimals give or take one: training ran on a CPU with AVX-512 kernels, the tests pin
+    # AVX2 ones (numeric_kernels; measured: 0.013118 against 0.013117). DL and DLR (which
+    # reads deep features) may differ slightly more: training recorded them with the
+    # float32 backbone, the bundle ships the weights in float16.
     hips = assign_hips(40, 70 / 150, 2026)
     with (DEMO / "predictions.csv").open(encoding="utf-8", newline="") as fh:
         recorded = {(r["PatientID"], r["Side"]): r for r in csv.DictReader(fh)}
@@ -186,6 +189,6 @@ def test_serving_reproduces_what_training_recorded(model: BundleModel, tmp_path:
             for key, value in prediction.probabilities.items():
                 recorded_value = float(row[f"prob_{key}"])
                 if str(key) == "rad":
-                    assert f"{value:.6f}" == row["prob_rad"], (patient, side, key)
+                    assert abs(value - recorded_value) <= 1.5e-6, (patient, side, key)
                 else:
                     assert abs(value - recorded_value) < 1e-4, (patient, side, key)
