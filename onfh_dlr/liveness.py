@@ -139,8 +139,12 @@ def requeue_jobs(
     for job_id in deliver:
         try:
             send(DELIVER_TASK, job_id)
-        except BrokerError as exc:  # the broker's own redelivery, or `onfh-dlr retry`
-            log.warning("job %s: delivery not sent again: %s", job_id, exc)
+        except BrokerError as exc:  # the next watch tries again
+            log.warning("job %s: delivery not sent again yet: %s", job_id, exc)
+            try:
+                db.hold_again(job_id, host=host, pid=pid, name=name)
+            except StateDBError as again:  # the broker's own redelivery, or `onfh-dlr retry`
+                log.warning("job %s: cannot give it back to its worker: %s", job_id, again)
     return Requeued(tuple(score), tuple(deliver))
 
 

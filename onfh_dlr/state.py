@@ -462,6 +462,24 @@ class StateDB(VerdictQueries, ShadowQueries):
             )
             return {str(name) for name in names if name}
 
+    def hold_again(
+        self, job_id: str, *, host: str, pid: int | None = None, name: str | None = None
+    ) -> None:
+        """Name the dead worker again on a scored job nobody holds (its redelivery could
+        not be sent): the next watch sees it and tries again."""
+        with self.session() as s:
+            s.execute(
+                update(JobRow)
+                .where(
+                    JobRow.id == job_id,
+                    JobRow.state == "scored",
+                    JobRow.worker_host.is_(None),
+                    JobRow.worker_pid.is_(None),
+                    JobRow.worker_name.is_(None),
+                )
+                .values(worker_host=host, worker_pid=pid, worker_name=name)
+            )
+
     def hold_for_delivery(self, job_id: str) -> None:
         """Record :attr:`claimant` as the worker delivering a scored job now."""
         if self.claimant is None:
@@ -486,7 +504,12 @@ class StateDB(VerdictQueries, ShadowQueries):
         would send too (two messages, two workers on one job). Its ``scored`` jobs with
         a delivery pending (``redelivered``) need their delivery task again: it died with
         the worker, or was never sent. If it was under way elsewhere after all, the same
-        objects (same UIDs) go twice, never a second result.
+        objects (same UIDs) go twice, never a second result. They lose the dead worker's
+        name in the same transaction, so that a second watch that notices the same death
+        (the supervisor, the pid check, the Celery events) finds nothing left to take; the
+        delivery worker that takes the new task names itself (:meth:`hold_for_delivery`),
+        and :meth:`hold_again` gives a job back to the dead worker if the task could not
+        be sent, for the next watch to try again.
 
         Returns
         -------
@@ -510,6 +533,7 @@ class StateDB(VerdictQueries, ShadowQueries):
                     row.state, row.enqueued_at = "queued", now
                     score.append(row.id)
                 else:
+                    row.worker_host = row.worker_pid = row.worker_name = None
                     deliver.append(row.id)
                 stage = "requeued" if row.state == "queued" else "redelivered"
                 s.add(

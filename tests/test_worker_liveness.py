@@ -134,7 +134,59 @@ def test_a_dead_workers_scored_jobs_with_a_delivery_pending_are_delivered_again(
         assert job is not None and job.state == "scored"
         (event,) = [e for e in db.events(job.series_uid) if e.stage == "redelivered"]
         assert event.detail == reason
-    assert db.holding_worker_pids("host-a") == {100, 300}  # until the deliveries are made
+    # Nobody holds them until a delivery worker takes the new task and names itself.
+    assert db.holding_worker_pids("host-a") == set()
+    db.hold_for_delivery(undelivered)
+    assert db.holding_worker_pids("host-a") == {300}
+
+
+def test_a_death_two_watches_notice_redelivers_once(db: StateDB, tmp_path: Path) -> None:
+    # The supervisor, the pid check and the Celery events can all see one worker die;
+    # the second to act finds nothing left (CI once saw two "redelivered" events).
+    job_id = _job(db, tmp_path, "1.2.3.1")
+    db.start_job(job_id, worker=WorkerIdentity("host-a", 100, "onfh-worker-100-a@host-a"))
+    db.job_scored(
+        job_id,
+        sr_path=tmp_path / "sr.dcm",
+        seg_path=None,
+        sr_uid="1.2.3.1.9",
+        result={},
+        destinations=["PACS@h:104"],
+    )
+    sent = _Sent()
+    by_pid = requeue_jobs(db, sent, host="host-a", pid=100, reason="pid gone")
+    by_name = requeue_jobs(
+        db, sent, host="host-a", name="onfh-worker-100-a@host-a", reason="offline"
+    )
+    assert by_pid == Requeued(delivery=(job_id,)) and by_name == Requeued()
+    assert sent == [(DELIVER_TASK, job_id)]
+    assert [e.detail for e in db.events("1.2.3.1") if e.stage == "redelivered"] == ["pid gone"]
+
+
+def test_a_redelivery_the_broker_cannot_take_is_tried_again_by_the_next_watch(
+    db: StateDB, tmp_path: Path
+) -> None:
+    from onfh_dlr.errors import BrokerError
+
+    job_id = _job(db, tmp_path, "1.2.3.1")
+    db.start_job(job_id, worker=WorkerIdentity("host-a", 100, "n@host-a"))
+    db.job_scored(
+        job_id,
+        sr_path=tmp_path / "sr.dcm",
+        seg_path=None,
+        sr_uid="1.2.3.1.9",
+        result={},
+        destinations=["PACS@h:104"],
+    )
+
+    def broker_down(_task: str, _job_id: str) -> None:
+        raise BrokerError("connection refused")
+
+    requeue_jobs(db, broker_down, host="host-a", pid=100, reason="gone")
+    assert db.holding_worker_pids("host-a") == {100}  # given back for the next watch
+    sent = _Sent()
+    assert requeue_jobs(db, sent, host="host-a", pid=100, reason="gone").delivery == (job_id,)
+    assert sent == [(DELIVER_TASK, job_id)]
 
 
 def test_a_job_the_broker_cannot_take_stays_pending_for_the_sweeper(
