@@ -47,6 +47,21 @@ def _job(db: StateDB, tmp_path: Path, series: str) -> str:
     return job_id
 
 
+def _scored(db: StateDB, tmp_path: Path, worker: WorkerIdentity) -> str:
+    """Series 1.2.3.1 scored by ``worker``, its delivery to one PACS pending."""
+    job_id = _job(db, tmp_path, "1.2.3.1")
+    db.start_job(job_id, worker=worker)
+    assert db.job_scored(
+        job_id,
+        sr_path=tmp_path / "sr.dcm",
+        seg_path=None,
+        sr_uid="1.2.3.1.9",
+        result={},
+        destinations=["PACS@h:104"],
+    )
+    return job_id
+
+
 def _dead_pid() -> int:
     """The pid of a process that ran and was reaped."""
     process = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -143,16 +158,7 @@ def test_a_dead_workers_scored_jobs_with_a_delivery_pending_are_delivered_again(
 def test_a_death_two_watches_notice_redelivers_once(db: StateDB, tmp_path: Path) -> None:
     # The supervisor, the pid check and the Celery events can all see one worker die;
     # the second to act finds nothing left (CI once saw two "redelivered" events).
-    job_id = _job(db, tmp_path, "1.2.3.1")
-    db.start_job(job_id, worker=WorkerIdentity("host-a", 100, "onfh-worker-100-a@host-a"))
-    db.job_scored(
-        job_id,
-        sr_path=tmp_path / "sr.dcm",
-        seg_path=None,
-        sr_uid="1.2.3.1.9",
-        result={},
-        destinations=["PACS@h:104"],
-    )
+    job_id = _scored(db, tmp_path, WorkerIdentity("host-a", 100, "onfh-worker-100-a@host-a"))
     sent = _Sent()
     by_pid = requeue_jobs(db, sent, host="host-a", pid=100, reason="pid gone")
     by_name = requeue_jobs(
@@ -168,16 +174,7 @@ def test_a_redelivery_the_broker_cannot_take_is_tried_again_by_the_next_watch(
 ) -> None:
     from onfh_dlr.errors import BrokerError
 
-    job_id = _job(db, tmp_path, "1.2.3.1")
-    db.start_job(job_id, worker=WorkerIdentity("host-a", 100, "n@host-a"))
-    db.job_scored(
-        job_id,
-        sr_path=tmp_path / "sr.dcm",
-        seg_path=None,
-        sr_uid="1.2.3.1.9",
-        result={},
-        destinations=["PACS@h:104"],
-    )
+    job_id = _scored(db, tmp_path, WorkerIdentity("host-a", 100, "n@host-a"))
 
     def broker_down(_task: str, _job_id: str) -> None:
         raise BrokerError("connection refused")
