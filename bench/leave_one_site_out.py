@@ -240,11 +240,7 @@ def run_fold(
         )
     train_seconds = time.perf_counter() - t0
     bundle = load_bundle(bundle_dir)
-    recorded = bundle.json("metrics.json")
-    raw = recorded.get("thresholds") if isinstance(recorded, dict) else None
-    if not isinstance(raw, dict):
-        raise KeyError(f"{bundle_dir}: metrics.json has no per-model thresholds")
-    thresholds = {str(k): float(v) for k, v in raw.items() if isinstance(v, int | float)}
+    thresholds = bundle.thresholds()
     jobs = [dataclasses.replace(j, mask=None) for j in read_cohort(fold / "test.csv")]
     t0 = time.perf_counter()
     predictions = [row.as_csv() for row in score_cohort(bundle_dir, jobs, workers=workers)]

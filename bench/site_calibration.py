@@ -150,8 +150,8 @@ def calibrate_site(
 def best_balanced(rows: Sequence[PredictionRow], model: ModelName) -> float:
     """max over thresholds of min(sensitivity, specificity) on the scored, labelled hips."""
     scored = [r for r in rows if r.call is not None and r.label in ("0", "1")]
-    pos = sorted(r.probabilities[model] for r in scored if r.label == "1")
-    neg = sorted(r.probabilities[model] for r in scored if r.label == "0")
+    pos = [r.probabilities[model] for r in scored if r.label == "1"]
+    neg = [r.probabilities[model] for r in scored if r.label == "0"]
     if not pos or not neg:
         return float("nan")
     best = 0.0
@@ -194,12 +194,7 @@ def read_fold(fold: Path) -> tuple[list[PredictionRow], dict[str, float], ModelN
     with (fold / "predictions.csv").open(newline="", encoding="utf-8") as f:
         rows = [PredictionRow.from_csv(r) for r in csv.DictReader(f)]
     bundle = load_bundle(fold / "bundle")
-    recorded = bundle.json("metrics.json")
-    raw = recorded.get("thresholds") if isinstance(recorded, dict) else None
-    if not isinstance(raw, dict):
-        raise SystemExit(f"{fold / 'bundle'}: metrics.json has no per-model thresholds")
-    thresholds = {str(k): float(v) for k, v in raw.items() if isinstance(v, int | float)}
-    return rows, thresholds, ModelName(bundle.deployed_model)
+    return rows, bundle.thresholds(), ModelName(bundle.deployed_model)
 
 
 def main() -> None:

@@ -223,6 +223,21 @@ def test_round_trip(tmp_path: Path, written: Path) -> None:
         bundle.path("nope.json")
 
 
+def test_thresholds_are_read_from_metrics_json_and_their_absence_is_refused(
+    tmp_path: Path,
+) -> None:
+    def bundle_with(metrics: dict[str, object]) -> Bundle:
+        files = _files(tmp_path) | {"metrics.json": canonical_json(metrics)}
+        directory = tmp_path / f"bundle-{len(metrics)}"
+        write_bundle(directory, _fields(), files)
+        return load_bundle(directory)
+
+    fixed = {"dlr": 0.42, "rad": 0.5, "dl": 0.3}
+    assert bundle_with({"thresholds": fixed, "test": {}}).thresholds() == fixed
+    with pytest.raises(BundleContentError, match="no per-model thresholds"):
+        bundle_with({"test": {}}).thresholds()
+
+
 def test_summary_and_clean_report(written: Path) -> None:
     bundle = load_bundle(written)
     summary = bundle.summary()

@@ -265,6 +265,24 @@ class Bundle:
         """Return the preprocessing parameters (a JSON object)."""
         return self._json_object(self._manifest.references["preprocessing"])
 
+    def thresholds(self) -> dict[str, float]:
+        """Each model's fixed threshold (``metrics.json`` ``thresholds``), as ``evaluate``,
+        ``calibrate`` and the benches apply them.
+
+        Raises
+        ------
+        onfh_dlr.errors.BundleContentError
+            ``metrics.json`` holds no per-model thresholds.
+        """
+        recorded = self.json("metrics.json")
+        raw = recorded.get("thresholds") if isinstance(recorded, dict) else None
+        if not isinstance(raw, dict):
+            raise BundleContentError(
+                f"bundle {self._directory}: metrics.json has no per-model thresholds",
+                path="metrics.json",
+            )
+        return {str(k): float(v) for k, v in raw.items() if isinstance(v, int | float)}
+
     def recalibration(self) -> dict[str, JsonValue] | None:
         """Return a site-calibrated bundle's recalibration parameters; ``None`` otherwise."""
         lineage = self._manifest.calibration

@@ -75,15 +75,6 @@ class CalibrationResult:
     hips: int
 
 
-def parent_thresholds(parent: Bundle) -> dict[str, float]:
-    """The parent's per-model thresholds, as ``evaluate`` reads them from metrics.json."""
-    recorded = parent.json("metrics.json")
-    raw = recorded.get("thresholds") if isinstance(recorded, dict) else None
-    if not isinstance(raw, dict):
-        raise CalibrationError(f"{parent}: metrics.json has no per-model thresholds")
-    return {str(k): float(v) for k, v in raw.items() if isinstance(v, int | float)}
-
-
 def calibrate_bundle(
     parent_dir: Path,
     jobs: Sequence[SeriesJob],
@@ -123,7 +114,7 @@ def write_calibrated(
     """
     keys = [ModelName(k) for k in parent.manifest.models]
     fitted, patients, hips = fit_rows(rows, keys, rule=rule, target_sensitivity=target_sensitivity)
-    before = cohort_metrics([r.as_csv() for r in rows], parent_thresholds(parent))
+    before = cohort_metrics([r.as_csv() for r in rows], parent.thresholds())
     deployed = ModelName(parent.deployed_model)
     recalibrated = [recalibrated_row(r, fitted, deployed) for r in rows]
     after = cohort_metrics([r.as_csv() for r in recalibrated], dict(fitted.thresholds))

@@ -410,11 +410,7 @@ def evaluate(
         jobs = read_cohort(cohort)
         if auto_roi:
             jobs = [dataclasses.replace(job, mask=None) for job in jobs]
-        recorded = loaded.json("metrics.json")
-        raw = recorded.get("thresholds") if isinstance(recorded, dict) else None
-        if not isinstance(raw, dict):
-            raise KeyError("the bundle's metrics.json has no per-model thresholds")
-        thresholds = {str(k): float(v) for k, v in raw.items() if isinstance(v, int | float)}
+        thresholds = loaded.thresholds()
     except (OnfhError, KeyError, TypeError) as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
