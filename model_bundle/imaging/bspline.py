@@ -9,6 +9,12 @@ reproduces ITK's arithmetic (its mirror boundaries, its truncated causal initial
 its weights and its "inside the buffer" rule) so the values equal SimpleITK's to rounding
 and the float32 output is, voxel for voxel, almost always the same bits.
 
+One deliberate difference: on an axis of 2 voxels ITK reflects a tap index only once, so
+its last tap (index 3) becomes -1 and is read from outside the image buffer (SimpleITK
+2.5.7 / ITK 5.4 returned values up to 1e36 there, differing from run to run and machine to
+machine). Here indices fold into the image however far they fall (the same whole-sample
+mirror), which is what ITK computes for every longer axis.
+
 PyRadiomics' own resample (``radiomics.imageoperations.resampleImage``) is deliberately
 not routed through here, although its grid keeps the direction too: its output is
 float64, where only ITK's summation order gives ITK's last bits, and our radiomics must
@@ -39,10 +45,6 @@ F64 = NDArray[np.float64]
 _POLE: Final = math.sqrt(3.0) - 2.0
 _GAIN: Final = (1.0 - _POLE) * (1.0 - 1.0 / _POLE)
 _HORIZON: Final = math.ceil(math.log(1e-10) / math.log(abs(_POLE)))
-
-#: Input axes shorter than this are left to SimpleITK: ITK's mirror boundary for 2-voxel
-#: axes (indices reflected more than once) is not reproduced here.
-MIN_AXIS_LENGTH: Final = 3
 
 _OUTPUT_DTYPES: Final[dict[int, type[np.floating[Any]]]] = {
     sitk.sitkFloat32: np.float32,
@@ -144,8 +146,13 @@ def _taps(positions: F64, n: int) -> tuple[NDArray[np.intp], F64, NDArray[np.boo
     w2 = w + w0 - 2.0 * w3
     w1 = 1.0 - w0 - w2 - w3
     index = base.astype(np.intp)[:, np.newaxis] + np.arange(-1, 3)
-    index = np.where(index < 0, -index, index)
-    index = np.where(index >= n, 2 * (n - 1) - index, index)
+    if n == 1:  # ITK reads the one voxel for every tap
+        return np.zeros_like(index), np.stack([w0, w1, w2, w3], axis=1), inside
+    # Whole-sample mirror, period 2 (n - 1). For n >= 3 this is ITK's single reflection;
+    # for n == 2 ITK's single reflection leaves index 3 at -1, outside its buffer.
+    period = 2 * (n - 1)
+    index = np.mod(index, period)
+    index = np.where(index >= n, period - index, index)
     return index, np.stack([w0, w1, w2, w3], axis=1), inside
 
 
@@ -172,8 +179,9 @@ def resample_bspline_separable(
     Equal to ``sitk.ResampleImageFilter`` with ``sitkBSpline`` (identity transform) to
     double rounding, then cast to ``pixel_type`` (``sitkFloat32`` or ``sitkFloat64``).
     Returns None, for the caller to use SimpleITK, when the image has vector or complex
-    pixels, an axis shorter than :data:`MIN_AXIS_LENGTH`, or another output pixel type
-    is asked for (ITK's integer casts are not reproduced).
+    pixels or another output pixel type is asked for (ITK's integer casts are not
+    reproduced). On 2-voxel axes the values are the mirror spline's where ITK's are not
+    defined (see the module's docstring).
     """
     output_dtype = _OUTPUT_DTYPES.get(pixel_type)
     if (
@@ -183,8 +191,6 @@ def resample_bspline_separable(
     ):
         return None
     dim = image.GetDimension()
-    if min(image.GetSize()) < MIN_AXIS_LENGTH:
-        return None
     # numpy order is the reverse of ITK's: ITK axis a is array axis dim - 1 - a.
     coefficients = sitk.GetArrayFromImage(image).astype(np.float64)
     for a in range(dim):  # ITK decomposes x, then y, then z

@@ -69,7 +69,8 @@ def resample_isotropic(
     ``"bspline"`` equals SimpleITK's ``sitkBSpline`` resample to double rounding (the
     float32 output differs in at most a last bit, in about one voxel per million), computed
     separably: the grid keeps the image's direction, so each output axis reads one input
-    axis. Images with vector pixels or an axis under 3 voxels take SimpleITK's filter.
+    axis. Images with vector pixels take SimpleITK's filter. On an axis of 2 voxels ITK
+    reads outside its image buffer; the separable path folds the taps back in instead.
     """
     if not (math.isfinite(spacing) and spacing > 0):
         raise ValueError(f"spacing must be a positive number of mm, not {spacing!r}")
