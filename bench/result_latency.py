@@ -197,6 +197,12 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of --at-once studies")
     parser.add_argument("--json", type=Path, default=None, help="also write the timings here")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="scoring pool processes (ONFH_WORKER_CONCURRENCY; default: serve's own)",
+    )
     args = parser.parse_args()
     if args.at_once < 1 or args.rounds < 1:
         parser.error("--at-once and --rounds must be at least 1")
@@ -209,7 +215,8 @@ def main() -> None:
         studies = [
             make_study(root / "studies", args.seed + k, onfh=k % 2 == 0) for k in range(count + 1)
         ]
-        service = Service(root / f"service-{time.time_ns()}")
+        settings = {} if args.concurrency is None else {"worker_concurrency": str(args.concurrency)}
+        service = Service(root / f"service-{time.time_ns()}", **settings)
         try:
             started = time.monotonic()
             service.start()

@@ -7,6 +7,7 @@ tests share the results.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ from dicom_factory import SeriesSpec, make_series
 from model_bundle.imaging import HipROI, LoadedSeries, Side, load_series, rois_from_seg
 from model_bundle.serving import BundleModel, HipPrediction
 from onfh_dlr.errors import FemoralHeadNotFoundError, OutputValidationError
+from onfh_dlr.settings import OutputKind
 from phantom.dicom_writer import write_segmentation, write_series
 from phantom.generator import generate_study
 from worker.pipeline import (
@@ -150,6 +152,25 @@ def test_rewriting_the_same_outputs_replaces_them(
     assert again == written
     assert [p.read_bytes() for p in again.by_kind().values()] == before
     assert len(list(written.sr.parent.iterdir())) == 4  # SEG, SR, card, PDF
+
+
+def test_written_seg_sr_and_card_are_the_bytes_the_validation_read_back(
+    scored: ScoredStudy, written: WrittenOutputs
+) -> None:
+    files = written.by_kind()
+    assert set(scored.validated_bytes) == {OutputKind.SEG, OutputKind.SR, OutputKind.CARD}
+    datasets = {
+        OutputKind.SEG: scored.seg_dataset,
+        OutputKind.SR: scored.sr_dataset,
+        OutputKind.CARD: scored.card_dataset,
+    }
+    for kind, validated in scored.validated_bytes.items():
+        assert files[kind].read_bytes() == validated
+        fresh = io.BytesIO()  # and they are what pydicom writes for the dataset now
+        dataset = datasets[kind]
+        assert dataset is not None
+        dataset.save_as(fresh, enforce_file_format=True)
+        assert fresh.getvalue() == validated
 
 
 def test_output_uids_are_derived_from_the_seed(scored: ScoredStudy) -> None:

@@ -159,6 +159,10 @@ class ScoredStudy:
     series, rois
         The loaded source series and the ROIs scored (none when nothing was): shadow
         bundles score the same ROIs (:mod:`worker.shadow`), with no second ROI search.
+    validated_bytes
+        The encoded SEG, SR and card that the validation read back, by kind:
+        :func:`write_outputs` writes these bytes, so the files hold exactly what was
+        checked (and nothing is encoded twice).
     """
 
     study_instance_uid: str
@@ -175,6 +179,7 @@ class ScoredStudy:
     notes: tuple[str, ...] = ()
     series: LoadedSeries | None = None
     rois: Mapping[Side, HipROI] = field(default_factory=dict)
+    validated_bytes: Mapping[OutputKind, bytes] = field(default_factory=dict)
 
     @property
     def pdf_uid(self) -> str | None:
@@ -305,7 +310,9 @@ def score_series(
         not_analysed=not_analysed,
         notes=notes,
     )
-    validate_outputs(series, rois, predictions, seg_out, sr_out, device, not_analysed=not_analysed)
+    checked = validate_outputs(
+        series, rois, predictions, seg_out, sr_out, device, not_analysed=not_analysed
+    )
     card = build_result_card(
         series,
         rois,
@@ -318,7 +325,7 @@ def score_series(
         not_analysed=not_analysed,
         notes=notes,
     )
-    validate_card(series, card, device)
+    checked[OutputKind.CARD] = validate_card(series, card, device)
     pdf = _card_pdf(card, uids, series_number_base)
     return ScoredStudy(
         study_instance_uid=series.study_instance_uid,
@@ -331,6 +338,7 @@ def score_series(
         sr_dataset=sr_out,
         card_dataset=card,
         pdf_dataset=pdf,
+        validated_bytes=checked,
         not_analysed=not_analysed,
         notes=notes,
         series=series,
@@ -420,14 +428,15 @@ def not_analysed_series(
         content_datetime=when,
         not_analysed=reasons,
     )
+    sr_bytes = _encode(sr_out)
     try:
-        hips = read_report(hd.sr.srread(io.BytesIO(_encode(sr_out))))
+        hips = read_report(hd.sr.srread(io.BytesIO(sr_bytes)))
     except (OutputError, ValueError, AttributeError) as exc:
         raise OutputValidationError(f"the not-analysed SR does not read back: {exc}") from exc
     said = {side: hip.not_analysed for side, hip in hips.items()}
     if said != dict(reasons):
         raise OutputValidationError(f"the not-analysed SR says {said}, meant {dict(reasons)}")
-    validate_card(series, card, device)
+    card_bytes = validate_card(series, card, device)
     pdf = _card_pdf(card, uids, series_number_base)
     return ScoredStudy(
         study_instance_uid=series.study_instance_uid,
@@ -441,6 +450,7 @@ def not_analysed_series(
         card_dataset=card,
         pdf_dataset=pdf,
         not_analysed=dict(reasons),
+        validated_bytes={OutputKind.SR: sr_bytes, OutputKind.CARD: card_bytes},
     )
 
 
@@ -553,7 +563,7 @@ def validate_outputs(
     device: OutputDevice,
     *,
     not_analysed: Mapping[Side, str] | None = None,
-) -> None:
+) -> dict[OutputKind, bytes]:
     """Re-read the SEG and the SR from their bytes and check they say what was meant.
 
     Checks: both in the source study, in new series, the SEG on the source frame of
@@ -565,6 +575,11 @@ def validate_outputs(
     both objects' Contributing Equipment; the not-for-clinical-use warning when the
     bundle requires it.
 
+    Returns
+    -------
+    dict
+        The SEG's and the SR's bytes, as read back and checked (by kind).
+
     Raises
     ------
     onfh_dlr.errors.OutputValidationError
@@ -572,10 +587,11 @@ def validate_outputs(
     """
     problems: list[str] = []
     try:
-        seg_back = hd.seg.segread(io.BytesIO(_encode(seg)))
+        encoded = {OutputKind.SEG: _encode(seg), OutputKind.SR: _encode(sr)}
+        seg_back = hd.seg.segread(io.BytesIO(encoded[OutputKind.SEG]))
         # Plain pydicom here: read_report below parses the content tree with highdicom's
         # TID 1500 classes, which is what a second parse by srread would repeat (0.2 s).
-        sr_back = pydicom.dcmread(io.BytesIO(_encode(sr)))
+        sr_back = pydicom.dcmread(io.BytesIO(encoded[OutputKind.SR]))
     except Exception as exc:  # any failure to encode or parse is a broken output
         raise OutputValidationError(f"outputs do not read back: {exc}") from exc
     if sr_back.SOPClassUID != sr.SOPClassUID or sr_back.SOPClassUID not in _SR_CLASSES:
@@ -611,10 +627,13 @@ def validate_outputs(
         raise OutputValidationError(
             f"outputs of series {series.series_instance_uid}: " + "; ".join(problems)
         )
+    return encoded
 
 
-def validate_card(series: LoadedSeries, card: Dataset, device: OutputDevice) -> None:
+def validate_card(series: LoadedSeries, card: Dataset, device: OutputDevice) -> bytes:
     """Re-read the card from its bytes: in the source study, a new series, the Device UID.
+
+    Returns the card's bytes as read back and checked.
 
     Raises
     ------
@@ -622,7 +641,8 @@ def validate_card(series: LoadedSeries, card: Dataset, device: OutputDevice) -> 
         Naming every problem found.
     """
     try:
-        back = pydicom.dcmread(io.BytesIO(_encode(card)))
+        encoded = _encode(card)
+        back = pydicom.dcmread(io.BytesIO(encoded))
         pixels = back.pixel_array
     except Exception as exc:  # any failure to encode or parse is a broken output
         raise OutputValidationError(f"result card does not read back: {exc}") from exc
@@ -643,6 +663,7 @@ def validate_card(series: LoadedSeries, card: Dataset, device: OutputDevice) -> 
         raise OutputValidationError(
             f"result card of series {series.series_instance_uid}: " + "; ".join(problems)
         )
+    return encoded
 
 
 def _mask_problems(
@@ -749,19 +770,25 @@ def write_outputs(scored: ScoredStudy, out_dir: str | os.PathLike[str]) -> Writt
 
     Each file is written under a temporary name in ``out_dir``, fsync'ed and renamed,
     so a reader (or a crash) never sees half a file; re-writing the same outputs
-    replaces them.
+    replaces them. The SEG, SR and card are the bytes the validation read back
+    (:attr:`ScoredStudy.validated_bytes`).
     """
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
+
+    def data(kind: OutputKind, dataset: Dataset) -> bytes:
+        validated = scored.validated_bytes.get(kind)
+        return validated if validated is not None else _encode(dataset)
+
     seg_path = None
     if scored.seg_dataset is not None:
         seg_path = directory / f"SEG_{scored.seg_uid}.dcm"
         # The SEG first: an SR on disk always has the SEG it references next to it.
-        _atomic_write(seg_path, _encode(scored.seg_dataset))
+        _atomic_write(seg_path, data(OutputKind.SEG, scored.seg_dataset))
     sr_path = directory / f"SR_{scored.sr_uid}.dcm"
-    _atomic_write(sr_path, _encode(scored.sr_dataset))
+    _atomic_write(sr_path, data(OutputKind.SR, scored.sr_dataset))
     card_path = directory / f"CARD_{scored.card_uid}.dcm"
-    _atomic_write(card_path, _encode(scored.card_dataset))
+    _atomic_write(card_path, data(OutputKind.CARD, scored.card_dataset))
     pdf_path = None
     if scored.pdf_dataset is not None:
         pdf_path = directory / f"PDF_{scored.pdf_uid}.dcm"
