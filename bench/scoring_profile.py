@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=900)
     parser.add_argument("--json", type=Path, default=None, help="also write the medians here")
     args = parser.parse_args()
-    model = BundleModel.load(args.bundle.resolve(), threads=1)
+    model = BundleModel.load(args.bundle.resolve(), threads=1, deployed_only=True)
     site = site_profile(args.site)
     rows: list[dict[str, float]] = []
     totals: list[float] = []

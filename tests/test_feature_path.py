@@ -147,6 +147,21 @@ def test_worker_reference_seg_predictions_are_unchanged(
     _assert_close(_worker_probabilities(fresh_cohort, model, "seg"), "seg")
 
 
+def test_the_deployed_model_alone_gives_the_whole_bundles_deployed_probabilities(
+    fresh_cohort: Path, model: BundleModel
+) -> None:
+    # What the worker loads: the deployed model and only the radiomics it reads.
+    alone = BundleModel.load(DEMO, deployed_only=True)
+    deployed = model.deployed_model
+    assert set(alone.models) == {deployed}
+    assert set(alone.radiomics_names) < set(model.radiomics_names)
+    got = _worker_probabilities(fresh_cohort, alone, "auto")
+    assert {hip: set(probs) for hip, probs in got.items()} == {
+        hip: {str(deployed)} for hip in EXPECTED if hip.startswith("auto ")
+    }
+    _assert_close({hip: {**EXPECTED[hip], **probs} for hip, probs in got.items()}, "auto")
+
+
 def test_evaluate_writes_the_same_predictions_as_the_worker(
     fresh_cohort: Path, tmp_path: Path
 ) -> None:

@@ -79,8 +79,12 @@ class WorkerContext:
             if self._model is None:
                 from model_bundle.serving import BundleModel
 
+                # Only the deployed model: its call is what the outputs report.
                 self._model = BundleModel.load(
-                    self.bundle_dir, threads=1, hip_workers=self.settings.hip_workers
+                    self.bundle_dir,
+                    threads=1,
+                    hip_workers=self.settings.hip_workers,
+                    deployed_only=True,
                 )
                 manifest = self._model.bundle.manifest
                 BUNDLE.labels(manifest.name, manifest.version, manifest.device_uid).set(1)

@@ -53,7 +53,7 @@ def load_shadow_bundles(directories: Sequence[Path], *, threads: int = 1) -> lis
     loaded = []
     for directory in directories:
         try:
-            model = BundleModel.load(directory, threads=threads)
+            model = BundleModel.load(directory, threads=threads, deployed_only=True)
         except Exception:  # any failure to load leaves this candidate out, loudly
             log.exception("shadow bundle %s not loaded; the worker runs without it", directory)
             continue

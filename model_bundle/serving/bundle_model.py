@@ -99,9 +99,22 @@ class _Model:
 
 
 class BundleModel:
-    """A loaded bundle, ready to score hips."""
+    """A loaded bundle, ready to score hips.
 
-    def __init__(self, bundle: Bundle, *, threads: int | None = None, hip_workers: int = 1) -> None:
+    ``deployed_only``: load and compute only the deployed model, whose call the outputs
+    report (the worker); :attr:`HipPrediction.probabilities` then holds that model alone
+    and only its radiomics are computed. Evaluation and calibration compare all three
+    models and load them all (the default).
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        threads: int | None = None,
+        hip_workers: int = 1,
+        deployed_only: bool = False,
+    ) -> None:
         if hip_workers < 1:
             raise ConfigurationError(f"hip_workers must be at least 1, not {hip_workers}")
         self.bundle = bundle
@@ -113,6 +126,8 @@ class BundleModel:
         self.recalibration = None if params is None else Recalibration.from_json(params)
         for key in map(ModelName, MODEL_KEYS):
             if key not in bundle.manifest.models:
+                continue
+            if deployed_only and key != bundle.deployed_model:
                 continue
             selector = FeatureSelector.from_json(bundle.model_params(key, "selector"))
             classifier = from_json(bundle.model_params(key, "classifier"))
@@ -148,14 +163,25 @@ class BundleModel:
 
     @classmethod
     def load(
-        cls, directory: Path, *, threads: int | None = None, hip_workers: int = 1
+        cls,
+        directory: Path,
+        *,
+        threads: int | None = None,
+        hip_workers: int = 1,
+        deployed_only: bool = False,
     ) -> BundleModel:
         """Verify and load the bundle in ``directory`` (raises a BundleError if unsound).
 
         ``threads``: torch threads per network pass; ``hip_workers``: hips of a study
-        scored at once, each in its own thread (:meth:`predict`).
+        scored at once, each in its own thread (:meth:`predict`); ``deployed_only``: see
+        the class.
         """
-        return cls(load_bundle(directory), threads=threads, hip_workers=hip_workers)
+        return cls(
+            load_bundle(directory),
+            threads=threads,
+            hip_workers=hip_workers,
+            deployed_only=deployed_only,
+        )
 
     @property
     def deployed_model(self) -> ModelName:

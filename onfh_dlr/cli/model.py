@@ -47,7 +47,7 @@ def score(
     bundle_dir = bundle or settings.bundle or default_bundle_dir()
     try:
         with console.status("loading the bundle"):
-            model = BundleModel.load(bundle_dir)
+            model = BundleModel.load(bundle_dir, deployed_only=True)
         with console.status(f"scoring {series}"):
             scored = score_series(series, model, seg=seg)
         written = write_outputs(scored, out)

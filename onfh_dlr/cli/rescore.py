@@ -228,7 +228,9 @@ def rescore(
             for r in results:
                 err_console.print(f"[red]error:[/red] {r.error}")
             raise typer.Exit(1)
-        model = BundleModel.load(bundle or settings.bundle or default_bundle_dir(), threads=1)
+        model = BundleModel.load(
+            bundle or settings.bundle or default_bundle_dir(), threads=1, deployed_only=True
+        )
         for job in spooled:
             try:
                 results.append(rescore_job(settings, db, job, model, deliver=deliver))
