@@ -13,8 +13,8 @@ One deliberate difference: on an axis of 2 voxels ITK reflects a tap index only 
 its last tap (index 3) becomes -1 and is read from outside the image buffer (SimpleITK
 2.5.7 / ITK 5.4: a random 2 x 7 x 6 image came out 1.8e36 times its range away from
 SciPy's mirror spline; in CI a phantom crop 9.4e-4 of its range, on the machine used for
-these tests 0: whatever memory lies there). Here indices fold into the image however far they fall (the same whole-sample
-mirror), which is what ITK computes for every longer axis.
+these tests 0: whatever memory lies there). Here indices fold into the image however far
+they fall (the same whole-sample mirror), which is what ITK computes for every longer axis.
 
 PyRadiomics' own resample (``radiomics.imageoperations.resampleImage``) is deliberately
 not routed through here, although its grid keeps the direction too: its output is
