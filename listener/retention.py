@@ -3,11 +3,14 @@
 A study's received instances and its SR/SEG are kept until ``ONFH_RETENTION_DAYS`` after
 its series last closed, and only once nothing more will happen to them: delivered (or
 failed, superseded, skipped). Dead-lettered results are kept until an operator retries
-them. The state DB keeps the rows (the history) and records when the data went.
+them. Radiologists' assessment SRs (``listener.verdicts``) are recorded when they arrive;
+their files go ``ONFH_RETENTION_DAYS`` after receipt. The state DB keeps the rows (the
+history, the verdicts) and records when the data went.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
@@ -25,6 +28,7 @@ class PurgeReport:
 
     series: int
     bytes_freed: int
+    assessments: int = 0
 
 
 def _size(path: Path) -> int:
@@ -44,7 +48,8 @@ def _inside(path: Path, root: Path) -> bool:
 def purge_expired(
     db: StateDB, data_dir: Path, *, max_age: float, now: float | None = None
 ) -> PurgeReport:
-    """Remove the spool and output files of series finished more than ``max_age`` s ago.
+    """Remove the spool and output files of series finished more than ``max_age`` s ago,
+    and the files of assessment SRs received more than ``max_age`` s ago.
 
     Only paths under ``data_dir`` are ever removed, whatever the database says.
     """
@@ -69,9 +74,24 @@ def purge_expired(
         db.mark_purged(row.series_uid, f"{removed} bytes removed")
         purged += 1
         freed += removed
-    if purged:
-        log.info("retention: purged %d series, %d bytes", purged, freed)
-    return PurgeReport(purged, freed)
+    assessments = 0
+    for assessment in db.expired_assessments(now - max_age):
+        path = assessment.path
+        if path.is_file() and _inside(path, spool):
+            freed += path.stat().st_size
+            path.unlink()
+            with contextlib.suppress(OSError):  # its series directory, when now empty
+                path.parent.rmdir()
+        db.mark_assessment_purged(assessment.sop_instance_uid, now)
+        assessments += 1
+    if purged or assessments:
+        log.info(
+            "retention: purged %d series and %d assessment SRs, %d bytes",
+            purged,
+            assessments,
+            freed,
+        )
+    return PurgeReport(purged, freed, assessments)
 
 
 __all__ = ["PurgeReport", "purge_expired"]

@@ -36,6 +36,7 @@ ADDED_COLUMNS: Final = {
         "peer_address": "VARCHAR(64) NOT NULL DEFAULT ''",
     },
     "jobs": {"worker_host": "VARCHAR(255)", "worker_pid": "INTEGER", "worker_name": "VARCHAR(255)"},
+    "assessments": {"purged_at": "FLOAT"},
 }
 
 

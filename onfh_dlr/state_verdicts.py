@@ -8,6 +8,7 @@ queries are a mixin of :class:`~onfh_dlr.state.StateDB` (import the names from
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -69,6 +70,8 @@ class AssessmentRow(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     observer: Mapped[str] = mapped_column(String(64), default="")
     received_at: Mapped[float] = mapped_column(Float, index=True)
+    # When retention removed the SR's file (its verdicts stay recorded); None: still kept.
+    purged_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class VerdictRow(Base):
@@ -216,6 +219,7 @@ class VerdictQueries(QueryMixin):
             row.reason = assessment.reason
             row.observer = assessment.observer
             row.received_at = assessment.received_at
+            row.purged_at = None  # (re-)received: its file is in the spool again
             s.flush()
             for v in verdicts:
                 assert assessment.job_id is not None and model is not None
@@ -254,6 +258,23 @@ class VerdictQueries(QueryMixin):
                 select(AssessmentRow).order_by(AssessmentRow.received_at.desc()).limit(limit)
             )
             return [_assessment(r) for r in rows]
+
+    def expired_assessments(self, cutoff: float) -> list[Assessment]:
+        """Assessment SRs received before ``cutoff`` whose files are still kept."""
+        with self.session() as s:
+            rows = s.scalars(
+                select(AssessmentRow).where(
+                    AssessmentRow.received_at < cutoff, AssessmentRow.purged_at.is_(None)
+                )
+            )
+            return [_assessment(r) for r in rows]
+
+    def mark_assessment_purged(self, sop_instance_uid: str, at: float | None = None) -> None:
+        """Record that retention removed an assessment SR's file (its verdicts stay)."""
+        with self.session() as s:
+            row = s.get(AssessmentRow, sop_instance_uid)
+            if row is not None:
+                row.purged_at = time.time() if at is None else at
 
     def verdicts(self) -> list[RecordedVerdict]:
         """Every recorded verdict, oldest first."""
