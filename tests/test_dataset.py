@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from service_harness import CohortMaker
+from typer.testing import CliRunner
 
 from model_bundle.features import load_params, read_cohort
 from model_bundle.training import build_dataset, cache_key
+from onfh_dlr.cli import app
+from onfh_dlr.errors import ConfigurationError
+
+DEMO = Path(__file__).resolve().parents[1] / "model_bundle" / "demo"
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +97,25 @@ def test_the_lesion_protocol_gives_onfh_hips_their_lesion_roi(cohort: Path) -> N
                 assert les.radiomics[volume] == h.radiomics[volume]
         return
     pytest.fail("the fixture cohort has no ONFH patient")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("P1,R,series\nP1,L\n", "row 2 does not have one cell per column"),
+        ("P1,R,series,extra\n", "row 1 does not have one cell per column"),
+        ("P1,X,series\n", "row 1: Side must be L or R, not 'X'"),
+        ("P1,R, \n", "row 1 has no Image"),
+    ],
+)
+def test_a_malformed_cohort_row_is_a_configuration_error_naming_the_row(
+    tmp_path: Path, body: str, message: str
+) -> None:
+    cohort = tmp_path / "cohort.csv"
+    cohort.write_text("PatientID,Side,Image\n" + body, encoding="utf-8")
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        read_cohort(cohort)
+    # `evaluate` says so and exits 2, without a traceback.
+    result = CliRunner().invoke(app, ["evaluate", str(DEMO), str(cohort), "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())

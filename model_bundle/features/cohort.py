@@ -191,7 +191,14 @@ def run_series_job(job: SeriesJob, spec: FeatureSpec) -> list[HipRow]:
 
 
 def read_cohort(path: Path) -> list[SeriesJob]:
-    """Group a cohort CSV's rows by series; relative paths resolve against the CSV."""
+    """Group a cohort CSV's rows by series; relative paths resolve against the CSV.
+
+    Raises
+    ------
+    onfh_dlr.errors.ConfigurationError
+        No rows, a missing column, or a row (numbered from 1 after the header) with
+        fewer or more cells than the header, a Side other than L or R, or no Image.
+    """
     with path.open(encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     if not rows:
@@ -200,9 +207,19 @@ def read_cohort(path: Path) -> list[SeriesJob]:
     if missing:
         raise ConfigurationError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
     groups: dict[tuple[Path, Path | None], list[dict[str, str]]] = {}
-    for row in rows:
+    for number, row in enumerate(rows, start=1):
+        # csv.DictReader fills a short row's last cells with None and puts a long row's
+        # extra cells under the key None.
+        if None in row or None in row.values():
+            raise ConfigurationError(
+                f"{path}: row {number} does not have one cell per column of the header"
+            )
         if row["Side"] not in tuple(Side):
-            raise ConfigurationError(f"{path}: Side must be L or R, not {row['Side']!r}")
+            raise ConfigurationError(
+                f"{path}: row {number}: Side must be L or R, not {row['Side']!r}"
+            )
+        if not row["Image"].strip():
+            raise ConfigurationError(f"{path}: row {number} has no Image")
         image = (path.parent / row["Image"]).resolve()
         mask_text = (row.get("Mask") or "").strip()
         mask = (path.parent / mask_text).resolve() if mask_text else None

@@ -411,7 +411,7 @@ def evaluate(
         if auto_roi:
             jobs = [dataclasses.replace(job, mask=None) for job in jobs]
         thresholds = loaded.thresholds()
-    except (OnfhError, KeyError, TypeError) as exc:
+    except OnfhError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     start = time.perf_counter()
