@@ -8,7 +8,6 @@ queries are a mixin of :class:`~onfh_dlr.state.StateDB` (import the names from
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -269,12 +268,12 @@ class VerdictQueries(QueryMixin):
             )
             return [_assessment(r) for r in rows]
 
-    def mark_assessment_purged(self, sop_instance_uid: str, at: float | None = None) -> None:
-        """Record that retention removed an assessment SR's file (its verdicts stay)."""
+    def mark_assessment_purged(self, sop_instance_uid: str, at: float) -> None:
+        """Record that retention removed an assessment SR's file at ``at`` (verdicts stay)."""
         with self.session() as s:
             row = s.get(AssessmentRow, sop_instance_uid)
             if row is not None:
-                row.purged_at = time.time() if at is None else at
+                row.purged_at = at
 
     def verdicts(self) -> list[RecordedVerdict]:
         """Every recorded verdict, oldest first."""

@@ -90,20 +90,26 @@ def _assessment(db: StateDB, path: Path, uid: str, received_at: float, job_id: s
     )
 
 
-def test_assessment_srs_are_purged_after_the_retention_age_and_their_verdicts_kept(
-    tmp_path: Path,
-) -> None:
+def _judged_study(tmp_path: Path) -> tuple[Path, StateDB, str, Path]:
+    """A data directory with a delivered study; its job id; where an assessment SR of it
+    is stored (not yet written)."""
     data = tmp_path / "data"
     db = StateDB.for_settings(None, data)
     _study(db, data, "1.2.3.4", delivered=True)
     [job] = db.jobs()
+    return data, db, job.id, data / "spool" / "1.2.3" / "1.2.3.80" / "1.2.3.81.dcm"
+
+
+def test_assessment_srs_are_purged_after_the_retention_age_and_their_verdicts_kept(
+    tmp_path: Path,
+) -> None:
+    data, db, job_id, old = _judged_study(tmp_path)
     now = time.time()
-    old = data / "spool" / "1.2.3" / "1.2.3.80" / "1.2.3.81.dcm"
     new = data / "spool" / "1.2.3" / "1.2.3.90" / "1.2.3.91.dcm"
     outside = tmp_path / "elsewhere-sr.dcm"
-    _assessment(db, old, "1.2.3.81", now - 10 * DAY, job.id)
-    _assessment(db, new, "1.2.3.91", now - 1 * DAY, job.id)
-    _assessment(db, outside, "1.2.3.99", now - 10 * DAY, job.id)  # the DB names a foreign path
+    _assessment(db, old, "1.2.3.81", now - 10 * DAY, job_id)
+    _assessment(db, new, "1.2.3.91", now - 1 * DAY, job_id)
+    _assessment(db, outside, "1.2.3.99", now - 10 * DAY, job_id)  # the DB names a foreign path
 
     report = purge_expired(db, data, max_age=7 * DAY, now=now)
 
@@ -113,7 +119,7 @@ def test_assessment_srs_are_purged_after_the_retention_age_and_their_verdicts_ke
     assert len(db.verdicts()) == 3  # the verdicts are the history: kept
     assert purge_expired(db, data, max_age=7 * DAY, now=now).assessments == 0
     # Sent again, the SR is in the spool again and waits out its own retention.
-    _assessment(db, old, "1.2.3.81", now, job.id)
+    _assessment(db, old, "1.2.3.81", now, job_id)
     assert purge_expired(db, data, max_age=7 * DAY, now=now + DAY).assessments == 0
     assert old.exists()
     assert purge_expired(db, data, max_age=7 * DAY, now=now + 8 * DAY).assessments == 2
@@ -123,12 +129,8 @@ def test_assessment_srs_are_purged_after_the_retention_age_and_their_verdicts_ke
 def test_an_assessments_table_from_before_retention_gains_purged_at_and_is_purged(
     tmp_path: Path,
 ) -> None:
-    data = tmp_path / "data"
-    db = StateDB.for_settings(None, data)
-    _study(db, data, "1.2.3.4", delivered=True)
-    [job] = db.jobs()
-    old = data / "spool" / "1.2.3" / "1.2.3.80" / "1.2.3.81.dcm"
-    _assessment(db, old, "1.2.3.81", time.time() - 10 * DAY, job.id)
+    data, db, job_id, old = _judged_study(tmp_path)
+    _assessment(db, old, "1.2.3.81", time.time() - 10 * DAY, job_id)
     db.dispose()
     engine = sqlalchemy.create_engine(default_database_url(data))
     with engine.begin() as connection:  # the table as the release before this one had it
