@@ -131,14 +131,14 @@ def _subtle_lesion(
 ) -> Lesion:
     """A faint, thin, partly missing ARCO I band around a fat-like centre."""
     strength = realism.band_strength.draw(pathology)
-    granulation = marrow + strength * (float(pathology.uniform(0.5, 0.8)) - marrow)
+    granulation = marrow + strength * (float(pathology.uniform(0.7, 0.9)) - marrow)
     sclerosis = cortex + (1 - strength) * (marrow - cortex)
     missing = realism.band_missing.draw(pathology)
     return replace(
         lesion,
         stage="ARCO I",
         subtle=True,
-        granulation_width=float(pathology.uniform(0.8, 1.5)),
+        granulation_width=float(pathology.uniform(1.0, 1.8)),
         sclerosis_width=float(pathology.uniform(0.8, 1.5)),
         granulation_signal=float(granulation),
         sclerosis_signal=float(sclerosis),

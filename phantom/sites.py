@@ -123,8 +123,8 @@ _HARD = Realism(
     islands=(0, 4),
     cyst_probability=0.3,
     subtle_probability=0.3,
-    band_missing=Range(0.2, 0.5),
-    band_strength=Range(0.15, 0.45),
+    band_missing=Range(0.05, 0.3),
+    band_strength=Range(0.5, 0.8),
     oedema_keep=0.5,
 )
 

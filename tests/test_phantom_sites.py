@@ -258,7 +258,7 @@ def test_harder_sites_draw_subtle_partly_missing_arco_i_bands() -> None:
     full = [lesion for lesion in lesions if lesion.band_gaps is None]
     assert 0.2 < len(subtle) / len(lesions) < 0.4  # Realism.subtle_probability = 0.3
     assert all(lesion.stage == "ARCO I" and lesion.subtle for lesion in subtle)
-    assert max(lesion.granulation_width for lesion in subtle) <= 1.5
+    assert max(lesion.granulation_width for lesion in subtle) <= 1.8
     # Fainter than the other lesions' bands, and partly invisible (gap threshold > -inf).
     assert np.median([lesion.granulation_signal for lesion in subtle]) < np.median(
         [lesion.granulation_signal for lesion in full]
