@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,7 +36,13 @@ import psutil
 from bench_records import ProcessMemory, ThroughputRecord, write_record
 
 from onfh_dlr.broker import free_port
-from onfh_dlr.cli.demo import MODALITY_AE, PACS_AE, SERVICE_AE, service_environment
+from onfh_dlr.cli.demo import (
+    MODALITY_AE,
+    PACS_AE,
+    SERVICE_AE,
+    running_service,
+    service_environment,
+)
 from onfh_dlr.cli.receiver import Receiver
 from onfh_dlr.state import StateDB
 from phantom.dicom_writer import write_series
@@ -141,13 +146,11 @@ def main() -> None:
         port, pacs_port = free_port(), free_port()
         env = service_environment(dict(os.environ), root / "service", port, pacs_port)
         env["ONFH_WORKER_CONCURRENCY"] = str(args.concurrency)
-        with Receiver(root / "pacs", pacs_port, ae_title=PACS_AE) as pacs:
-            serve = subprocess.Popen(
-                [sys.executable, "-m", "onfh_dlr", "serve"],
-                env=env,
-                stdout=(root / "serve.log").open("wb"),
-                stderr=subprocess.STDOUT,
-            )
+        with (
+            Receiver(root / "pacs", pacs_port, ae_title=PACS_AE) as pacs,
+            (root / "serve.log").open("wb") as serve_log,
+            running_service(env, serve_log) as serve,
+        ):
             sampler = MemorySampler(serve.pid)
             sampler.start()
             try:
@@ -171,8 +174,6 @@ def main() -> None:
                 raise
             finally:
                 sampler.stopped.set()
-                serve.terminate()
-                serve.wait(timeout=60)
 
 
 def record(

@@ -22,6 +22,7 @@ from typing import ClassVar
 import pydicom
 
 from onfh_dlr.broker import EmbeddedRedis, free_port
+from onfh_dlr.cli.demo import running_service
 from onfh_dlr.cli.receiver import Received, Receiver
 from onfh_dlr.state import Job, StateDB
 from phantom.cohort import generate_cohort
@@ -51,19 +52,8 @@ def serve_process(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Po
     Stopped on exit as an administrator stops it: SIGTERM, and a kill if it has not
     ended within 60 s (the supervisor waits for its workers to finish first).
     """
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "onfh_dlr", "serve"], env=env, stdout=log, stderr=log
-        )
-        try:
-            yield process
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with log_path.open("ab") as log, running_service(env, log) as process:
+        yield process
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ def test_serve_with_a_relative_data_directory_scores_a_study_from_another_direct
     tmp_path: Path, phantom_cohort: CohortMaker
 ) -> None:
     from onfh_dlr.broker import free_port
-    from onfh_dlr.cli.demo import MODALITY_AE, SERVICE_AE, service_environment
+    from onfh_dlr.cli.demo import MODALITY_AE, SERVICE_AE, running_service, service_environment
     from onfh_dlr.cli.receiver import Receiver
     from worker.scu import STORED_STATUSES, store_files, wait_for_echo
 
@@ -71,35 +71,29 @@ def test_serve_with_a_relative_data_directory_scores_a_study_from_another_direct
     # serve's children, its embedded Redis (which changes into its own directory) and the
     # paths recorded in the state DB must all name tmp_path/service, not work/../service.
     env = service_environment(_env(Path("unused")), Path("../service"), port, pacs_port)
-    with Receiver(tmp_path / "pacs", pacs_port, ae_title="DEMO_PACS") as pacs:
-        service = subprocess.Popen(
-            [sys.executable, "-m", "onfh_dlr", "serve"],
-            env=env,
-            cwd=work,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+    log_path = tmp_path / "serve.log"
+    with (
+        Receiver(tmp_path / "pacs", pacs_port, ae_title="DEMO_PACS") as pacs,
+        log_path.open("wb") as serve_log,
+        running_service(env, serve_log, cwd=work),
+    ):
+        assert wait_for_echo("127.0.0.1", port, SERVICE_AE, timeout=60, calling_ae=MODALITY_AE)
+        statuses = store_files(
+            files, host="127.0.0.1", port=port, called_ae=SERVICE_AE, calling_ae=MODALITY_AE
         )
-        try:
-            assert wait_for_echo("127.0.0.1", port, SERVICE_AE, timeout=60, calling_ae=MODALITY_AE)
-            statuses = store_files(
-                files, host="127.0.0.1", port=port, called_ae=SERVICE_AE, calling_ae=MODALITY_AE
-            )
-            assert all(s in STORED_STATUSES for s in statuses)
-            (sr,) = pacs.wait_for("SR", timeout=240)
-            # `status` from a third directory, the data directory again given relatively.
-            status = subprocess.run(
-                [sys.executable, "-m", "onfh_dlr", "status", "--json"],
-                env={**_env(Path("../service"))},
-                cwd=other,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-        finally:
-            service.terminate()
-            output, _ = service.communicate(timeout=60)
-    log = output.decode(errors="replace")
+        assert all(s in STORED_STATUSES for s in statuses)
+        (sr,) = pacs.wait_for("SR", timeout=240)
+        # `status` from a third directory, the data directory again given relatively.
+        status = subprocess.run(
+            [sys.executable, "-m", "onfh_dlr", "status", "--json"],
+            env={**_env(Path("../service"))},
+            cwd=other,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    log = log_path.read_text(errors="replace")
     assert status.returncode == 0, status.stdout + status.stderr + log
     summary = json.loads(status.stdout)
     assert summary["jobs"]["done"] == 1 and summary["queue_depth"] == 0, log
@@ -167,7 +161,7 @@ def test_serve_makes_a_status_token_in_the_data_directory_and_the_page_requires_
     from service_harness import wait_until
 
     from onfh_dlr.broker import free_port
-    from onfh_dlr.cli.demo import service_environment
+    from onfh_dlr.cli.demo import running_service, service_environment
 
     port, http_port = free_port(), free_port()
     env = service_environment(_env(Path("unused")), tmp_path / "service", port, free_port())
@@ -185,13 +179,8 @@ def test_serve_makes_a_status_token_in_the_data_directory_and_the_page_requires_
         except OSError:
             return 0
 
-    service = subprocess.Popen(
-        [sys.executable, "-m", "onfh_dlr", "serve"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as serve_log, running_service(env, serve_log):
         wait_until(lambda: get("/healthz") == 200, 60, "the listener's HTTP server")
         token_file = tmp_path / "service" / "status-token"
         token = token_file.read_text().strip()
@@ -200,10 +189,7 @@ def test_serve_makes_a_status_token_in_the_data_directory_and_the_page_requires_
         assert get("/") == 401
         assert get("/", "wrong-token-wrong-token") == 401
         assert get("/", token) == 200
-    finally:
-        service.terminate()
-        output, _ = service.communicate(timeout=60)
-    log = output.decode(errors="replace")
+    log = log_path.read_text(errors="replace")
     assert f"(sign in with the token in {token_file})" in log, log
     assert token not in log  # where the token is, never the token
 

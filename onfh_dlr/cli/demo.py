@@ -8,6 +8,7 @@ on disk under ``<data_dir>/demo/pacs``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import shutil
@@ -15,9 +16,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pydicom
 import typer
@@ -67,6 +69,38 @@ def service_environment(
     return env
 
 
+@contextlib.contextmanager
+def running_service(
+    env: Mapping[str, str],
+    output: IO[bytes] | int,
+    *,
+    cwd: Path | None = None,
+    grace: float = 60.0,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m onfh_dlr serve`` with ``env``, its stdout and stderr to ``output``.
+
+    Stopped on exit as an administrator stops it: SIGTERM, and a kill if it has not ended
+    within ``grace`` seconds (the supervisor lets its workers finish their studies first).
+    The demo, the service tests and the benches all start ``serve`` this way.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "onfh_dlr", "serve"],
+        env=dict(env),
+        cwd=cwd,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @app.command()
 def demo(config: ConfigOption = None) -> None:
     """End to end: a phantom study pushed through `serve` to a stand-in PACS, SR read back."""
@@ -99,18 +133,8 @@ def run_demo(settings: Settings, console: Console, environ: Mapping[str, str]) -
     env = service_environment(environ, root / "service", port, pacs_port)
     with Receiver(root / "pacs", pacs_port, ae_title=PACS_AE) as pacs, log_path.open("wb") as log:
         console.print(f'"PACS": {PACS_AE} on port {pacs_port}; service log: {log_path}')
-        service = subprocess.Popen(
-            [sys.executable, "-m", "onfh_dlr", "serve"], env=env, stdout=log, stderr=log
-        )
-        try:
+        with running_service(env, log, grace=30) as service:
             return _drive(console, service, files, port, pacs, truth, log_path)
-        finally:
-            service.send_signal(signal.SIGTERM)
-            try:
-                service.wait(30)
-            except subprocess.TimeoutExpired:
-                service.kill()
-                service.wait()
 
 
 def _drive(
@@ -227,5 +251,6 @@ __all__ = [
     "DemoResult",
     "demo",
     "run_demo",
+    "running_service",
     "service_environment",
 ]
