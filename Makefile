@@ -81,7 +81,7 @@ bundle: $(STAMP) phantom data/loso/leave_one_site_out.json
 	rm -rf model_bundle/demo
 	$(BIN)/onfh-dlr train data/sites-160/cohort.csv data/legacy-40/cohort.csv \
 		--out model_bundle/demo --cache data/cache --workers 2 --synthetic \
-		--site-validation data/loso/leave_one_site_out.json --name onfh-dlr-demo --version 2.1.0
+		--site-validation data/loso/leave_one_site_out.json --name onfh-dlr-demo --version 2.2.0
 
 # The demo bundle on 100 fresh phantom patients from another seed, auto-segmented.
 data/phantom-eval/cohort.csv: | $(STAMP)

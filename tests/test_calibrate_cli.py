@@ -89,11 +89,11 @@ def test_calibrated_demo_bundle_calls_a_held_out_sites_other_patients(
     run = _cli("evaluate", str(new), str(test), "--out", str(root / "eval"), "--auto-roi")
     assert run.returncode == 0, run.stdout + run.stderr
     dlr = json.loads((root / "eval" / "metrics.json").read_text())["models"]["dlr"]["metrics"]
-    # Measured (seed 31): the calibrated 2.1.0 demo bundle gives 5/6 and 14/14 on the ten
-    # test patients (DLR AUC 0.976); 2.0.0 gave the same calls (AUC 1.0), the 1.x bundle
-    # 5/6 and 12/14 (AUC 0.89). The 0.9/0.9 is therefore not reached on
-    # sensitivity (one of six ONFH hips missed); this asserts what was measured, not a
-    # threshold tuned on these hips. On sites the bundle never saw:
+    # Measured (seed 31): the calibrated 2.2.0 demo bundle gives 6/6 and 12/14 on the ten
+    # test patients (DLR AUC 1.0); 2.1.0 gave 5/6 and 14/14 (AUC 0.976), 2.0.0 the same
+    # calls (AUC 1.0), the 1.x bundle 5/6 and 12/14 (AUC 0.89). The 0.9/0.9 is
+    # therefore not reached (two of fourteen healthy hips called); this asserts what was
+    # measured, not a threshold tuned on these hips. On sites the bundle never saw:
     # bench/site_calibration.py.
     assert dlr["sensitivity"]["estimate"] >= 0.8
     assert dlr["specificity"]["estimate"] >= 0.85

@@ -1,6 +1,6 @@
 """The demo bundle's predictions do not change when the feature path is refactored.
 
-The expected probabilities below were recorded when the demo bundle was retrained (2.1.0)
+The expected probabilities below were recorded when the demo bundle was retrained (2.2.0)
 by scoring the same phantom with the same calls, printing each probability with
 ``repr`` (the first recording, at commit 78ea418, pinned the 1.x bundle through issue
 17's one-feature-path refactoring). Run to run (and phantom regeneration to phantom
@@ -28,70 +28,71 @@ from worker.pipeline import score_series
 DEMO = Path(__file__).resolve().parents[1] / "model_bundle" / "demo"
 REL_TOL = 1e-9
 
-# Recorded from the demo bundle 2.1.0 (the multi-site retraining of issue 13, profile
-# "hip", each classifier chosen by the one-standard-error rule): worker.pipeline.
+# Recorded from the demo bundle 2.2.0 (the multi-site retraining of issue 13 on the
+# phantom whose ARCO I bands are visible, profile "hip", each classifier chosen by the
+# one-standard-error rule): worker.pipeline.
 # score_series on the seed-7 phantom (3 cases), "auto" without a SEG (auto-segmentation),
 # "seg" with the phantom's reference SEG.
 EXPECTED: dict[str, dict[str, float]] = {
     "auto PH000700000 L": {
-        "rad": 0.3542763305564409,
-        "dl": 0.07393021149766242,
-        "dlr": 0.2373048677283208,
+        "rad": 0.08061331533949737,
+        "dl": 0.0569218532713888,
+        "dlr": 0.02934765113062112,
     },
     "auto PH000700000 R": {
-        "rad": 0.04802593270795529,
-        "dl": 0.0941625402032988,
-        "dlr": 0.019785632202672016,
+        "rad": 0.03502237615865121,
+        "dl": 0.07400741313231791,
+        "dlr": 0.011366523741192227,
     },
     "auto PH000700001 L": {
-        "rad": 0.004030932055878672,
-        "dl": 0.18324554460563672,
-        "dlr": 0.014470963400223517,
+        "rad": 0.0007922256542370643,
+        "dl": 0.2184173563575431,
+        "dlr": 0.0011233918773092366,
     },
     "auto PH000700001 R": {
-        "rad": 0.0017390990033692376,
-        "dl": 0.06009070637631477,
-        "dlr": 0.0034071789517448993,
+        "rad": 0.00011115371860288181,
+        "dl": 0.11976310671936952,
+        "dlr": 0.00019985058229846734,
     },
     "auto PH000700002 L": {
-        "rad": 0.004099023446419045,
-        "dl": 0.052450940903255125,
-        "dlr": 0.009023079571917385,
+        "rad": 0.0009044814382302142,
+        "dl": 0.05690227150404731,
+        "dlr": 0.0014495115396905725,
     },
     "auto PH000700002 R": {
-        "rad": 0.9998674401637035,
-        "dl": 0.6966460213797443,
-        "dlr": 0.999355996184505,
+        "rad": 0.9999973030718575,
+        "dl": 0.8241031247126345,
+        "dlr": 0.999995912463503,
     },
     "seg PH000700000 L": {
-        "rad": 0.3858768212481439,
-        "dl": 0.2117003543827561,
-        "dlr": 0.5235472107927859,
+        "rad": 0.1317262205257317,
+        "dl": 0.8139293683600315,
+        "dlr": 0.14351532798372654,
     },
     "seg PH000700000 R": {
-        "rad": 0.040807489147760216,
-        "dl": 0.0941625402032988,
-        "dlr": 0.019316224870362095,
+        "rad": 0.02700233106384904,
+        "dl": 0.07400741313231791,
+        "dlr": 0.010313785294073438,
     },
     "seg PH000700001 L": {
-        "rad": 0.0024529132281781753,
-        "dl": 0.18324554460563672,
-        "dlr": 0.012700522755358499,
+        "rad": 0.000598519030712623,
+        "dl": 0.2184173563575431,
+        "dlr": 0.0012463528158201988,
     },
     "seg PH000700001 R": {
-        "rad": 0.0012619258935872787,
-        "dl": 0.06009070637631477,
-        "dlr": 0.004070570063410904,
+        "rad": 8.459148795178127e-05,
+        "dl": 0.11976310671936952,
+        "dlr": 0.00023253265109468126,
     },
     "seg PH000700002 L": {
-        "rad": 0.0027315577016600065,
-        "dl": 0.07099280520549779,
-        "dlr": 0.006452495798147261,
+        "rad": 0.0008372550296903997,
+        "dl": 0.05905115291487269,
+        "dlr": 0.0017063093582280952,
     },
     "seg PH000700002 R": {
-        "rad": 0.9999754109789001,
-        "dl": 0.6288300825799946,
-        "dlr": 0.9998138261719168,
+        "rad": 0.999999811712354,
+        "dl": 0.8885316939099239,
+        "dlr": 0.999999699447262,
     },
 }
 
@@ -186,11 +187,14 @@ def test_serving_reproduces_what_training_recorded(model: BundleModel, tmp_path:
     # The demo bundle was trained with reference SEGs on the four-site phantom (seed
     # 2025) and 40 patients of the original phantom (seed 2026, `make phantom`); its
     # predictions.csv holds every hip's probabilities (six decimals). Serving the first
-    # two patients of the seed-2026 part gives the same Rad numbers, to the last of those
-    # decimals give or take one: training ran on a CPU with AVX-512 kernels, the tests pin
-    # AVX2 ones (numeric_kernels; measured: 0.013118 against 0.013117). DL and DLR (which
-    # reads deep features) may differ slightly more: training recorded them with the
-    # float32 backbone, the bundle ships the weights in float16.
+    # two patients of the seed-2026 part gives the same Rad numbers up to the kernels:
+    # training ran with the CPU's own (AVX-512) kernels, the tests pin AVX2 ones
+    # (numeric_kernels), and the last-bit differences of the radiomics this makes move
+    # the Rad model's log-odds by up to 3.2e-4 (2.2.0, PH202600001 R: 0.031245 against
+    # 0.031235; unpinned, all six decimals agree). So Rad must agree within half a unit
+    # of the sixth decimal plus 1e-3 log-odds. DL and DLR (which reads deep features) may
+    # differ slightly more: training recorded them with the float32 backbone, the bundle
+    # ships the weights in float16.
     hips = assign_hips(40, 70 / 150, 2026)
     with (DEMO / "predictions.csv").open(encoding="utf-8", newline="") as fh:
         recorded = {(r["PatientID"], r["Side"]): r for r in csv.DictReader(fh)}
@@ -204,6 +208,7 @@ def test_serving_reproduces_what_training_recorded(model: BundleModel, tmp_path:
             for key, value in prediction.probabilities.items():
                 recorded_value = float(row[f"prob_{key}"])
                 if str(key) == "rad":
-                    assert abs(value - recorded_value) <= 1.5e-6, (patient, side, key)
+                    slack = 5e-7 + 1e-3 * value * (1 - value)
+                    assert abs(value - recorded_value) <= slack, (patient, side, key)
                 else:
                     assert abs(value - recorded_value) < 1e-4, (patient, side, key)
