@@ -4,12 +4,15 @@ minimum window."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from model_bundle.bundle import AcquisitionReference, OutputReference, ReferenceStatistics
 from model_bundle.monitoring import DriftState, InputKind, distribution_of, window_drift
+from model_bundle.monitoring.window import outside_pvalue
 
 NAMES = ("original_firstorder_Mean", "original_glcm_Contrast", "deep_pc_1", "deep_pc_2")
 
@@ -87,3 +90,47 @@ def test_a_new_scanner_shifts_the_acquisition_even_against_a_few_reference_serie
     assert shifted == {"field_strength", "slice_thickness"}
     assert moved.shifted_share(InputKind.ACQUISITION) == 2 / 3
     assert moved.state is DriftState.DRIFT
+
+
+def _outside_tail_by_enumeration(m: int, n: int, k: int) -> float:
+    """P(at least k of n new values outside the range of m old ones), every order of the
+    m + n exchangeable values counted one by one (no formula)."""
+    hits = total = 0
+    for old in itertools.combinations(range(m + n), m):
+        positions = set(old)
+        low, high = min(old), max(old)
+        outside = sum(1 for p in range(m + n) if p not in positions and not low < p < high)
+        hits += outside >= k
+        total += 1
+    return hits / total
+
+
+@pytest.mark.parametrize(("m", "n"), [(2, 3), (3, 5), (5, 4), (6, 6), (9, 5)])
+def test_outside_pvalue_is_the_exact_exchangeable_tail(m: int, n: int) -> None:
+    rng = np.random.default_rng(m * 100 + n)
+    reference = distribution_of(rng.normal(0.0, 1.0, m))
+    lo, hi = reference.minimum, reference.maximum
+    for k in range(n + 1):
+        # k values outside the range (alternately below and above), the rest inside.
+        values = [lo - 1.0 - i if i % 2 else hi + 1.0 + i for i in range(k)]
+        values += [(lo + hi) / 2] * (n - k)
+        assert outside_pvalue(reference, values) == pytest.approx(
+            _outside_tail_by_enumeration(m, n, k), rel=1e-12
+        )
+
+
+def test_outside_pvalue_keeps_its_level_with_a_small_reference() -> None:
+    # A binomial test at the one-value rate 2 / (m + 1) ignores that the window's values
+    # share one reference range. With m = n = 12 at the level of five inputs (0.01) it
+    # flagged 6 or more outside (exact probability 0.034 under no drift): a window of the
+    # reference's own distribution three times too often. The exact test keeps its level.
+    rng = np.random.default_rng(7)
+    level, runs = 0.01, 4000
+    rejected = 0
+    for _ in range(runs):
+        reference = distribution_of(rng.normal(0.0, 1.0, 12))
+        window = rng.normal(0.0, 1.0, 12).tolist()
+        rejected += outside_pvalue(reference, window) < level
+    assert rejected / runs <= level
+    reference = distribution_of(np.array([0.0]))
+    assert outside_pvalue(reference, [1.0, 2.0]) == 1.0  # one value: no range to test

@@ -24,12 +24,12 @@ An input is *shifted* when, at a Bonferroni-corrected level (0.05 / inputs of it
   the level: PSI alone is biased upward on a small window (under no drift its expectation
   is about ``9 (1/n + 1/m)`` for n window and m reference values: 0.75 at n = 12 and
   m = 1000), so a window of a dozen hips would show "major shift" by chance; or
-- more of its values lie outside the reference's observed range than chance allows:
-  under no drift a new value falls outside the range of m exchangeable reference values
-  with probability ``2 / (m + 1)``, so a one-sided binomial test of the count outside
-  against that rate. This is what sees a change of scanner when the reference is small
-  (a training cohort of one field strength: every new value outside) where a KS test
-  against a handful of reference series cannot reach significance.
+- more of its values lie outside the reference's observed range than chance allows
+  (:func:`outside_pvalue`: under no drift the window's n values and the reference's m are
+  exchangeable, so how many of the n fall outside the m's range has an exact,
+  distribution-free law). This is what sees a change of scanner when the reference is
+  small (a training cohort of one field strength: every new value outside) where a KS
+  test against a handful of reference series cannot reach significance.
 
 Acquisition parameters are their own group, so that a change of scanner (most of them
 shift together) counts as much as a change of the images' content. The rate term maps
@@ -49,8 +49,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
-
-from scipy import stats
 
 from model_bundle.bundle import Distribution, ReferenceStatistics
 from model_bundle.monitoring.checks import InputKind
@@ -166,14 +164,28 @@ def rate_score(pvalue: float) -> float:
 
 
 def outside_pvalue(reference: Distribution, values: Sequence[float]) -> float:
-    """One-sided binomial p-value of ``values`` outside the reference's observed range.
+    """Exact one-sided p-value of as many of ``values`` outside the reference's range.
 
-    Under no drift each falls outside the range of ``m`` exchangeable reference values
-    with probability ``2 / (m + 1)``.
+    Under no drift the ``n`` window values and the ``m`` reference values are exchangeable:
+    every order of the m + n values is equally likely. ``K`` window values outside the
+    reference's range means ``j`` of them before the lowest reference value and ``K - j``
+    after the highest, the other ``n - K`` among the ``m - 2`` inner reference values::
+
+        P(K = k) = (k + 1) C(n - k + m - 2, m - 2) / C(m + n, m)        (m >= 2)
+
+    A binomial test at the one-value rate ``2 / (m + 1)`` would treat the n values as
+    independent, but they share the one reference range: a narrow range puts many of them
+    outside together. It understates the p-value, the more so the smaller the reference
+    (m = 12, n = 10, 5 outside: 0.011 against the exact 0.043), and raised false alarms.
+    With ``m < 2`` the range is a point, which continuous values all miss: p = 1.
     """
+    n = len(values)
+    m = reference.count
     outside = sum(v < reference.minimum or v > reference.maximum for v in values)
-    rate = 2.0 / (reference.count + 1)
-    return float(stats.binomtest(outside, len(values), rate, alternative="greater").pvalue)
+    if m < 2 or outside == 0:
+        return 1.0
+    tail = sum((k + 1) * math.comb(n - k + m - 2, m - 2) for k in range(outside, n + 1))
+    return tail / math.comb(m + n, m)
 
 
 def _compare(
