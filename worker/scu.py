@@ -74,7 +74,10 @@ def store_files(
     try:
         for ds, path in zip(datasets, paths, strict=True):
             if not assoc.is_established:
-                raise DeliveryError(f"{where}: association lost after {len(statuses)} objects")
+                raise DeliveryError(
+                    f"{where}: association {_how_it_ended(assoc)} after {len(statuses)} "
+                    f"objects (last status {_last_status(statuses)})"
+                )
             status = assoc.send_c_store(ds)
             code = int(status.Status) if status and "Status" in status else -1
             statuses.append(code)
@@ -88,6 +91,21 @@ def store_files(
 
 #: Send and receive buffers (bytes) of the SCU's connection: room for a few instances.
 SOCKET_BUFFER = 4 * 1024 * 1024
+
+
+def _how_it_ended(assoc: Association) -> str:
+    # What a PACS administrator needs first: did the peer abort, release, or just vanish?
+    if assoc.is_aborted:
+        return "aborted"
+    if assoc.is_released:
+        return "released by the peer"
+    return "lost (connection closed, no A-ABORT or A-RELEASE)"
+
+
+def _last_status(statuses: Sequence[int]) -> str:
+    if not statuses:
+        return "none"
+    return "no response" if statuses[-1] < 0 else f"0x{statuses[-1]:04X}"
 
 
 def tune_socket(assoc: Association) -> None:
